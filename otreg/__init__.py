@@ -1,0 +1,37 @@
+"""otreg: register medical point clouds (lungs) with optimal transport.
+
+Public API (imported lazily so that ``import otreg`` stays instant and torch-free)::
+
+    import otreg
+    source = otreg.load("exhale.vtk")
+    target = otreg.load("inhale.vtk")
+    result = otreg.register(source, target)          # RegistrationResult
+    moved = result.transform(source.points)          # (N, 3) mm, world RAS
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._version import __version__
+
+_LAZY = {
+    "PointCloud": ("otreg.pointcloud", "PointCloud"),
+    "Config": ("otreg.config", "Config"),
+    "load_config": ("otreg.config", "load_config"),
+    "load": ("otreg.io", "load"),
+    "register": ("otreg.pipeline", "register"),
+    "RegistrationResult": ("otreg.pipeline", "RegistrationResult"),
+    "Transform": ("otreg.transforms", "Transform"),
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'otreg' has no attribute {name!r}")

@@ -1,0 +1,247 @@
+"""The configuration schema: the one place where every default lives.
+
+A config is built from (lowest to highest priority) the schema defaults, a TOML file (a path or
+the name of a packaged preset, see :func:`preset_names`), and ``section.key=value`` overrides.
+Lengths are millimetres throughout: ``blur`` is the standard deviation of the Gaussian kernel of
+the entropic OT problem (cost |x - y|^2 / 2, epsilon = blur^2), ``reach`` the unbalanced-OT length
+(rho = reach^2), ``sigma`` the width of the smoothing kernel.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
+from pydantic import ValidationError, model_validator
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class InputConfig(_Section):
+    """How files become weighted point clouds (both source and target)."""
+
+    points: int = Field(
+        20000, ge=0, description="down-sample each cloud to at most this many points (0 = keep all)"
+    )
+    weight_by: Optional[str] = Field(
+        None, description="multiply weights by this point array (e.g. 'radius')"
+    )
+    surface_weights: Literal["area", "uniform"] = Field(
+        "area", description="mesh vertices weighted by their share of triangle area, or 1 each"
+    )
+    label: list[int] = Field(
+        default_factory=list, description="NIfTI: keep voxels with these values (default: all non-zero of a mask)"
+    )
+    intensity_range: Optional[tuple[float, float]] = Field(
+        None, description="NIfTI: keep voxels with low <= value <= high"
+    )
+    volume: Optional[int] = Field(None, description="NIfTI: index of the volume of a 4D image")
+
+
+class SolverConfig(_Section):
+    """Settings of the Sinkhorn solver shared by every OT solve."""
+
+    backend: Literal["auto", "torch", "keops"] = Field(
+        "auto", description="auto: keops on CUDA, dense torch blocks on the CPU"
+    )
+    scaling: float = Field(0.5, gt=0, lt=1, description="blur ratio between annealing steps")
+    tol: PositiveFloat = Field(
+        1e-3, description="stop at the final blur when the marginal error (L1, relative) is below"
+    )
+    max_iter: PositiveInt = Field(200, description="iterations at the final blur, at most")
+    dtype: Literal["float32", "float64"] = "float32"
+
+
+class RigidConfig(_Section):
+    """Step 1: rigid (or similarity) pre-alignment by OT matching + weighted Procrustes."""
+
+    enabled: bool = True
+    scale: bool = Field(False, description="also fit one isotropic scale (similarity)")
+    points: PositiveInt = Field(4000, description="points per cloud used for the rigid fit")
+    blur: PositiveFloat = Field(2.0, description="final blur of the rigid matching, mm")
+    reach: Optional[PositiveFloat] = Field(
+        None, description="unbalanced OT for partial overlap, mm (none = balanced)"
+    )
+    iterations: PositiveInt = Field(40, description="matching/Procrustes rounds, at most")
+    tol_deg: PositiveFloat = Field(1e-3, description="stop when the rotation update is below, deg")
+    tol_mm: PositiveFloat = Field(1e-3, description="stop when the translation update is below, mm")
+    principal_axes: bool = Field(
+        True, description="try the orientations of the principal axes (large rotations)"
+    )
+
+
+class MatchConfig(_Section):
+    """Step 2: optimal-transport matching of the (rigidly aligned) source onto the target.
+
+    ``blur`` may list one value per coarse-to-fine round; ``smooth.sigma`` then lists as many.
+    """
+
+    blur: list[PositiveFloat] = Field(default_factory=lambda: [1.0])
+    reach: Optional[PositiveFloat] = Field(
+        None, description="unbalanced OT, mm: unmatched structures may be left out (none = balanced)"
+    )
+
+    @field_validator("blur", mode="before")
+    @classmethod
+    def _scalar_to_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, (int, float)) else v
+
+
+class SmoothConfig(_Section):
+    """Step 3: Gaussian kernel regression of the matches into a displacement field."""
+
+    sigma: list[PositiveFloat] = Field(
+        default_factory=lambda: [5.0], description="kernel width per round, mm"
+    )
+
+    _scalar_to_list = field_validator("sigma", mode="before")(MatchConfig._scalar_to_list.__func__)
+
+
+class OutputConfig(_Section):
+    """What is written besides the always-written files."""
+
+    dense_field: bool = Field(True, description="write ITK/ANTs/Slicer displacement NIfTI fields")
+    grid_spacing: PositiveFloat = Field(2.0, description="spacing of the dense fields, mm")
+    grid_margin: float = Field(10.0, ge=0, description="margin around the clouds, mm")
+
+
+class Config(_Section):
+    """The whole effective configuration of one registration."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 0
+    input: InputConfig = Field(default_factory=InputConfig)
+    solver: SolverConfig = Field(default_factory=SolverConfig)
+    rigid: RigidConfig = Field(default_factory=RigidConfig)
+    match: MatchConfig = Field(default_factory=MatchConfig)
+    smooth: SmoothConfig = Field(default_factory=SmoothConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @model_validator(mode="after")
+    def _rounds_agree(self) -> "Config":
+        nb, ns = len(self.match.blur), len(self.smooth.sigma)
+        if nb != ns and 1 not in (nb, ns):
+            raise ValueError(
+                f"match.blur has {nb} rounds but smooth.sigma has {ns}: give as many of each (or one)"
+            )
+        return self
+
+    @property
+    def rounds(self) -> list[tuple[float, float]]:
+        """(blur, sigma) in mm for each non-rigid round."""
+        n = max(len(self.match.blur), len(self.smooth.sigma))
+        b = self.match.blur * n if len(self.match.blur) == 1 else self.match.blur
+        s = self.smooth.sigma * n if len(self.smooth.sigma) == 1 else self.smooth.sigma
+        return list(zip(b, s))
+
+    def to_toml(self) -> str:
+        """The config as TOML text. Keys set to none are left out: none is their schema default."""
+        import tomli_w
+
+        return tomli_w.dumps(_drop_none(self.model_dump(mode="json")))
+
+
+# ----------------------------------------------------------------------------- loading
+def preset_names() -> list[str]:
+    """Names of the packaged presets (``otreg/configs/*.toml``)."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A preset name ('lung_vessels') or a path to a TOML file -> an existing path."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    preset = PRESET_DIR / f"{name_or_path}.toml"
+    if preset.is_file():
+        return preset
+    raise ConfigError(
+        f"{name_or_path}: no such config file, nor a preset (presets: {', '.join(preset_names())})"
+    )
+
+
+def load_config(
+    config: str | Path | None = None,
+    overrides: list[str] | None = None,
+    **values: Any,
+) -> Config:
+    """Build the effective :class:`Config`.
+
+    Args:
+        config: a TOML path or a preset name; ``None`` for the schema defaults.
+        overrides: ``"section.key=value"`` strings, value in TOML syntax (``none`` unsets).
+        values: further ``"section.key"``-free top-level or dotted settings given as keyword
+            arguments with ``__`` for the dot (``input__points=5000``), applied last.
+    """
+    data: dict[str, Any] = {}
+    where = "defaults"
+    if config is not None:
+        path = resolve_config_path(config)
+        where = str(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    for item in overrides or []:
+        key, value = _parse_override(item)
+        _set_dotted(data, key, value)
+    for key, value in values.items():
+        if value is not None:
+            _set_dotted(data, key.replace("__", "."), value)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_describe(err, where)) from None
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected section.key=value")
+    key, text = (part.strip() for part in item.split("=", 1))
+    if text.lower() in ("none", "null"):
+        return key, None
+    try:
+        return key, tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key, text  # a bare word such as cpu or keops
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    *sections, leaf = key.split(".")
+    node = data
+    for section in sections:
+        child = node.setdefault(section, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{key}: {section!r} is a value, not a section")
+        node = child
+    node[leaf] = value
+
+
+def _describe(err: ValidationError, where: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"unknown key {key!r}")
+        else:
+            lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
+    return f"{where}: invalid config: " + "; ".join(lines)
+
+
+def _drop_none(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _drop_none(v) for k, v in d.items() if v is not None}
+    return d
