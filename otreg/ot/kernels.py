@@ -1,0 +1,96 @@
+"""Log-sum-exp reductions over a point pair (i, j), the only heavy operations of the solver.
+
+Both backends compute, for points already divided by the blur (so that C_ij / eps is
+|x_i - y_j|^2 / 2 and no epsilon enters a compiled formula):
+
+    lse_i      = log sum_j exp(h_j - |x_i - y_j|^2 / 2)                     (N,)
+    average_i  = sum_j softmax_j(h_j - |x_i - y_j|^2 / 2) * v_ij            (N, k)
+
+with v_ij = [values_j, |x_i - y_j|^2 / 2] for :meth:`Kernel.average` (the last column gives the
+transport cost). ``TorchBlocks`` works on dense row blocks that fit in cache (fastest on the
+CPU, measured); ``KeOpsKernel`` never materialises a block (fastest on CUDA).
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Rows x columns of one dense block: about 8 MB of float32, which stays in the L2/L3 cache
+# of common CPUs; larger blocks measured 3-5x slower per pair on a 2-core machine.
+_BLOCK_ELEMENTS = 2_000_000
+
+
+class TorchBlocks:
+    """Dense torch reductions, computed block of rows by block of rows."""
+
+    name = "torch"
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x, y
+        self.half_sq_x = (x * x).sum(1) / 2
+        self.half_sq_y = (y * y).sum(1) / 2
+        self.rows = max(1, _BLOCK_ELEMENTS // max(1, len(y)))
+
+    def _half_sq_dist(self, start: int, stop: int) -> torch.Tensor:
+        xb = self.x[start:stop]
+        c = torch.addmm(
+            self.half_sq_y[None, :] + self.half_sq_x[start:stop, None], xb, self.y.T, alpha=-1
+        )
+        return c.clamp_(min=0)  # rounding can make the expanded form slightly negative
+
+    def lse(self, h: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(len(self.x), dtype=self.x.dtype, device=self.x.device)
+        for s in range(0, len(self.x), self.rows):
+            e = self.rows + s
+            out[s:e] = torch.logsumexp(h[None, :] - self._half_sq_dist(s, e), dim=1)
+        return out
+
+    def average(self, h: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(len(self.x), values.shape[1] + 1, dtype=self.x.dtype, device=self.x.device)
+        for s in range(0, len(self.x), self.rows):
+            e = self.rows + s
+            c = self._half_sq_dist(s, e)
+            w = torch.softmax(h[None, :] - c, dim=1)
+            out[s:e, :-1] = w @ values
+            out[s:e, -1] = (w * c).sum(1)
+        return out
+
+
+class KeOpsKernel:
+    """Symbolic (pykeops LazyTensor) reductions: O(N + M) memory, compiled on first use."""
+
+    name = "keops"
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        from pykeops.torch import LazyTensor
+
+        self._lazy = LazyTensor
+        self.x_i = LazyTensor(x[:, None, :].contiguous())
+        self.y_j = LazyTensor(y[None, :, :].contiguous())
+        self.half_sq_dist = ((self.x_i - self.y_j) ** 2).sum(-1) / 2
+
+    def lse(self, h: torch.Tensor) -> torch.Tensor:
+        h_j = self._lazy(h[None, :, None].contiguous())
+        return (h_j - self.half_sq_dist).logsumexp(dim=1).view(-1)
+
+    def average(self, h: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        h_j = self._lazy(h[None, :, None].contiguous())
+        v_j = self._lazy(values[None, :, :].contiguous())
+        weights = v_j.concat(self.half_sq_dist)
+        return (h_j - self.half_sq_dist).sumsoftmaxweight(weights, dim=1)
+
+
+def make_kernel(backend: str, x: torch.Tensor, y: torch.Tensor):
+    """The reduction object for ``backend`` ('torch' or 'keops'; see :func:`choose_backend`)."""
+    if backend == "keops":
+        return KeOpsKernel(x, y)
+    if backend == "torch":
+        return TorchBlocks(x, y)
+    raise ValueError(f"unknown backend {backend!r}")
+
+
+def choose_backend(backend: str, device: torch.device) -> str:
+    """'auto' -> KeOps on CUDA (never builds an N x M block), dense torch blocks on the CPU."""
+    if backend != "auto":
+        return backend
+    return "keops" if device.type == "cuda" else "torch"
