@@ -61,7 +61,10 @@ class SolverConfig(_Section):
     tol: PositiveFloat = Field(
         1e-3, description="stop at the final blur when the marginal error (L1, relative) is below"
     )
-    max_iter: PositiveInt = Field(200, description="iterations at the final blur, at most")
+    max_iter: PositiveInt = Field(500, description="iterations at the final blur, at most")
+    overrelaxation: float = Field(
+        1.8, ge=1, lt=2, description="omega of the over-relaxed final iterations (1 = plain)"
+    )
     dtype: Literal["float32", "float64"] = "float32"
 
 
@@ -75,9 +78,9 @@ class RigidConfig(_Section):
     reach: Optional[PositiveFloat] = Field(
         None, description="unbalanced OT for partial overlap, mm (none = balanced)"
     )
-    iterations: PositiveInt = Field(40, description="matching/Procrustes rounds, at most")
-    tol_deg: PositiveFloat = Field(1e-3, description="stop when the rotation update is below, deg")
-    tol_mm: PositiveFloat = Field(1e-3, description="stop when the translation update is below, mm")
+    iterations: PositiveInt = Field(30, description="matching/Procrustes rounds, at most")
+    tol_deg: PositiveFloat = Field(0.01, description="stop when the rotation update is below, deg")
+    tol_mm: PositiveFloat = Field(0.01, description="stop when the translation update is below, mm")
     principal_axes: bool = Field(
         True, description="try the orientations of the principal axes (large rotations)"
     )

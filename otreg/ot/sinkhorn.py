@@ -83,6 +83,7 @@ def sinkhorn(
     max_iter: int = 200,
     overrelaxation: float = 1.8,
     backend: str = "auto",
+    init: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> OTSolution:
     """Solve entropic OT between two weighted clouds.
 
@@ -102,6 +103,8 @@ def sinkhorn(
             (Thibault et al. 2017): f <- (1 - omega) f + omega softmin(g). 1.8 measured about 5x
             fewer iterations than 1 on lung-like clouds; falls back to 1 if the error grows.
         backend: 'auto', 'torch' (dense blocks) or 'keops'.
+        init: potentials (f, g) of a previous solve between nearly the same clouds (e.g. the
+            last rigid iteration): the annealing is skipped and the iterations start from them.
 
     Returns:
         An :class:`OTSolution`; ``targets`` are in the frame of ``x`` and ``y``.
@@ -140,15 +143,19 @@ def sinkhorn(
         g_from_f = lambda f: -damp * eps * kyx.lse(log_a + f / eps)  # noqa: E731
         return f_from_g, g_from_f, kxy
 
-    # Annealing: symmetric averaged updates while the blur decreases.
-    f_from_g, g_from_f, _ = softmins(blurs[0])
-    f = f_from_g(torch.zeros_like(b))
-    g = g_from_f(torch.zeros_like(a))
-    iterations = 1
-    for s in blurs:
-        f_from_g, g_from_f, kxy = softmins(s)
-        f, g = (f + f_from_g(g)) / 2, (g + g_from_f(f)) / 2
-        iterations += 1
+    if init is not None:
+        f, g = init
+        f_from_g, g_from_f, kxy = softmins(blur)
+        iterations = 0
+    else:  # annealing: symmetric averaged updates while the blur decreases
+        f_from_g, g_from_f, _ = softmins(blurs[0])
+        f = f_from_g(torch.zeros_like(b))
+        g = g_from_f(torch.zeros_like(a))
+        iterations = 1
+        for s in blurs:
+            f_from_g, g_from_f, kxy = softmins(s)
+            f, g = (f + f_from_g(g)) / 2, (g + g_from_f(f)) / 2
+            iterations += 1
 
     # Final blur: alternate updates until the source marginal of the plan (f, g) is right.
     # After a g-update the target marginal is exact (balanced), and the next f-update tells

@@ -1,0 +1,66 @@
+"""The ``otreg`` command: a thin typer shell over the library.
+
+Exit codes: 0 ok, 1 runtime failure, 2 invalid input/config/usage, 130 interrupted.
+stdout carries results (``--json``); progress and logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from .._version import __version__
+
+app = typer.Typer(
+    name="otreg",
+    help="Register lung point clouds, meshes and masks with optimal transport.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"otreg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """otreg: rigid -> optimal-transport matching -> smoothing, from files to files."""
+
+
+from . import config_cmd, evaluate, register, warp  # noqa: E402  (commands register on app)
+
+app.add_typer(config_cmd.config_app, name="config")
+
+
+def main() -> None:
+    """Console entry point: run the app, turning otreg errors into one message + exit code."""
+    from ..errors import OtregError
+
+    try:
+        app(standalone_mode=False)
+    except OtregError as err:
+        typer.echo(f"otreg: error: {err}", err=True)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("otreg: interrupted", err=True)
+        sys.exit(130)
+    except typer.Exit as exit_:
+        sys.exit(exit_.exit_code)
+    except (typer.Abort,):
+        sys.exit(130)
+    except Exception as err:  # click usage errors carry their own exit code (2)
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise

@@ -1,0 +1,40 @@
+"""otreg warp OUT FILE -o OUTFILE"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import app
+from ._common import VerboseOption, landmark_options, setup_logging, transform_path
+
+
+@app.command()
+def warp(
+    registration: Path = typer.Argument(..., help="Output folder of 'otreg register' (or its transform.npz)."),
+    file: Path = typer.Argument(..., help="Points, mesh, NIfTI mask or landmarks in SOURCE space."),
+    output: Path = typer.Option(..., "--output", "-o", help="Warped file; its suffix picks the format (.txt: x y z rows)."),
+    fmt: str = typer.Option("mm", "--format", help="Landmark format of FILE: mm or dirlab."),
+    spacing: Optional[tuple[float, float, float]] = typer.Option(None, "--spacing", help="DIR-LAB voxel size SX SY SZ, mm."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+    verbose: int = VerboseOption,
+) -> None:
+    """Move FILE from source space to target space with a computed registration."""
+    setup_logging(verbose)
+    from ..errors import OutputError
+    from ..io import warp_file
+    from ..transforms import Transform
+
+    options = landmark_options(fmt, spacing, str(file))
+    transform = Transform.load(transform_path(registration))
+    if output.exists() and not overwrite:
+        raise OutputError(f"{output}: exists; pass --overwrite to replace it")
+
+    def mapping(points):
+        moved, confidence = transform.apply(points)
+        return moved, {"displacement": moved - points, "confidence": confidence}
+
+    warp_file(file, output, mapping, landmark_format=options["format"], spacing=options["spacing"])
+    typer.echo(str(output))

@@ -1,0 +1,45 @@
+"""report.md: the registration summarised for a person."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _row(name: str, r: dict[str, float]) -> str:
+    return f"| {name} | {r['mean_mm']:.2f} | {r['p95_mm']:.2f} |"
+
+
+def render_report(metrics: dict[str, Any], run: dict[str, Any]) -> str:
+    """Markdown text of ``metrics.json`` and ``run.json``."""
+    inputs = run["inputs"]
+    lines = [
+        "# otreg registration report",
+        "",
+        f"- source (moving): `{inputs['source']['path']}`",
+        f"- target (fixed): `{inputs['target']['path']}`",
+        f"- points registered: {metrics['points']['source']} source, {metrics['points']['target']} target",
+        f"- device: {run['device']}; otreg {run['versions']['otreg']}; {run['created']}",
+        "",
+        "## Residual distance, source -> nearest target point (mm)",
+        "",
+        "| after | mean | p95 |",
+        "|---|---|---|",
+        _row("nothing (input)", metrics["residual_before"]),
+        _row("rigid", metrics["residual_after_rigid"]),
+    ]
+    for k, r in enumerate(metrics["rounds"], start=1):
+        lines.append(_row(f"round {k} (blur {r['blur_mm']:g}, sigma {r['sigma_mm']:g} mm)", r["residual_after"]))
+    lines += ["", "## Steps", "", "| step | time (s) |", "|---|---|"]
+    lines += [f"| {k.removesuffix('_s')} | {v:.2f} |" for k, v in metrics["times"].items()]
+    if "rigid" in metrics:
+        m = metrics["rigid"]["matrix"]
+        lines += ["", "## Rigid matrix (world RAS, mm; source -> target)", "", "```"]
+        lines += [" ".join(f"{v: .6f}" for v in row) for row in m]
+        lines += ["```"]
+    if "dense_field" in metrics:
+        d = metrics["dense_field"]
+        lines += ["", "## Dense fields", "",
+                  f"- fixed grid {d['fixed_shape']}, moving grid {d['moving_shape']}, spacing {d['spacing_mm']} mm",
+                  f"- inverse (fixed -> moving) residual: max {d['inverse_residual_mm']:.3g} mm"]
+    lines += ["", f"Transported mass (last round): {metrics['transported_mass']:.3f}", ""]
+    return "\n".join(lines)

@@ -1,0 +1,127 @@
+"""Write a registration's output folder, all or nothing.
+
+Everything is written into a hidden temporary sibling folder that is renamed onto OUT at the
+end: a failed or killed run leaves no OUT that a resumed batch would trust.
+
+Files (see the README for their frames):
+  warped_source.<ext>        the source moved to the target, arrays displacement / confidence
+  transform.npz              the whole transform, reloaded by 'otreg warp' / Transform.load
+  rigid.txt                  4x4 rigid matrix, world RAS mm, source -> target
+  rigid_fixed_to_moving.tfm  the same rigid part as an ITK transform file (LPS, fixed -> moving)
+  field_fixed_to_moving.nii.gz   displacement on a grid over the target, LPS vectors (ITK/ANTs/Slicer)
+  field_moving_to_fixed.nii.gz   displacement on a grid over the source, LPS vectors
+  metrics.json, run.json, config.resolved.toml, report.md
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import Config
+from ..errors import OutputError
+from ..io import warp_file, warped_suffix
+from ..io.frames import matrix_ras_to_lps
+from .markdown import render_report
+from .provenance import run_record
+
+log = logging.getLogger(__name__)
+
+
+def check_output_dir(out: Path, overwrite: bool) -> None:
+    """Fail early (before any work) if OUT cannot be (re)written."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise OutputError(f"{out}: output folder exists and is not empty; pass --overwrite to replace it")
+
+
+def itk_affine_text(matrix_lps: np.ndarray) -> str:
+    """An ITK 'Insight Transform File' holding a 4x4 LPS matrix as AffineTransform_double_3_3."""
+    params = list(matrix_lps[:3, :3].ravel()) + list(matrix_lps[:3, 3])
+    return (
+        "#Insight Transform File V1.0\n#Transform 0\nTransform: AffineTransform_double_3_3\n"
+        f"Parameters: {' '.join(f'{v:.10g}' for v in params)}\nFixedParameters: 0 0 0\n"
+    )
+
+
+def write_dense_fields(folder: Path, result, config: Config) -> dict[str, Any]:
+    """The two ITK displacement fields; returns their description for metrics.json."""
+    from ..transforms.itk import displacement_image, grid_over, grid_points, inverse_points
+
+    spacing, margin = config.output.grid_spacing, config.output.grid_margin
+    fixed_shape, fixed_affine = grid_over(result.target.points, spacing, margin)
+    y = grid_points(fixed_shape, fixed_affine)
+    x, inverse_residual = inverse_points(result.transform, y)
+    displacement_image(x - y, fixed_shape, fixed_affine).to_filename(folder / "field_fixed_to_moving.nii.gz")
+    moving_shape, moving_affine = grid_over(result.source.points, spacing, margin)
+    x = grid_points(moving_shape, moving_affine)
+    displacement_image(result.transform(x) - x, moving_shape, moving_affine).to_filename(
+        folder / "field_moving_to_fixed.nii.gz"
+    )
+    return {
+        "spacing_mm": spacing,
+        "fixed_shape": fixed_shape.tolist(),
+        "moving_shape": moving_shape.tolist(),
+        "inverse_residual_mm": inverse_residual,
+    }
+
+
+def write_registration(
+    out: Path,
+    result,
+    config: Config,
+    source_path: Path,
+    target_path: Path,
+    *,
+    load_kwargs: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    argv: list[str] | None = None,
+) -> Path:
+    """Write the output folder ``out`` of ``result`` (a RegistrationResult). Returns ``out``."""
+    out = Path(out)
+    check_output_dir(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        transform = result.transform
+
+        def mapping(points):
+            moved, confidence = transform.apply(points)
+            return moved, {"displacement": moved - points, "confidence": confidence}
+
+        warp_file(source_path, tmp / f"warped_source{warped_suffix(source_path)}", mapping,
+                  load_kwargs=load_kwargs)
+        transform.save(tmp / "transform.npz")
+        np.savetxt(tmp / "rigid.txt", transform.rigid, fmt="%.10f",
+                   header="4x4 matrix, world RAS mm, source (moving) -> target (fixed)")
+        fixed_to_moving_lps = matrix_ras_to_lps(np.linalg.inv(transform.rigid))
+        (tmp / "rigid_fixed_to_moving.tfm").write_text(itk_affine_text(fixed_to_moving_lps))
+        metrics = dict(result.metrics)
+        if config.output.dense_field:
+            metrics["dense_field"] = write_dense_fields(tmp, result, config)
+        run = run_record(inputs={"source": source_path, "target": target_path},
+                         device=metrics["device"], seed=config.seed, argv=argv)
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        (tmp / "run.json").write_text(json.dumps(run, indent=2))
+        (tmp / "config.resolved.toml").write_text(config.to_toml())
+        (tmp / "report.md").write_text(render_report(metrics, run))
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
