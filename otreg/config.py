@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
 from pydantic import ValidationError, model_validator
@@ -28,6 +28,16 @@ PRESET_DIR = Path(__file__).parent / "configs"
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _none_strings(cls, data: Any) -> Any:
+        """TOML has no null: "none" (any case) unsets an optional key in a file, as in --set."""
+        if not isinstance(data, dict):
+            return data
+        return {
+            k: None if _is_none_word(v) and _allows_none(cls, k) else v for k, v in data.items()
+        }
 
 
 class InputConfig(_Section):
@@ -76,7 +86,10 @@ class RigidConfig(_Section):
     points: PositiveInt = Field(4000, description="points per cloud used for the rigid fit")
     blur: PositiveFloat = Field(2.0, description="final blur of the rigid matching, mm")
     reach: Optional[PositiveFloat] = Field(
-        None, description="unbalanced OT for partial overlap, mm (none = balanced)"
+        20.0, description="unbalanced OT for partial overlap, mm (none = balanced)"
+    )
+    solver_tol: PositiveFloat = Field(
+        1e-2, description="Sinkhorn marginal tolerance in the rigid rounds (Procrustes averages the rest)"
     )
     iterations: PositiveInt = Field(30, description="matching/Procrustes rounds, at most")
     tol_deg: PositiveFloat = Field(0.01, description="stop when the rotation update is below, deg")
@@ -151,10 +164,14 @@ class Config(_Section):
         return list(zip(b, s))
 
     def to_toml(self) -> str:
-        """The config as TOML text. Keys set to none are left out: none is their schema default."""
+        """The config as TOML text, which :func:`load_config` reads back to an equal config.
+
+        TOML has no null: keys set to none are left out where none is their schema default,
+        and written as ``"none"`` where it is not (e.g. a balanced ``rigid.reach``).
+        """
         import tomli_w
 
-        return tomli_w.dumps(_drop_none(self.model_dump(mode="json")))
+        return tomli_w.dumps(_toml_values(self.model_dump(mode="json"), self))
 
 
 # ----------------------------------------------------------------------------- loading
@@ -201,6 +218,8 @@ def load_config(
     for item in overrides or []:
         key, value = _parse_override(item)
         _set_dotted(data, key, value)
+    if overrides:  # name where a bad key or value may come from, not just "defaults"
+        where = "--set" if config is None else f"{where} (with --set)"
     for key, value in values.items():
         if value is not None:
             _set_dotted(data, key.replace("__", "."), value)
@@ -244,7 +263,24 @@ def _describe(err: ValidationError, where: str) -> str:
     return f"{where}: invalid config: " + "; ".join(lines)
 
 
-def _drop_none(d: Any) -> Any:
-    if isinstance(d, dict):
-        return {k: _drop_none(v) for k, v in d.items() if v is not None}
-    return d
+def _is_none_word(value: Any) -> bool:
+    return isinstance(value, str) and value.lower() in ("none", "null")
+
+
+def _allows_none(model: type[BaseModel], key: str) -> bool:
+    info = model.model_fields.get(key)
+    return info is not None and type(None) in get_args(info.annotation)
+
+
+def _toml_values(data: dict[str, Any], model: BaseModel) -> dict[str, Any]:
+    """``model.model_dump(mode="json")`` without None values (see :meth:`Config.to_toml`)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        attribute = getattr(model, key)
+        if isinstance(attribute, BaseModel):
+            out[key] = _toml_values(value, attribute)
+        elif value is not None:
+            out[key] = value
+        elif type(model).model_fields[key].get_default(call_default_factory=True) is not None:
+            out[key] = "none"
+    return out

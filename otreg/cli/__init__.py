@@ -41,12 +41,33 @@ from . import config_cmd, evaluate, register, warp  # noqa: E402  (commands regi
 app.add_typer(config_cmd.config_app, name="config")
 
 
+def _click_exceptions() -> tuple[type[Exception], ...]:
+    """ClickException classes that typer may raise: recent typer versions (>= 0.2x) vendor
+    click as ``typer._click``, whose exceptions are not ``click.ClickException``."""
+    classes: list[type[Exception]] = []
+    try:
+        from typer import _click as vendored
+
+        classes.append(vendored.exceptions.ClickException)
+    except ImportError:
+        pass
+    try:
+        import click
+
+        classes.append(click.ClickException)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(classes)
+
+
 def main() -> None:
     """Console entry point: run the app, turning otreg errors into one message + exit code."""
     from ..errors import OtregError
 
     try:
-        app(standalone_mode=False)
+        # Not standalone: otreg errors reach the handlers below. typer then *returns* the
+        # exit code of a typer.Exit (--help, --version, ^C -> 130) instead of exiting.
+        code = app(standalone_mode=False)
     except OtregError as err:
         typer.echo(f"otreg: error: {err}", err=True)
         sys.exit(err.exit_code)
@@ -58,9 +79,11 @@ def main() -> None:
     except (typer.Abort,):
         sys.exit(130)
     except Exception as err:  # click usage errors carry their own exit code (2)
-        import click
-
-        if isinstance(err, click.ClickException):
+        if isinstance(err, _click_exceptions()):
             err.show()
             sys.exit(err.exit_code)
         raise
+    if isinstance(code, int) and code:
+        if code == 130:
+            typer.echo("otreg: interrupted", err=True)
+        sys.exit(code)

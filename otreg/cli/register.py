@@ -23,6 +23,7 @@ def register(
     points: Optional[int] = typer.Option(None, "--points", help="Down-sample each cloud to N points (0: all)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (down-sampling grid offsets)."),
     label: Optional[list[int]] = typer.Option(None, "--label", help="NIfTI: keep voxels of this value. Repeatable."),
+    volume: Optional[int] = typer.Option(None, "--volume", help="NIfTI: index of the volume of a 4D image."),
     intensity_range: Optional[tuple[float, float]] = typer.Option(
         None, "--intensity-range", help="NIfTI: keep voxels with LOW <= value <= HIGH."
     ),
@@ -35,7 +36,6 @@ def register(
     setup_logging(verbose)
     from ..config import load_config
     from ..io import load, load_options
-    from ..pipeline import register as run_registration
     from ..report.outputs import check_output_dir, write_registration
     from .console import stderr
 
@@ -47,6 +47,7 @@ def register(
         input__points=points,
         input__label=label or None,
         input__intensity_range=intensity_range,
+        input__volume=volume,
         input__weight_by=weight_by,
     )
     check_output_dir(out, overwrite)
@@ -55,6 +56,8 @@ def register(
     with stderr.status("loading") as status:
         source_cloud = load(source, **options)
         target_cloud = load(target, **options)
+        from ..pipeline import register as run_registration  # torch: only once inputs are good
+
         result = run_registration(source_cloud, target_cloud, cfg, on_step=lambda s: status.update(s))
         status.update("writing outputs")
         write_registration(out, result, cfg, source, target, load_kwargs=options, overwrite=overwrite)

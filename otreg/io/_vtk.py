@@ -65,6 +65,7 @@ class Messages:
         nothing to a user; they are used only when the reader itself said nothing.
         """
         problems = [_clean(t) for t in [*self.errors, *(w for w in self.warnings if "error" in w.lower())]]
+        problems = [p for p in problems if p]  # some readers report an error with no text
         useful = [p for p in problems if not _PIPELINE.search(p)]
         if useful:
             return useful[0]

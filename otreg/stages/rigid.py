@@ -74,7 +74,8 @@ def _iterate(matrix, x, a, y, b, blurs, cfg: RigidConfig, solver: SolverConfig, 
         d_deg, d_mm = matrix_difference(new, matrix)
         matrix, cost = new, m.solution.cost
         if history is not None:
-            history.append({"blur": blur, "cost": cost, "update_deg": d_deg, "update_mm": d_mm})
+            history.append({"blur": blur, "cost": cost, "update_deg": d_deg, "update_mm": d_mm,
+                            "sinkhorn_iterations": m.solution.iterations})
         if blur == blurs[-1] and d_deg < cfg.tol_deg and d_mm < cfg.tol_mm:
             break
     return matrix, cost, k
@@ -93,6 +94,7 @@ def rigid_align(
 
     Both clouds are down-sampled to ``cfg.points``; weights count as proportions.
     """
+    solver = solver.model_copy(update={"tol": cfg.solver_tol})
     src, tgt = downsample(source, cfg.points, seed=seed), downsample(target, cfg.points, seed=seed)
     x, a, y, b = src.points, unit_mass(src.weights), tgt.points, unit_mass(tgt.weights)
     coarse = max(cfg.blur, max(src.diameter, tgt.diameter) / 10)

@@ -1,0 +1,372 @@
+"""End-to-end tests of the ``otreg`` command: small inputs and a fast config (a 2-core CPU).
+
+One registration of the sample data (module fixture) serves every test of its outputs,
+``evaluate`` and ``warp``; one rerun from its ``config.resolved.toml`` checks reproducibility.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import otreg
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "sample_data"
+SOURCE = SAMPLE / "exhale_vessels.vtk"
+TARGET = SAMPLE / "inhale_vessels.vtk"
+SOURCE_LANDMARKS = SAMPLE / "exhale_landmarks.txt"
+TARGET_LANDMARKS = SAMPLE / "inhale_landmarks.txt"
+
+# Fast but meaningful on the sample pair (about 15 s on a loaded 2-core CPU): TRE
+# ~13.9 mm -> ~2.0 mm. principal_axes is off: the sample pair has no large rotation.
+FAST = [
+    "--points", "1500",
+    "--set", "rigid.points=500",
+    "--set", "rigid.iterations=10",
+    "--set", "rigid.principal_axes=false",
+    "--set", "solver.max_iter=100",
+    "--set", "output.grid_spacing=16",
+]
+OUTPUT_FILES = {
+    "warped_source.vtk",
+    "transform.npz",
+    "rigid.txt",
+    "rigid_fixed_to_moving.tfm",
+    "field_fixed_to_moving.nii.gz",
+    "field_moving_to_fixed.nii.gz",
+    "metrics.json",
+    "run.json",
+    "config.resolved.toml",
+    "report.md",
+}
+
+
+def run_otreg(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """``python -m otreg ARGS``, one thread per process (the machine is shared)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "200"}
+    result = subprocess.run(
+        [sys.executable, "-m", "otreg", *args],
+        cwd=cwd or REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    if check:
+        assert result.returncode == 0, (args, result.returncode, result.stdout, result.stderr)
+    return result
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def mesh_points(path: Path) -> np.ndarray:
+    """Points of a mesh file in RAS (the frame otreg works in)."""
+    from otreg.io import meshes
+
+    return meshes.read_mesh_points(path)
+
+
+# ----------------------------------------------------------------------------- startup
+def test_version():
+    result = run_otreg("--version")
+    assert result.stdout.strip() == f"otreg {otreg.__version__}"
+
+
+def test_help_lists_commands():
+    result = run_otreg("--help")
+    for command in ("register", "evaluate", "warp", "config"):
+        assert command in result.stdout
+    result = run_otreg("register", "--help")
+    for option in ("--out", "--config", "--set", "--points", "--overwrite", "--json", "--volume"):
+        assert option in result.stdout
+
+
+def test_no_arguments_shows_help():
+    result = run_otreg(check=False)
+    assert result.returncode in (0, 2)
+    assert "register" in result.stdout + result.stderr
+
+
+def test_unknown_command_is_a_usage_error():
+    result = run_otreg("registr", check=False)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+
+
+def test_import_is_light():
+    """``import otreg, otreg.cli`` loads none of the heavy libraries (instant --help)."""
+    code = (
+        "import otreg, otreg.cli, sys; "
+        "heavy = [m for m in ('torch', 'pykeops', 'pyvista', 'vtk', 'nibabel') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+# ----------------------------------------------------------------------------- config
+def test_config_show_is_toml():
+    result = run_otreg("config", "show")
+    parsed = tomllib.loads(result.stdout)
+    assert otreg.Config.model_validate(parsed) == otreg.Config()
+
+
+def test_config_show_preset_with_override():
+    result = run_otreg("config", "show", "-c", "lung_vessels", "--set", "match.blur=2")
+    parsed = tomllib.loads(result.stdout)
+    assert parsed["match"]["blur"] == [2.0]
+    assert parsed["match"]["reach"] == 10.0  # from the preset
+    assert parsed["rigid"]["blur"] == 4.0
+
+
+def test_config_presets_lists_every_preset():
+    from otreg.config import preset_names
+
+    result = run_otreg("config", "presets")
+    names = [line.split("\t")[0] for line in result.stdout.splitlines()]
+    assert names == preset_names()
+
+
+# ----------------------------------------------------------------------------- register
+@pytest.fixture(scope="module")
+def registration(tmp_path_factory):
+    """(OUT, parsed --json stdout) of one fast registration of the sample pair."""
+    out = tmp_path_factory.mktemp("sample") / "out"
+    result = run_otreg("register", str(SOURCE), str(TARGET), "-o", str(out), *FAST, "--json")
+    return out, json.loads(result.stdout)
+
+
+def test_register_json_summary(registration):
+    out, summary = registration
+    assert summary["out"] == str(out)
+    assert summary["residual_after_mm"] < summary["residual_after_rigid_mm"] < summary["residual_before_mm"]
+    points = summary["metrics"]["points"]
+    assert set(points) == {"source", "target"}
+    assert all(1400 <= n <= 1500 for n in points.values()), points  # at most --points
+    assert 0 < summary["transported_mass"] <= 1.2
+
+
+def test_register_output_files(registration):
+    out, _ = registration
+    assert {p.name for p in out.iterdir()} == OUTPUT_FILES
+    # no temporary or backup folders left next to OUT
+    assert [p.name for p in out.parent.iterdir()] == [out.name]
+
+
+def test_warped_source_has_arrays(registration):
+    import pyvista as pv
+
+    out, _ = registration
+    warped = pv.read(out / "warped_source.vtk")
+    source = pv.read(SOURCE)
+    assert warped.n_points == source.n_points
+    assert warped.point_data["displacement"].shape == (source.n_points, 3)
+    confidence = warped.point_data["confidence"]
+    assert confidence.shape == (source.n_points,)
+    assert np.isfinite(confidence).all() and (confidence >= 0).all()
+    assert "radius" in warped.point_data  # the input's arrays are kept
+    # positions = source + displacement (the file is RAS, like the input)
+    moved = mesh_points(out / "warped_source.vtk")
+    np.testing.assert_allclose(moved, mesh_points(SOURCE) + warped.point_data["displacement"], atol=1e-3)
+
+
+def test_transform_matches_warped_source(registration):
+    out, _ = registration
+    transform = otreg.Transform.load(out / "transform.npz")
+    expected = transform(mesh_points(SOURCE))
+    np.testing.assert_allclose(mesh_points(out / "warped_source.vtk"), expected, atol=1e-3)
+    rigid = np.loadtxt(out / "rigid.txt")
+    np.testing.assert_allclose(rigid, transform.rigid, atol=1e-8)
+    np.testing.assert_allclose(rigid[3], [0, 0, 0, 1])
+    np.testing.assert_allclose(rigid[:3, :3] @ rigid[:3, :3].T, np.eye(3), atol=1e-6)
+
+
+def test_itk_outputs(registration):
+    import nibabel as nib
+
+    out, _ = registration
+    tfm = (out / "rigid_fixed_to_moving.tfm").read_text()
+    assert tfm.startswith("#Insight Transform File V1.0")
+    assert "AffineTransform_double_3_3" in tfm
+    for name in ("field_fixed_to_moving.nii.gz", "field_moving_to_fixed.nii.gz"):
+        image = nib.load(out / name)
+        assert image.ndim == 5 and image.shape[3:] == (1, 3)
+        assert np.isfinite(np.asarray(image.dataobj)).all()
+
+
+def test_metrics_run_config_report(registration):
+    out, summary = registration
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["residual_after"] == summary["metrics"]["residual_after"]
+    run = json.loads((out / "run.json").read_text())
+    assert run["inputs"]["source"]["sha256"] == sha256(SOURCE)
+    assert run["inputs"]["target"]["sha256"] == sha256(TARGET)
+    assert run["inputs"]["source"]["path"] == str(SOURCE.resolve())
+    assert run["versions"]["otreg"] == otreg.__version__
+    assert run["seed"] == 0 and run["device"] == metrics["device"]
+    assert "register" in run["argv"]
+    config = otreg.load_config(out / "config.resolved.toml")
+    assert config.input.points == 1500 and config.rigid.points == 500
+    assert config.output.grid_spacing == 16
+    assert (out / "report.md").read_text().strip()
+
+
+def test_evaluate_tre_improves(registration):
+    out, _ = registration
+    result = run_otreg("evaluate", str(out), "--source-landmarks", str(SOURCE_LANDMARKS),
+                       "--target-landmarks", str(TARGET_LANDMARKS), "--json")
+    tre = json.loads(result.stdout)
+    assert tre["landmarks"] == 80
+    before, after = tre["before"]["mean_mm"], tre["after"]["mean_mm"]
+    assert before > 10  # the sample motion: ~14 mm mean
+    # measured ~2.0 mm with these settings (2.6 mm with 2000 points and an 8 mm grid)
+    assert after < 3.5, tre
+    assert after < before / 3
+    # the table form prints the same numbers
+    table = run_otreg("evaluate", str(out), "--source-landmarks", str(SOURCE_LANDMARKS),
+                      "--target-landmarks", str(TARGET_LANDMARKS)).stdout
+    assert f"{after:.2f}" in table and f"{before:.2f}" in table
+
+
+def test_evaluate_mismatched_landmarks(registration, tmp_path):
+    out, _ = registration
+    fewer = tmp_path / "fewer.txt"
+    np.savetxt(fewer, np.loadtxt(TARGET_LANDMARKS)[:10])
+    result = run_otreg("evaluate", str(out), "--source-landmarks", str(SOURCE_LANDMARKS),
+                       "--target-landmarks", str(fewer), check=False)
+    assert result.returncode == 2
+    assert str(fewer) in result.stderr and "Traceback" not in result.stderr
+
+
+def test_evaluate_not_a_registration(tmp_path):
+    result = run_otreg("evaluate", str(tmp_path), "--source-landmarks", str(SOURCE_LANDMARKS),
+                       "--target-landmarks", str(TARGET_LANDMARKS), check=False)
+    assert result.returncode == 2
+    assert "transform.npz" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_warp_landmarks_equals_python_api(registration, tmp_path):
+    out, _ = registration
+    moved_path = tmp_path / "moved.txt"
+    result = run_otreg("warp", str(out), str(SOURCE_LANDMARKS), "-o", str(moved_path))
+    assert result.stdout.strip() == str(moved_path)
+    landmarks = np.loadtxt(SOURCE_LANDMARKS)
+    moved = np.loadtxt(moved_path)
+    assert moved.shape == landmarks.shape == (80, 3)
+    expected = otreg.Transform.load(out / "transform.npz")(landmarks)
+    np.testing.assert_allclose(moved, expected, rtol=0, atol=1e-6)
+
+    # an existing output needs --overwrite, and is left alone without it
+    again = run_otreg("warp", str(out), str(SOURCE_LANDMARKS), "-o", str(moved_path), check=False)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    np.testing.assert_array_equal(np.loadtxt(moved_path), moved)
+    run_otreg("warp", str(out / "transform.npz"), str(SOURCE_LANDMARKS), "-o", str(moved_path),
+              "--overwrite")
+    np.testing.assert_allclose(np.loadtxt(moved_path), expected, rtol=0, atol=1e-6)
+
+
+def test_rerun_from_resolved_config_reproduces(registration, tmp_path):
+    out, _ = registration
+    again = tmp_path / "again"
+    run_otreg("register", str(SOURCE), str(TARGET), "-o", str(again), "-c",
+              str(out / "config.resolved.toml"))
+    assert (again / "config.resolved.toml").read_text() == (out / "config.resolved.toml").read_text()
+    first = otreg.Transform.load(out / "transform.npz")
+    second = otreg.Transform.load(again / "transform.npz")
+    np.testing.assert_allclose(second.rigid, first.rigid, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(mesh_points(again / "warped_source.vtk"),
+                               mesh_points(out / "warped_source.vtk"), rtol=0, atol=1e-4)
+
+
+def test_register_overwrite_replaces_folder(registration, tmp_path):
+    """--overwrite on a folder with old files: the old files are gone, nothing is left beside."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stale.txt").write_text("old\n")
+    # a quick registration of the landmark sets themselves (80 points each)
+    run_otreg("register", str(SOURCE_LANDMARKS), str(TARGET_LANDMARKS), "-o", str(out), "--overwrite",
+              "--set", "rigid.principal_axes=false", "--set", "rigid.iterations=5",
+              "--set", "solver.max_iter=50", "--set", "output.dense_field=false")
+    names = {p.name for p in out.iterdir()}
+    fields = {"field_fixed_to_moving.nii.gz", "field_moving_to_fixed.nii.gz"}
+    # a point list is warped to a .vtp point cloud (text cannot carry the arrays)
+    assert names == (OUTPUT_FILES - fields - {"warped_source.vtk"}) | {"warped_source.vtp"}
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+# ----------------------------------------------------------------------------- DIR-LAB
+@pytest.mark.realdata
+def test_dirlab_case1_evaluate(shared_data, tmp_path):
+    dirlab = shared_data / "dirlab4dct"
+    out = tmp_path / "case1"
+    run_otreg(
+        "register", str(dirlab / "case1_exhale_points.vtk"), str(dirlab / "case1_inhale_points.vtk"),
+        "-o", str(out), "-c", "lung_points",
+        "--points", "800",
+        "--set", "rigid.points=800",
+        "--set", "rigid.iterations=10",
+        "--set", "rigid.principal_axes=false",
+        "--set", "solver.max_iter=100",
+        "--set", "output.grid_spacing=16",
+    )
+    spacing = ["--spacing", "0.97", "0.97", "2.5"]
+    exhale, inhale = dirlab / "case1_300_T50_xyz.txt", dirlab / "case1_300_T00_xyz.txt"
+    result = run_otreg("evaluate", str(out), "--source-landmarks", str(exhale),
+                       "--target-landmarks", str(inhale), "--format", "dirlab", *spacing, "--json")
+    tre = json.loads(result.stdout)
+    assert tre["landmarks"] == 300
+    assert tre["before"]["mean_mm"] == pytest.approx(3.89, abs=0.02)  # the README's table
+    # measured 3.89 -> 2.33 mm with these settings (the README's floor is ~1.0-1.45 mm)
+    assert tre["after"]["mean_mm"] < 0.8 * tre["before"]["mean_mm"], tre
+
+    # warp takes DIR-LAB landmarks too, and writes them in mm
+    moved = tmp_path / "moved.txt"
+    run_otreg("warp", str(out), str(exhale), "-o", str(moved), "--format", "dirlab", *spacing)
+    index = np.loadtxt(exhale)
+    expected = otreg.Transform.load(out / "transform.npz")((index - 1) * [0.97, 0.97, 2.5])
+    np.testing.assert_allclose(np.loadtxt(moved), expected, rtol=0, atol=1e-6)
+
+    # --format dirlab without --spacing is a usage error
+    bad = run_otreg("evaluate", str(out), "--source-landmarks", str(exhale),
+                    "--target-landmarks", str(inhale), "--format", "dirlab", check=False)
+    assert bad.returncode == 2 and "--spacing" in bad.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_interrupt_exits_130_and_leaves_nothing(tmp_path):
+    import signal
+
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "200"}
+    # all 10,000 points and default settings: minutes of work, interrupted once it has begun
+    process = subprocess.Popen(
+        [sys.executable, "-m", "otreg", "register", str(SOURCE), str(TARGET), "-o", str(out),
+         "--points", "0", "-vv"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # in case we run in bg
+    )
+    try:
+        seen = []
+        for line in process.stderr:  # DEBUG log "loaded ..." once both inputs are read
+            seen.append(line)
+            if "loaded" in line and sum("loaded" in s for s in seen) == 2:
+                break
+        assert process.poll() is None, "".join(seen)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, (stdout, stderr)
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert list(tmp_path.iterdir()) == []
