@@ -84,7 +84,7 @@ class RigidConfig(_Section):
     enabled: bool = True
     scale: bool = Field(False, description="also fit one isotropic scale (similarity)")
     points: PositiveInt = Field(4000, description="points per cloud used for the rigid fit")
-    blur: PositiveFloat = Field(2.0, description="final blur of the rigid matching, mm")
+    blur: PositiveFloat = Field(4.0, description="final blur of the rigid matching, mm")
     reach: Optional[PositiveFloat] = Field(
         20.0, description="unbalanced OT for partial overlap, mm (none = balanced)"
     )
@@ -105,9 +105,9 @@ class MatchConfig(_Section):
     ``blur`` may list one value per coarse-to-fine round; ``smooth.sigma`` then lists as many.
     """
 
-    blur: list[PositiveFloat] = Field(default_factory=lambda: [1.0])
+    blur: list[PositiveFloat] = Field(default_factory=lambda: [3.0, 1.0])
     reach: Optional[PositiveFloat] = Field(
-        None, description="unbalanced OT, mm: unmatched structures may be left out (none = balanced)"
+        10.0, description="unbalanced OT, mm: unmatched structures may be left out (none = balanced)"
     )
 
     @field_validator("blur", mode="before")
@@ -120,7 +120,7 @@ class SmoothConfig(_Section):
     """Step 3: Gaussian kernel regression of the matches into a displacement field."""
 
     sigma: list[PositiveFloat] = Field(
-        default_factory=lambda: [5.0], description="kernel width per round, mm"
+        default_factory=lambda: [10.0, 5.0], description="kernel width per round, mm"
     )
 
     _scalar_to_list = field_validator("sigma", mode="before")(MatchConfig._scalar_to_list.__func__)

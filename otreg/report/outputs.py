@@ -60,6 +60,7 @@ def write_dense_fields(folder: Path, result, config: Config) -> dict[str, Any]:
     fixed_shape, fixed_affine = grid_over(result.target.points, spacing, margin)
     y = grid_points(fixed_shape, fixed_affine)
     x, inverse_residual = inverse_points(result.transform, y)
+    inverse_residual = inverse_residual[np.isfinite(inverse_residual)]
     displacement_image(x - y, fixed_shape, fixed_affine).to_filename(folder / "field_fixed_to_moving.nii.gz")
     moving_shape, moving_affine = grid_over(result.source.points, spacing, margin)
     x = grid_points(moving_shape, moving_affine)
@@ -70,7 +71,12 @@ def write_dense_fields(folder: Path, result, config: Config) -> dict[str, Any]:
         "spacing_mm": spacing,
         "fixed_shape": fixed_shape.tolist(),
         "moving_shape": moving_shape.tolist(),
-        "inverse_residual_mm": inverse_residual,
+        # how well field_fixed_to_moving inverts the transform, over its whole grid
+        "inverse_residual_mm": {
+            "median": float(np.median(inverse_residual)),
+            "p99": float(np.percentile(inverse_residual, 99)),
+            "max": float(inverse_residual.max()),
+        },
     }
 
 
