@@ -35,7 +35,7 @@ def test_mean_tre_below_2mm_over_the_five_cases(tre_after):
     before = np.mean([b for b, _ in tre_after.values()])
     after = np.mean([a for _, a in tre_after.values()])
     assert 6.0 < before < 7.0  # the data README's 6.5 mm: the landmarks are read right
-    assert after < 2.0  # measured 1.78 mm
+    assert after < 2.0  # measured 1.79 mm
 
 
 @pytest.mark.realdata
