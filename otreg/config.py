@@ -105,7 +105,7 @@ class MatchConfig(_Section):
     ``blur`` may list one value per coarse-to-fine round; ``smooth.sigma`` then lists as many.
     """
 
-    blur: list[PositiveFloat] = Field(default_factory=lambda: [3.0, 1.0])
+    blur: list[PositiveFloat] = Field(default_factory=lambda: [3.0, 1.0], min_length=1)
     reach: Optional[PositiveFloat] = Field(
         10.0, description="unbalanced OT, mm: unmatched structures may be left out (none = balanced)"
     )
@@ -120,7 +120,7 @@ class SmoothConfig(_Section):
     """Step 3: Gaussian kernel regression of the matches into a displacement field."""
 
     sigma: list[PositiveFloat] = Field(
-        default_factory=lambda: [10.0, 5.0], description="kernel width per round, mm"
+        default_factory=lambda: [10.0, 5.0], min_length=1, description="kernel width per round, mm"
     )
 
     _scalar_to_list = field_validator("sigma", mode="before")(MatchConfig._scalar_to_list.__func__)
@@ -203,8 +203,9 @@ def load_config(
     Args:
         config: a TOML path or a preset name; ``None`` for the schema defaults.
         overrides: ``"section.key=value"`` strings, value in TOML syntax (``none`` unsets).
-        values: further ``"section.key"``-free top-level or dotted settings given as keyword
-            arguments with ``__`` for the dot (``input__points=5000``), applied last.
+        values: settings applied last, as keyword arguments with ``__`` for the dot
+            (``device="cpu"``, ``input__points=5000``); ``None`` values are ignored (the CLI
+            passes its unset options this way).
     """
     data: dict[str, Any] = {}
     where = "defaults"

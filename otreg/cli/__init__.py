@@ -36,7 +36,7 @@ def _root(
     """otreg: rigid -> optimal-transport matching -> smoothing, from files to files."""
 
 
-from . import config_cmd, evaluate, register, warp  # noqa: E402  (commands register on app)
+from . import config_cmd, evaluate, register, warp  # noqa: E402, F401  (commands register on app)
 
 app.add_typer(config_cmd.config_app, name="config")
 
@@ -76,7 +76,7 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as exit_:
         sys.exit(exit_.exit_code)
-    except (typer.Abort,):
+    except typer.Abort:
         sys.exit(130)
     except Exception as err:  # click usage errors carry their own exit code (2)
         if isinstance(err, _click_exceptions()):

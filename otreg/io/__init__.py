@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import InputError, OutputError
 from ..pointcloud import PointCloud
-from . import landmarks, meshes, pointlists, volumes
+from . import meshes, pointlists, volumes
 from .atomic import full_suffix
 from .landmarks import read_landmarks
 from .meshes import warped_suffix

@@ -30,7 +30,7 @@ def grid_over(points: np.ndarray, spacing: float, margin: float) -> tuple[np.nda
 
 
 def grid_points(shape: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """(X*Y*Z, 3) RAS centres of the voxels of a grid, in NIfTI (x fastest last) C order."""
+    """(X*Y*Z, 3) RAS centres of the voxels of a grid, in C order (the last index, k, fastest)."""
     ijk = np.stack(np.meshgrid(*(np.arange(n) for n in shape), indexing="ij"), -1).reshape(-1, 3)
     return apply_matrix(affine, ijk.astype(np.float64))
 
