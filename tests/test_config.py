@@ -44,7 +44,7 @@ def test_preset_loads_and_validates(name):
 
 def test_defaults():
     assert load_config() == Config()
-    assert Config().rounds == [(1.0, 5.0)]
+    assert Config().rounds == [(3.0, 10.0), (1.0, 5.0)]
 
 
 def test_unknown_preset_lists_presets():
