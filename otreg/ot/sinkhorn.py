@@ -165,8 +165,9 @@ def sinkhorn(
     omega, error, best = overrelaxation, math.inf, math.inf
     for _ in range(max_iter):
         f_new = f_from_g(g)
-        error = float((a * ((f - f_new) / eps).exp().sub(1).abs()).sum()) / a_mass
-        if not math.isfinite(error):
+        # clamped: far from convergence exp() would overflow float32 and read as divergence
+        error = float((a * ((f - f_new) / eps).clamp(max=50).exp().sub(1).abs()).sum()) / a_mass
+        if not bool(torch.isfinite(f_new).all()):
             raise SolverError(
                 f"Sinkhorn diverged at blur {blur} mm (non-finite potentials); "
                 "try a larger blur or float64"
