@@ -130,7 +130,7 @@ class OutputConfig(_Section):
     """What is written besides the always-written files."""
 
     dense_field: bool = Field(True, description="write ITK/ANTs/Slicer displacement NIfTI fields")
-    grid_spacing: PositiveFloat = Field(2.0, description="spacing of the dense fields, mm")
+    grid_spacing: PositiveFloat = Field(4.0, description="spacing of the dense fields, mm")
     grid_margin: float = Field(10.0, ge=0, description="margin around the clouds, mm")
 
 
