@@ -40,10 +40,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=20000, help="input.points (0 = all)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch/OpenMP threads")
-    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--cases", nargs="+", default=["sample", "copd1"], choices=list(CASES))
     args = parser.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    rows = []
+    # Rows are printed as each case ends, so a run cut short still shows what it measured.
+    print(f"otreg pipeline, {args.threads} thread(s), input.points={args.points}, load average {os.getloadavg()[0]:.1f}")
+    print("| case | points in (src/tgt) | registered | load s | sampling s | rigid s | non-rigid s | total s | peak RSS MB | residual mm before -> after |")
+    print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
     for name in args.cases:
         src, tgt, preset = CASES[name]
         if not src.exists():
@@ -54,14 +57,11 @@ def main() -> None:
         if out.returncode:
             print(f"{name} failed:\n{out.stderr}", file=sys.stderr)
             continue
-        rows.append((name, json.loads(out.stdout.strip().splitlines()[-1])))
-    print(f"otreg pipeline, {args.threads} thread(s), input.points={args.points}, load average {os.getloadavg()[0]:.1f}")
-    print("| case | points in (src/tgt) | registered | load s | sampling s | rigid s | non-rigid s | total s | peak RSS MB | residual mm before -> after |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for name, r in rows:
+        r = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"| {name} | {r['n_source']}/{r['n_target']} | {r['points']['source']}/{r['points']['target']} | "
               f"{r['load_s']:.2f} | {r['sampling_s']:.2f} | {r.get('rigid_s', 0):.1f} | {r['nonrigid_s']:.1f} | "
-              f"{r['total_s']:.1f} | {r['peak_rss_mb']:.0f} | {r['residual_before']:.2f} -> {r['residual_after']:.2f} |")
+              f"{r['total_s']:.1f} | {r['peak_rss_mb']:.0f} | {r['residual_before']:.2f} -> {r['residual_after']:.2f} |",
+              flush=True)
 
 
 if __name__ == "__main__":
