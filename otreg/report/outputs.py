@@ -16,7 +16,6 @@ Files (see the README for their frames):
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import uuid
@@ -31,9 +30,6 @@ from ..io import warp_file, warped_suffix
 from ..io.frames import matrix_ras_to_lps
 from .markdown import render_report
 from .provenance import run_record
-
-log = logging.getLogger(__name__)
-
 
 def check_output_dir(out: Path, overwrite: bool) -> None:
     """Fail early (before any work) if OUT cannot be (re)written."""

@@ -71,11 +71,13 @@ class Transform:
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as data:
-                if str(data.get("format", "")) != FORMAT:
-                    raise InputError(path, f"not an otreg transform (expected format {FORMAT})")
-                fields = [KernelField.from_arrays(data, f"field{k}_") for k in range(int(data["n_fields"]))]
-                return cls(data["rigid"], fields)
-        except (OSError, ValueError, KeyError) as err:
-            if isinstance(err, InputError):
-                raise
+                arrays = {key: data[key] for key in data.files}
+        except (OSError, ValueError) as err:
             raise InputError(path, f"cannot read the transform: {err}") from None
+        if str(arrays.get("format", "")) != FORMAT:
+            raise InputError(path, f"not an otreg transform (expected format {FORMAT})")
+        try:
+            fields = [KernelField.from_arrays(arrays, f"field{k}_") for k in range(int(arrays["n_fields"]))]
+        except KeyError as err:
+            raise InputError(path, f"cannot read the transform: missing {err}") from None
+        return cls(arrays["rigid"], fields)
