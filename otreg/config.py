@@ -117,10 +117,21 @@ class MatchConfig(_Section):
 
 
 class SmoothConfig(_Section):
-    """Step 3: Gaussian kernel regression of the matches into a displacement field."""
+    """Step 3: Gaussian kernel regression of the matches into a displacement field.
+
+    ``model = "svf"`` takes that regression as a stationary velocity field on a grid
+    (``svf_spacing`` mm, default sigma / 2 of each round, reaching sigma beyond the points) and
+    integrates it by scaling and squaring: a diffeomorphic map, with its inverse exp(-v).
+    """
 
     sigma: list[PositiveFloat] = Field(
         default_factory=lambda: [10.0, 5.0], min_length=1, description="kernel width per round, mm"
+    )
+    model: Literal["gaussian", "svf"] = Field(
+        "gaussian", description="gaussian: the regression is the displacement; svf: its exponential"
+    )
+    svf_spacing: Optional[PositiveFloat] = Field(
+        None, description="svf: grid spacing of the velocity field, mm (none = sigma / 2 per round)"
     )
 
     _scalar_to_list = field_validator("sigma", mode="before")(MatchConfig._scalar_to_list.__func__)

@@ -111,7 +111,8 @@ def register(
         t1 = time.perf_counter()
         matches = match(moved, src.weights, tgt.points, tgt.weights, blur=blur,
                         reach=cfg.match.reach, solver=cfg.solver, device=device)
-        field_k = smooth(moved, src.weights, matches, sigma)
+        field_k = smooth(moved, src.weights, matches, sigma,
+                         model=cfg.smooth.model, spacing=cfg.smooth.svf_spacing)
         moved = moved + field_k(moved)[:, :3]
         confidence = matches.confidence
         fields.append(field_k)

@@ -13,6 +13,10 @@ import numpy as np
 from ..errors import InputError
 from .field import KernelField
 from .rigid import apply_matrix
+from .svf import SVFField
+
+#: field classes by the ``kind`` stored in transform.npz (files without a kind: kernel fields)
+_FIELD_KINDS = {"kernel": KernelField, SVFField.kind: SVFField}
 
 FORMAT = "otreg-transform-1"
 
@@ -22,11 +26,13 @@ class Transform:
 
     Args:
         rigid: (4, 4) matrix, world RAS mm, applied first.
-        fields: :class:`KernelField` per non-rigid round; columns 0-2 of their values are the
-            displacement (mm), column 3 (if present) the match confidence.
+        fields: one per non-rigid round, :class:`KernelField` (Gaussian smoothing) or
+            :class:`SVFField` (diffeomorphic); called on (N, 3) points they return (N, d):
+            columns 0-2 the displacement (mm), column 3 (if present) the match confidence.
     """
 
-    def __init__(self, rigid: np.ndarray | None = None, fields: list[KernelField] | None = None):
+    def __init__(self, rigid: np.ndarray | None = None,
+                 fields: list[KernelField | SVFField] | None = None):
         self.rigid = np.eye(4) if rigid is None else np.asarray(rigid, dtype=np.float64)
         self.fields = list(fields or [])
 
@@ -51,6 +57,24 @@ class Transform:
     def displacement(self, points: np.ndarray) -> np.ndarray:
         """u(x) = phi(x) - x at (N, 3) source points, mm."""
         return self(points) - points
+
+    @property
+    def invertible(self) -> bool:
+        """Whether every field knows its inverse (SVF fields: exp(-v)), so :meth:`inverse` works."""
+        return all(getattr(field, "invertible", False) for field in self.fields)
+
+    def inverse(self, points: np.ndarray) -> np.ndarray:
+        """phi^-1 at (N, 3) target-space points (mm RAS): rigid^-1 o field_1^-1 o ... o field_n^-1.
+
+        Only for an :attr:`invertible` transform (ValueError otherwise); exact up to the
+        discretisation of the fields' inverses (see :mod:`otreg.transforms.svf`).
+        """
+        if not self.invertible:
+            raise ValueError("this transform has fields without an inverse (Gaussian kernel fields)")
+        z = np.asarray(points, dtype=np.float64)
+        for field in reversed(self.fields):
+            z = field.inverse(z)
+        return apply_matrix(np.linalg.inv(self.rigid), z)
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | Path) -> Path:
@@ -77,7 +101,17 @@ class Transform:
         if str(arrays.get("format", "")) != FORMAT:
             raise InputError(path, f"not an otreg transform (expected format {FORMAT})")
         try:
-            fields = [KernelField.from_arrays(arrays, f"field{k}_") for k in range(int(arrays["n_fields"]))]
+            fields = [_field_from_arrays(arrays, f"field{k}_") for k in range(int(arrays["n_fields"]))]
         except KeyError as err:
             raise InputError(path, f"cannot read the transform: missing {err}") from None
+        except ValueError as err:
+            raise InputError(path, f"cannot read the transform: {err}") from None
         return cls(arrays["rigid"], fields)
+
+
+def _field_from_arrays(arrays: dict[str, np.ndarray], prefix: str) -> KernelField | SVFField:
+    kind = str(arrays.get(f"{prefix}kind", "kernel"))
+    if kind not in _FIELD_KINDS:
+        raise ValueError(f"unknown field kind {kind!r} in {prefix}kind (known: {', '.join(_FIELD_KINDS)}); "
+                         "a newer otreg may have written it")
+    return _FIELD_KINDS[kind].from_arrays(arrays, prefix)

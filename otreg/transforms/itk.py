@@ -40,15 +40,19 @@ def inverse_points(
 ) -> tuple[np.ndarray, np.ndarray]:
     """x with phi(x) = y for (N, 3) target-space points ``y`` (mm RAS).
 
-    Start from a scattered inverse (the fields' displacements regressed at the points they
-    move to), then iterate x <- x + A^-1 (y - phi(x)) (A: the rigid part) on the points not yet
-    within ``tol`` mm, keeping each point's best iterate. Near the data this converges to
-    1e-2 mm; far from it, where the field extrapolates the nearest matches, it may not, and the
-    scattered inverse is kept: the returned residuals say where.
+    Start from the transform's own inverse where it has one (SVF fields: exp(-v)), else from a
+    scattered inverse (the fields' displacements regressed at the points they move to), then
+    iterate x <- x + A^-1 (y - phi(x)) (A: the rigid part) on the points not yet within ``tol``
+    mm, keeping each point's best iterate. Near the data this converges to 1e-2 mm; far from
+    it, where the field extrapolates the nearest matches, it may not, and the start is kept:
+    the returned residuals say where.
 
     Returns (x (N, 3), residual |phi(x) - y| (N,) in mm).
     """
-    x = apply_matrix(np.linalg.inv(transform.rigid), _scattered_inverse(transform, y))
+    if transform.invertible:
+        x = transform.inverse(y)
+    else:
+        x = apply_matrix(np.linalg.inv(transform.rigid), _scattered_inverse(transform, y))
     linear_inverse = np.linalg.inv(transform.rigid[:3, :3])
     best_x, best = x.copy(), np.full(len(y), np.inf)
     active = np.arange(len(y))

@@ -1,0 +1,151 @@
+"""Diffeomorphic displacement fields: the exponential of a stationary velocity field (SVF).
+
+A velocity v is sampled on a regular, axis-aligned grid (world RAS, mm). ``exp(v)``, the map
+that flows every point along v for unit time, is computed on the same grid by scaling and
+squaring: phi_0 = id + v / 2^n, then n times phi <- phi o phi (trilinear interpolation of the
+node displacements, ``torch.nn.functional.grid_sample`` with ``align_corners=True``). A smooth
+v gives a fold-free map, and ``exp(-v)`` is its inverse.
+
+Between the nodes fields are trilinear; outside the grid they take the value of the nearest
+border node (``padding_mode="border"``): far from the data the map is a translation, as the
+kernel fields of :mod:`otreg.transforms.field` repeat the nearest matches there.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cached_property
+
+import numpy as np
+
+#: the first scaling step moves no node by more than this fraction of the grid spacing
+MAX_STEP_FRACTION = 0.5
+#: at least this many squarings: the first-order step id + v / 2^n errs by ~|v| |grad v| / 2^(n+1)
+#: (a linear v of 16 mm: 0.037 mm at n = 5, 0.019 mm at n = 6), and squarings are cheap
+MIN_SQUARINGS = 6
+
+
+class SVFField:
+    """z -> z + u(z), u the displacement of exp(v) for a velocity v on a regular grid.
+
+    Args:
+        velocity: (X, Y, Z, 3) velocity at the grid nodes, mm (displacement per unit time),
+            world RAS. Stored as float32 (so a reloaded field equals the computed one).
+        origin: (3,) RAS position of node (0, 0, 0), mm.
+        spacing: distance between nodes along each axis, mm.
+        extra: optional (X, Y, Z, k) channels sampled (trilinearly) at z and returned after
+            the displacement (otreg puts the match confidence there).
+    """
+
+    kind = "svf"
+    invertible = True
+
+    def __init__(self, velocity: np.ndarray, origin: np.ndarray, spacing: float,
+                 extra: np.ndarray | None = None):
+        self.velocity = np.asarray(velocity, dtype=np.float32)
+        if self.velocity.ndim != 4 or self.velocity.shape[3] != 3 or min(self.velocity.shape[:3]) < 2:
+            raise ValueError(f"velocity must be (X, Y, Z, 3) with X, Y, Z >= 2, got {self.velocity.shape}")
+        self.origin = np.asarray(origin, dtype=np.float64).reshape(3)
+        self.spacing = float(spacing)
+        shape = self.velocity.shape[:3]
+        self.extra = (np.zeros((*shape, 0), np.float32) if extra is None
+                      else np.asarray(extra, dtype=np.float32).reshape(*shape, -1))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.velocity.shape[:3])
+
+    @property
+    def squarings(self) -> int:
+        """n: the smallest with max|v| / 2^n < MAX_STEP_FRACTION * spacing, at least MIN_SQUARINGS."""
+        return squarings_for(self.velocity, self.spacing)
+
+    @cached_property
+    def displacement(self) -> np.ndarray:
+        """(X, Y, Z, 3) displacement of exp(v) at the nodes, mm (float64)."""
+        return exp_velocity(self.velocity, self.spacing)
+
+    @cached_property
+    def inverse_displacement(self) -> np.ndarray:
+        """(X, Y, Z, 3) displacement of exp(-v) = exp(v)^-1 at the nodes, mm (float64)."""
+        return exp_velocity(-self.velocity, self.spacing)
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        """(N, 3 + k): u(z) (mm) and the extra channels at (N, 3) ``points`` (mm, RAS)."""
+        channels = np.concatenate([self.displacement, self.extra.astype(np.float64)], axis=3)
+        return sample_grid(channels, self._index(points))
+
+    def inverse(self, points: np.ndarray) -> np.ndarray:
+        """exp(-v)(y) = y + u_inv(y) at (N, 3) target-side ``points``; returns (N, 3) mm RAS."""
+        points = np.asarray(points, dtype=np.float64)
+        return points + sample_grid(self.inverse_displacement, self._index(points))
+
+    def _index(self, points: np.ndarray) -> np.ndarray:
+        return (np.asarray(points, dtype=np.float64) - self.origin) / self.spacing
+
+    # ------------------------------------------------------------------ files
+    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        return {
+            f"{prefix}kind": np.array(self.kind),
+            f"{prefix}velocity": self.velocity,
+            f"{prefix}origin": self.origin,
+            f"{prefix}spacing": np.array(self.spacing),
+            f"{prefix}extra": self.extra,
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays, prefix: str) -> "SVFField":
+        return cls(arrays[f"{prefix}velocity"], arrays[f"{prefix}origin"],
+                   float(arrays[f"{prefix}spacing"]), arrays[f"{prefix}extra"])
+
+
+def squarings_for(velocity: np.ndarray, spacing: float) -> int:
+    """Number of squarings n for a (..., 3) velocity (mm) on a grid of ``spacing`` mm."""
+    vmax = float(np.linalg.norm(np.asarray(velocity, dtype=np.float64), axis=-1).max(initial=0.0))
+    n = 0 if vmax == 0 else max(0, math.floor(math.log2(vmax / (MAX_STEP_FRACTION * spacing))) + 1)
+    return max(n, MIN_SQUARINGS)
+
+
+def exp_velocity(velocity: np.ndarray, spacing: float, squarings: int | None = None) -> np.ndarray:
+    """Displacement (X, Y, Z, 3), mm, of exp(v) for a velocity (X, Y, Z, 3) in mm on the grid.
+
+    Scaling and squaring in float64: u <- v / 2^n, then n times u(x) <- u(x) + u(x + u(x)).
+    ``squarings`` defaults to :func:`squarings_for`.
+    """
+    import torch
+
+    n = squarings_for(velocity, spacing) if squarings is None else int(squarings)
+    u = torch.as_tensor(np.asarray(velocity, dtype=np.float64) / 2.0**n)
+    shape = u.shape[:3]
+    nodes = torch.stack(torch.meshgrid(*(torch.arange(s, dtype=torch.float64) for s in shape),
+                                       indexing="ij"), -1)
+    for _ in range(n):
+        u = u + _sample(u, nodes + u / spacing)
+    return u.numpy()
+
+
+def sample_grid(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Trilinear values (N, C) of a (X, Y, Z, C) grid at (N, 3) fractional node indices.
+
+    Outside the grid: the value at the nearest border point (float64 throughout).
+    """
+    import torch
+
+    out = _sample(torch.as_tensor(np.asarray(values, dtype=np.float64)),
+                  torch.as_tensor(np.asarray(index, dtype=np.float64)))
+    return out.numpy()
+
+
+def _sample(values, index):
+    """torch: (X, Y, Z, C) grid, (..., 3) fractional indices -> (..., C)."""
+    import torch.nn.functional as F
+
+    shape = values.shape[:3]
+    lead = index.shape[:-1]
+    sizes = index.new_tensor([s - 1 for s in shape])
+    # grid_sample's last coordinate indexes the first volume axis: reverse (i, j, k) -> (k, j, i)
+    normalised = (2 * index.reshape(-1, 3) / sizes - 1).flip(-1)
+    volume = values.permute(3, 0, 1, 2)[None]  # (1, C, X, Y, Z)
+    out = F.grid_sample(volume, normalised.reshape(1, -1, 1, 1, 3), mode="bilinear",
+                        padding_mode="border", align_corners=True)
+    return out.reshape(values.shape[3], -1).T.reshape(*lead, values.shape[3])
