@@ -143,6 +143,9 @@ class OutputConfig(_Section):
     dense_field: bool = Field(True, description="write ITK/ANTs/Slicer displacement NIfTI fields")
     grid_spacing: PositiveFloat = Field(4.0, description="spacing of the dense fields, mm")
     grid_margin: float = Field(10.0, ge=0, description="margin around the clouds, mm")
+    jacobian: bool = Field(
+        True, description="Jacobian determinant of the transform on a grid_spacing grid over the source (metrics.json)"
+    )
 
 
 class Config(_Section):

@@ -133,7 +133,28 @@ def register(
     metrics["rounds"] = rounds
     metrics["residual_after"] = residual(moved, src.weights, tgt.points)
     metrics["transported_mass"] = rounds[-1]["transported_mass"] if rounds else 1.0
+    transform = Transform(rigid, fields)
+    metrics.update(_quality(transform, src, cfg, times, step))
     metrics["times"] = times
     log.info("registered %s -> %s: residual %.2f -> %.2f mm", source.source, target.source,
              metrics["residual_before"]["mean_mm"], metrics["residual_after"]["mean_mm"])
-    return RegistrationResult(Transform(rigid, fields), metrics, src, tgt, moved, confidence)
+    return RegistrationResult(transform, metrics, src, tgt, moved, confidence)
+
+
+def _quality(transform: Transform, src: PointCloud, cfg: Config, times: dict[str, float],
+             step: Callable[[str], None]) -> dict[str, Any]:
+    """metrics.json's "jacobian" (det of D phi on a grid over the source, if
+    ``output.jacobian``) and "inverse_consistency_mm" (at the source points; SVF fields only)."""
+    from .quality import inverse_consistency, jacobian_summary
+
+    out: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    if cfg.output.jacobian:
+        step("Jacobian determinant")
+        out["jacobian"] = jacobian_summary(transform, src.points, cfg.output.grid_spacing)
+    consistency = inverse_consistency(transform, src.points)
+    if consistency is not None:
+        out["inverse_consistency_mm"] = consistency
+    if out:
+        times["quality_s"] = time.perf_counter() - t0
+    return out
