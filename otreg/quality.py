@@ -57,7 +57,7 @@ def jacobian_summary(transform, points: np.ndarray, spacing: float) -> dict[str,
         "max": float(det.max()),
         "folding_fraction": float(np.mean(det <= 0)),
         "grid_spacing_mm": float(spacing),
-        "points": int(len(det)),
+        "points": len(det),
     }
 
 

@@ -7,12 +7,16 @@ import json
 
 import numpy as np
 import pytest
+from test_cli import FAST, SOURCE, SOURCE_LANDMARKS, TARGET, TARGET_LANDMARKS, run_otreg
 
-from otreg.quality import determinants_at, inverse_consistency, jacobian_determinants, jacobian_summary
+from otreg.quality import (
+    determinants_at,
+    inverse_consistency,
+    jacobian_determinants,
+    jacobian_summary,
+)
 from otreg.transforms import Transform
 from otreg.transforms.field import KernelField
-
-from test_cli import FAST, SOURCE, SOURCE_LANDMARKS, TARGET, TARGET_LANDMARKS, run_otreg
 
 CLOUD = np.random.default_rng(0).uniform([-50, -40, 0], [50, 40, 80], size=(300, 3))
 
@@ -26,7 +30,7 @@ def test_identity_and_linear_maps_have_known_determinants():
 
     stretch = np.diag([2.0, 1.0, 0.5, 1.0])
     stretch[:3, :3] = stretch[:3, :3] @ [[0, -1, 0], [1, 0, 0], [0, 0, 1]]  # and a rotation
-    det, shape, affine = jacobian_determinants(Transform(stretch), CLOUD, 10.0)
+    det, shape, _ = jacobian_determinants(Transform(stretch), CLOUD, 10.0)
     assert det.shape == (np.prod(shape),)
     np.testing.assert_allclose(det, 1.0, atol=1e-9)
 

@@ -161,9 +161,9 @@ def test_itk_inverse_starts_from_exp_minus_v(svf_transform):
 
     transform, _ = svf_transform
     y = transform(np.random.default_rng(4).uniform(8, 30, size=(300, 3)))
-    x, residual = inverse_points(transform, y, iterations=0)  # exp(-v) alone
+    _, residual = inverse_points(transform, y, iterations=0)  # exp(-v) alone
     assert np.median(residual) < 0.05 and residual.max() < 0.2
-    x, residual = inverse_points(transform, y)
+    _, residual = inverse_points(transform, y)
     assert residual.max() < 0.01
 
 

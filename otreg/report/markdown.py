@@ -56,12 +56,12 @@ def _quality_lines(metrics: dict[str, Any]) -> list[str]:
         verdict = "no folding" if j["folding_fraction"] == 0 else (
             f"**folding at {100 * j['folding_fraction']:.2f} % of the grid points**")
         lines += ["", "## Jacobian determinant of the transform", "",
-                  f"On a {j['grid_spacing_mm']:g} mm grid over the source ({j['points']} points): "
-                  f"min {j['min']:.3f}, 1st percentile {j['p1']:.3f}, median {j['median']:.3f}, "
-                  f"max {j['max']:.3f}; {verdict} (det <= 0)."]
+                  (f"On a {j['grid_spacing_mm']:g} mm grid over the source ({j['points']} points): "
+                   f"min {j['min']:.3f}, 1st percentile {j['p1']:.3f}, median {j['median']:.3f}, "
+                   f"max {j['max']:.3f}; {verdict} (det <= 0).")]
     if "inverse_consistency_mm" in metrics:
         c = metrics["inverse_consistency_mm"]
         lines += ["", "## Inverse consistency", "",
-                  "|phi^-1(phi(x)) - x| at the source points (mm): "
-                  f"mean {c['mean_mm']:.3g}, p95 {c['p95_mm']:.3g}, max {c['max_mm']:.3g}."]
+                  ("|phi^-1(phi(x)) - x| at the source points (mm): "
+                   f"mean {c['mean_mm']:.3g}, p95 {c['p95_mm']:.3g}, max {c['max_mm']:.3g}.")]
     return lines

@@ -94,7 +94,7 @@ class SVFField:
         }
 
     @classmethod
-    def from_arrays(cls, arrays, prefix: str) -> "SVFField":
+    def from_arrays(cls, arrays, prefix: str) -> SVFField:
         return cls(arrays[f"{prefix}velocity"], arrays[f"{prefix}origin"],
                    float(arrays[f"{prefix}spacing"]), arrays[f"{prefix}extra"])
 
