@@ -70,10 +70,14 @@ class SVFField:
         """(X, Y, Z, 3) displacement of exp(-v) = exp(v)^-1 at the nodes, mm (float64)."""
         return exp_velocity(-self.velocity, self.spacing)
 
+    @cached_property
+    def _channels(self) -> np.ndarray:
+        """(X, Y, Z, 3 + k): the displacement and the extra channels, sampled together."""
+        return np.concatenate([self.displacement, self.extra.astype(np.float64)], axis=3)
+
     def __call__(self, points: np.ndarray) -> np.ndarray:
         """(N, 3 + k): u(z) (mm) and the extra channels at (N, 3) ``points`` (mm, RAS)."""
-        channels = np.concatenate([self.displacement, self.extra.astype(np.float64)], axis=3)
-        return sample_grid(channels, self._index(points))
+        return sample_grid(self._channels, self._index(points))
 
     def inverse(self, points: np.ndarray) -> np.ndarray:
         """exp(-v)(y) = y + u_inv(y) at (N, 3) target-side ``points``; returns (N, 3) mm RAS."""
