@@ -76,6 +76,12 @@ class SolverConfig(_Section):
         1.8, ge=1, lt=2, description="omega of the over-relaxed final iterations (1 = plain)"
     )
     dtype: Literal["float32", "float64"] = "float32"
+    multiscale: bool = Field(
+        True, description="solve large problems coarse to fine with truncated kernels (false: dense)"
+    )
+    truncation: PositiveFloat = Field(
+        16.0, description="multiscale kernels keep entries within exp(-truncation) of their row's largest"
+    )
 
 
 class RigidConfig(_Section):

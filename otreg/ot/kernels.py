@@ -1,7 +1,7 @@
 """Log-sum-exp reductions over a point pair (i, j), the only heavy operations of the solver.
 
-Both backends compute, for points already divided by the blur (so that C_ij / eps is
-|x_i - y_j|^2 / 2 and no epsilon enters a compiled formula):
+Both backends compute, for points already divided by the blur by :func:`make_kernel` (so
+that C_ij / eps is |x_i - y_j|^2 / 2 and no epsilon enters a compiled formula):
 
     lse_i      = log sum_j exp(h_j - |x_i - y_j|^2 / 2)                     (N,)
     average_i  = sum_j softmax_j(h_j - |x_i - y_j|^2 / 2) * v_ij            (N, k)
@@ -86,12 +86,13 @@ class KeOpsKernel:
         return (h_j - self.half_sq_dist).sumsoftmaxweight(weights, dim=1)
 
 
-def make_kernel(backend: str, x: torch.Tensor, y: torch.Tensor):
-    """The reduction object for ``backend`` ('torch' or 'keops'; see :func:`choose_backend`)."""
+def make_kernel(backend: str, x: torch.Tensor, y: torch.Tensor, blur: float):
+    """Dense reductions of ``log sum_j exp(h_j - |x_i - y_j|^2 / (2 blur^2))`` between
+    x (n, D) and y (m, D) for ``backend`` ('torch' or 'keops'; see :func:`choose_backend`)."""
     if backend == "keops":
-        return KeOpsKernel(x, y)
+        return KeOpsKernel(x / blur, y / blur)
     if backend == "torch":
-        return TorchBlocks(x, y)
+        return TorchBlocks(x / blur, y / blur)
     raise ValueError(f"unknown backend {backend!r}")
 
 

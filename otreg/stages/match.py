@@ -51,6 +51,8 @@ def match(
         max_iter=solver.max_iter,
         overrelaxation=solver.overrelaxation,
         backend=solver.backend,
+        multiscale=solver.multiscale,
+        truncation=solver.truncation,
         init=None if init is None else (init.solution.f, init.solution.g),
     )
     return Matches(

@@ -1,0 +1,99 @@
+"""Nested voxel clusters of a weighted cloud, for the multiscale solver.
+
+Points are sorted once along a Morton (Z-order) curve of their first three coordinates. A
+voxel of side ``side / 2**k`` then holds a contiguous run of the sorted points, so every level
+of the hierarchy is just a list of run boundaries, a cluster's children at any finer level are
+a contiguous range of that level's clusters, and no tree is ever stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+BITS = 10  # 2**10 voxels per axis at the finest level: far below any blur we solve at
+
+
+@dataclass
+class Level:
+    """One resolution of a cloud: clusters in Morton order.
+
+    Attributes:
+        points: (n, D) weighted centroids, same units and frame as the input.
+        weights: (n,) total weight of each cluster.
+        start: (n + 1,) int64 offsets: cluster c holds the sorted points start[c]:start[c+1].
+        side: voxel side (input units); 0 for the points themselves.
+    """
+
+    points: torch.Tensor
+    weights: torch.Tensor
+    start: torch.Tensor
+    side: float
+
+    def __len__(self) -> int:
+        return len(self.weights)
+
+    def children_start(self, finer: "Level") -> torch.Tensor:
+        """(n + 1,) offsets into ``finer``'s clusters: cluster c of self holds finer's
+        clusters children_start[c]:children_start[c+1] (voxels nest, so this is exact)."""
+        return torch.searchsorted(finer.start, self.start)
+
+
+def _spread_bits(v: torch.Tensor) -> torch.Tensor:
+    """Insert two zero bits between the low 10 bits of each int64 (Morton interleaving)."""
+    v = (v | (v << 16)) & 0x030000FF
+    v = (v | (v << 8)) & 0x0300F00F
+    v = (v | (v << 4)) & 0x030C30C3
+    return (v | (v << 2)) & 0x09249249
+
+
+class Hierarchy:
+    """All voxel levels of one cloud over a shared cube (origin, side), coarse to fine.
+
+    Args:
+        points: (N, D) points, D >= 3 (columns past the third, e.g. scaled features, are
+            carried along but do not decide the clusters).
+        weights: (N,) weights >= 0.
+        origin: (3,) lowest corner of the cube that holds both clouds of a solve.
+        side: the cube's side; level k has voxels of side ``side / 2**k``.
+
+    ``order`` is the permutation that sorts the input along the curve: ``points[order]`` are
+    the points of :attr:`finest`.
+    """
+
+    def __init__(self, points: torch.Tensor, weights: torch.Tensor, origin: torch.Tensor, side: float):
+        cells = ((points[:, :3] - origin) * (2**BITS / side)).long().clamp_(0, 2**BITS - 1)
+        code = _spread_bits(cells[:, 0]) | (_spread_bits(cells[:, 1]) << 1) | (_spread_bits(cells[:, 2]) << 2)
+        code, self.order = torch.sort(code)
+        self.side = side
+        self.finest = Level(points[self.order], weights[self.order],
+                            torch.arange(len(points) + 1, device=points.device), 0.0)
+        self._code = code
+        self._levels: dict[int, Level] = {}
+
+    def level(self, k: int) -> Level:
+        """Clusters of voxel side ``side / 2**k`` (0 <= k <= BITS), built on first use."""
+        if k not in self._levels:
+            key = self._code >> (3 * (BITS - k))
+            new_run = torch.ones_like(key, dtype=torch.bool)
+            new_run[1:] = key[1:] != key[:-1]
+            start = torch.cat([new_run.nonzero()[:, 0], key.new_tensor([len(key)])])
+            self._levels[k] = _clusters(self.finest, start, self.side / 2**k)
+        return self._levels[k]
+
+
+def _clusters(finest: Level, start: torch.Tensor, side: float) -> Level:
+    """Weighted centroids of the runs ``start`` of the finest points (sums in float64)."""
+    w = finest.weights.double()
+    zero = w.new_zeros(1)
+    cum_w = torch.cat([zero, w.cumsum(0)])
+    cum_wx = torch.cat([zero.expand(1, finest.points.shape[1]),
+                        (w[:, None] * finest.points.double()).cumsum(0)])
+    weights = cum_w[start[1:]] - cum_w[start[:-1]]
+    sums = cum_wx[start[1:]] - cum_wx[start[:-1]]
+    # a cluster of zero weight still needs a position: its first point
+    points = torch.where(weights[:, None] > 0, sums / weights.clamp(min=1e-300)[:, None],
+                         finest.points[start[:-1]].double())
+    dtype = finest.points.dtype
+    return Level(points.to(dtype), weights.to(dtype), start, side)
