@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import numpy as np
@@ -10,7 +11,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import importlib
 from otreg.ot import sinkhorn
 from otreg.ot.hierarchy import Hierarchy
 
@@ -51,7 +51,7 @@ def test_hierarchy_levels_nest_and_keep_mass():
 @pytest.mark.parametrize("reach", [None, 0.3])
 def test_multiscale_agrees_with_dense(multiscale_from_small_sizes, reach):
     x, y = _deformed_pair(1500, 1)
-    kw = dict(blur=0.03, reach=reach, tol=1e-4, max_iter=2000)
+    kw = {"blur": 0.03, "reach": reach, "tol": 1e-4, "max_iter": 2000}
     dense = sinkhorn(x, y, multiscale=False, **kw)
     multi = sinkhorn(x, y, **kw)
     assert multi.backend == "multiscale" and dense.backend != "multiscale"
@@ -63,7 +63,7 @@ def test_multiscale_agrees_with_dense(multiscale_from_small_sizes, reach):
 @pytest.mark.parametrize("truncation", [12.0, 16.0, 24.0])
 def test_truncation_changes_the_cost_by_less_than_half_a_percent(multiscale_from_small_sizes, truncation):
     x, y = _deformed_pair(2000, 2)
-    kw = dict(blur=0.02, tol=1e-4, max_iter=3000)
+    kw = {"blur": 0.02, "tol": 1e-4, "max_iter": 3000}
     dense = sinkhorn(x, y, multiscale=False, **kw)
     multi = sinkhorn(x, y, truncation=truncation, **kw)
     assert abs(multi.cost / dense.cost - 1) < 5e-3
@@ -98,7 +98,7 @@ def test_certificate_contains_the_exact_cost(seed, n, blur, weighted):
     b = rng.uniform(0.1, 1, n + 7) if weighted else np.ones(n + 7)
     a, b = a / a.sum(), b / b.sum()
     exact = float(ot.emd2(a, b, ot.dist(x, y) / 2))
-    t = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    t = lambda v: torch.tensor(v, dtype=torch.float64)
     # a loose tolerance on purpose: the bounds must hold for any potentials, converged or not
     s = sinkhorn(t(x), t(y), t(a), t(b), blur=blur, tol=1e-2, max_iter=50)
     lower, upper = s.bounds()

@@ -34,7 +34,7 @@ class Level:
     def __len__(self) -> int:
         return len(self.weights)
 
-    def children_start(self, finer: "Level") -> torch.Tensor:
+    def children_start(self, finer: Level) -> torch.Tensor:
         """(n + 1,) offsets into ``finer``'s clusters: cluster c of self holds finer's
         clusters children_start[c]:children_start[c+1] (voxels nest, so this is exact)."""
         return torch.searchsorted(finer.start, self.start)

@@ -15,6 +15,7 @@ every kept cluster pair (I, J) are evaluated as padded dense blocks, batched (se
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -35,7 +36,7 @@ class SparseKernel:
     name = "sparse"
 
     def __init__(self, crow, col, row, cost, z, eps: float, h_ref: torch.Tensor, n_rows: int,
-                 superset: "SparseKernel | None" = None):
+                 superset: SparseKernel | None = None):
         self.crow, self.col, self.row, self.cost = crow, col, row, cost
         self.eps, self.n_rows = eps, n_rows
         # the entries first searched at this level: later truncations re-select from them,
@@ -85,7 +86,7 @@ class SparseKernel:
         total = sums[:, -1:]
         return torch.cat([sums[:, :-1], cost[:, None]], 1) / total
 
-    def refilter(self, h: torch.Tensor, eps: float, truncation: float) -> "SparseKernel":
+    def refilter(self, h: torch.Tensor, eps: float, truncation: float) -> SparseKernel:
         """The kernel at ``eps`` <= this one's, for the potentials in ``h``: the entries of the
         superset within ``truncation`` of their row's max."""
         full = self.superset
@@ -141,7 +142,7 @@ def expand(parent_crow, parent_col, row_children, col_children, x, y, h, eps: fl
     half_sq_x = (x * x).sum(1) / 2
     half_sq_y = (y * y).sum(1) / 2
     rows_out, cols_out, z_out, cost_out = [], [], [], []
-    for lo, hi in zip(cuts[:-1], cuts[1:]):
+    for lo, hi in itertools.pairwise(cuts):
         rows, row_mask = _ranges(row_children[lo:hi], row_size[lo:hi])
         flat, col_mask = _ranges(flat_crow[lo:hi], n_candidates[lo:hi])
         flat.clamp_(max=max(int(pair_end[-1]) - 1, 0) if len(pair_end) else 0)
