@@ -16,20 +16,14 @@ from __future__ import annotations
 
 import torch
 
-from .kernels import make_kernel
-
-_BLOCK_ELEMENTS = 4_000_000
+from .kernels import half_sq_dist_blocks, make_kernel
 
 
 def c_transform(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """(N,) min_j |x_i - y_j|^2 / 2 - g_j over all j (x (N, D), y (M, D), g (M,))."""
-    rows = max(1, _BLOCK_ELEMENTS // max(1, len(y)))
-    half_sq_y = (y * y).sum(1) / 2 - g
     out = torch.empty(len(x), dtype=x.dtype, device=x.device)
-    for s in range(0, len(x), rows):
-        xb = x[s:s + rows]
-        c = torch.addmm(half_sq_y[None, :] + (xb * xb).sum(1)[:, None] / 2, xb, y.T, alpha=-1)
-        out[s:s + rows] = c.amin(1)
+    for start, stop, c in half_sq_dist_blocks(x, y):
+        out[start:stop] = (c - g[None, :]).amin(1)
     return out
 
 

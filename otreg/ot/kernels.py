@@ -26,6 +26,18 @@ def _logsumexp_rows(z: torch.Tensor) -> torch.Tensor:
     return z.sub_(top).exp_().sum(1).log_().add_(top[:, 0])
 
 
+def half_sq_dist_blocks(x: torch.Tensor, y: torch.Tensor):
+    """Yield (start, stop, C) for consecutive row blocks: C = |x_i - y_j|^2 / 2 for rows
+    start:stop of x (n, D) against all of y (m, D), blocks of about _BLOCK_ELEMENTS."""
+    rows = max(1, _BLOCK_ELEMENTS // max(1, len(y)))
+    half_sq_x = (x * x).sum(1) / 2
+    half_sq_y = (y * y).sum(1) / 2
+    for start in range(0, len(x), rows):
+        stop = min(start + rows, len(x))
+        c = torch.addmm(half_sq_y[None, :] + half_sq_x[start:stop, None], x[start:stop], y.T, alpha=-1)
+        yield start, stop, c.clamp_(min=0)  # rounding can make the expanded form slightly negative
+
+
 class TorchBlocks:
     """Dense torch reductions, computed block of rows by block of rows."""
 
@@ -33,29 +45,16 @@ class TorchBlocks:
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor):
         self.x, self.y = x, y
-        self.half_sq_x = (x * x).sum(1) / 2
-        self.half_sq_y = (y * y).sum(1) / 2
-        self.rows = max(1, _BLOCK_ELEMENTS // max(1, len(y)))
-
-    def _half_sq_dist(self, start: int, stop: int) -> torch.Tensor:
-        xb = self.x[start:stop]
-        c = torch.addmm(
-            self.half_sq_y[None, :] + self.half_sq_x[start:stop, None], xb, self.y.T, alpha=-1
-        )
-        return c.clamp_(min=0)  # rounding can make the expanded form slightly negative
 
     def lse(self, h: torch.Tensor) -> torch.Tensor:
         out = torch.empty(len(self.x), dtype=self.x.dtype, device=self.x.device)
-        for s in range(0, len(self.x), self.rows):
-            e = self.rows + s
-            out[s:e] = _logsumexp_rows(h[None, :] - self._half_sq_dist(s, e))
+        for s, e, c in half_sq_dist_blocks(self.x, self.y):
+            out[s:e] = _logsumexp_rows(c.neg_().add_(h[None, :]))
         return out
 
     def average(self, h: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         out = torch.empty(len(self.x), values.shape[1] + 1, dtype=self.x.dtype, device=self.x.device)
-        for s in range(0, len(self.x), self.rows):
-            e = self.rows + s
-            c = self._half_sq_dist(s, e)
+        for s, e, c in half_sq_dist_blocks(self.x, self.y):
             w = torch.softmax(h[None, :] - c, dim=1)
             out[s:e, :-1] = w @ values
             out[s:e, -1] = (w * c).sum(1)

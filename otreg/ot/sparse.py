@@ -20,6 +20,8 @@ import math
 
 import torch
 
+from .kernels import half_sq_dist_blocks
+
 _BATCH_ELEMENTS = 2_000_000  # candidate pairs per batched block: a few tens of MB
 
 
@@ -86,32 +88,35 @@ class SparseKernel:
         total = sums[:, -1:]
         return torch.cat([sums[:, :-1], cost[:, None]], 1) / total
 
+    def _select(self, h: torch.Tensor, eps: float, truncation: float):
+        """(mask, z) over the superset's entries: those within ``truncation`` of their row's
+        max of z = h_j - C_ij / eps."""
+        full = self.superset
+        z = h.index_select(0, full.col) - full.cost / eps
+        return z >= _segment_max(z, full.crow).index_select(0, full.row) - truncation, z
+
     def refilter(self, h: torch.Tensor, eps: float, truncation: float) -> SparseKernel:
         """The kernel at ``eps`` <= this one's, for the potentials in ``h``: the entries of the
         superset within ``truncation`` of their row's max."""
         full = self.superset
-        z = h.index_select(0, full.col) - full.cost / eps
-        keep = z >= _segment_max(z, full.crow).index_select(0, full.row) - truncation
+        keep, z = self._select(h, eps, truncation)
         row = full.row[keep]
         return SparseKernel(_crow(row, self.n_rows), full.col[keep], row, full.cost[keep],
                             z[keep], eps, h, self.n_rows, superset=full)
 
     def pattern(self, h: torch.Tensor, eps: float, truncation: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """(crow, col) of the entries within ``truncation`` of their row's max at ``eps``."""
-        kernel = self.refilter(h, eps, truncation)
-        return kernel.crow.long(), kernel.col.long()
+        """(crow, col) int64 of the entries within ``truncation`` of their row's max at
+        ``eps``: the indices only, without building the kernel's values."""
+        keep, _ = self._select(h, eps, truncation)
+        return _crow(self.superset.row[keep], self.n_rows).long(), self.superset.col[keep].long()
 
 
 def dense_pattern(x, y, h, eps: float, truncation: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(crow, col) int64 of the entries of a dense (n, m) problem within ``truncation`` of
     their row's max of h_j - |x_i - y_j|^2 / (2 eps); for coarse levels only."""
-    rows_per_block = max(1, _BATCH_ELEMENTS // max(1, len(y)))
-    half_sq_y = (y * y).sum(1) / 2
     counts, cols = [], []
-    for s in range(0, len(x), rows_per_block):
-        xb = x[s:s + rows_per_block]
-        c = torch.addmm(half_sq_y[None, :] + (xb * xb).sum(1)[:, None] / 2, xb, y.T, alpha=-1)
-        z = h[None, :] - c.clamp_(min=0) / eps
+    for _, _, c in half_sq_dist_blocks(x, y):
+        z = h[None, :] - c / eps
         keep = z >= z.amax(1, keepdim=True) - truncation
         counts.append(keep.sum(1))
         cols.append(keep.nonzero()[:, 1])
