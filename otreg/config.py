@@ -89,7 +89,9 @@ class RigidConfig(_Section):
 
     enabled: bool = True
     scale: bool = Field(False, description="also fit one isotropic scale (similarity)")
-    points: PositiveInt = Field(4000, description="points per cloud used for the rigid fit")
+    points: PositiveInt = Field(
+        4000, description="points per cloud at the final blur (the coarser blurs use fewer)"
+    )
     blur: PositiveFloat = Field(4.0, description="final blur of the rigid matching, mm")
     reach: Optional[PositiveFloat] = Field(
         20.0, description="unbalanced OT for partial overlap, mm (none = balanced)"
@@ -97,7 +99,9 @@ class RigidConfig(_Section):
     solver_tol: PositiveFloat = Field(
         1e-2, description="Sinkhorn marginal tolerance in the rigid rounds (Procrustes averages the rest)"
     )
-    iterations: PositiveInt = Field(30, description="matching/Procrustes rounds, at most")
+    iterations: PositiveInt = Field(
+        30, description="matching/Procrustes rounds at the final blur, at most (they also stop when the updates stop shrinking)"
+    )
     tol_deg: PositiveFloat = Field(0.01, description="stop when the rotation update is below, deg")
     tol_mm: PositiveFloat = Field(0.01, description="stop when the translation update is below, mm")
     principal_axes: bool = Field(

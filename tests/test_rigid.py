@@ -82,3 +82,21 @@ def test_cip_chest_label_maps_recover_the_known_matrix(shared_data):
     degrees, mm = matrix_difference(result.matrix, truth)
     assert degrees < 0.2
     assert mm < 0.5
+
+
+def test_extrapolated_step_repeats_the_update():
+    # The rounds' extrapolation: factor 1 gives the update back; factor 2 turns twice as far
+    # about the centre and moves the centre twice as far.
+    from otreg.stages.rigid import _extrapolate, _step
+
+    old = np.eye(4)
+    old[:3, :3] = _rotation([1, 0, 1], 20)
+    old[:3, 3] = [3, 1, -2]
+    delta = np.eye(4)
+    delta[:3, :3] = _rotation([0.2, 1, -0.5], 3)
+    delta[:3, 3] = [0.5, -0.2, 0.1]
+    center, radius = np.array([10.0, -5.0, 40.0]), 80.0
+    step = _step(old, delta @ old, center, radius)
+    assert np.allclose(_extrapolate(old, step, 1.0, center, radius), delta @ old, atol=1e-10)
+    assert np.allclose(_step(old, _extrapolate(old, step, 2.0, center, radius), center, radius), 2 * step,
+                       atol=1e-10)
