@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Literal, Optional, get_args
+from typing import Any, Literal, NamedTuple, Optional, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
 from pydantic import ValidationError, model_validator
@@ -112,15 +112,17 @@ class RigidConfig(_Section):
 class MatchConfig(_Section):
     """Step 2: optimal-transport matching of the (rigidly aligned) source onto the target.
 
-    ``blur`` may list one value per coarse-to-fine round; ``smooth.sigma`` then lists as many.
+    ``blur`` and ``reach`` may list one value per coarse-to-fine round; ``smooth.sigma`` then
+    lists as many (a single value serves every round).
     """
 
     blur: list[PositiveFloat] = Field(default_factory=lambda: [3.0, 1.0], min_length=1)
-    reach: Optional[PositiveFloat] = Field(
-        10.0, description="unbalanced OT, mm: unmatched structures may be left out (none = balanced)"
+    reach: Optional[list[PositiveFloat]] = Field(
+        default_factory=lambda: [10.0], min_length=1,
+        description="unbalanced OT, mm, one or one per round: unmatched structures may be left out (none = balanced)",
     )
 
-    @field_validator("blur", mode="before")
+    @field_validator("blur", "reach", mode="before")
     @classmethod
     def _scalar_to_list(cls, v: Any) -> Any:
         return [v] if isinstance(v, (int, float)) else v
@@ -158,6 +160,14 @@ class OutputConfig(_Section):
     )
 
 
+class Round(NamedTuple):
+    """One coarse-to-fine non-rigid round, mm."""
+
+    blur: float
+    sigma: float
+    reach: Optional[float]
+
+
 class Config(_Section):
     """The whole effective configuration of one registration."""
 
@@ -172,20 +182,19 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _rounds_agree(self) -> "Config":
-        nb, ns = len(self.match.blur), len(self.smooth.sigma)
-        if nb != ns and 1 not in (nb, ns):
-            raise ValueError(
-                f"match.blur has {nb} rounds but smooth.sigma has {ns}: give as many of each (or one)"
-            )
+        lengths = {"match.blur": len(self.match.blur), "smooth.sigma": len(self.smooth.sigma),
+                   "match.reach": len(self.match.reach or [None])}
+        if len(set(lengths.values()) - {1}) > 1:
+            given = ", ".join(f"{key} has {n}" for key, n in lengths.items())
+            raise ValueError(f"the per-round lists disagree ({given}): give as many of each (or one)")
         return self
 
     @property
-    def rounds(self) -> list[tuple[float, float]]:
-        """(blur, sigma) in mm for each non-rigid round."""
-        n = max(len(self.match.blur), len(self.smooth.sigma))
-        b = self.match.blur * n if len(self.match.blur) == 1 else self.match.blur
-        s = self.smooth.sigma * n if len(self.smooth.sigma) == 1 else self.smooth.sigma
-        return list(zip(b, s))
+    def rounds(self) -> list[Round]:
+        """(blur, sigma, reach) in mm for each non-rigid round (reach None: balanced)."""
+        lists = [self.match.blur, self.smooth.sigma, self.match.reach or [None]]
+        n = max(map(len, lists))
+        return [Round(*values) for values in zip(*(v * n if len(v) == 1 else v for v in lists))]
 
     def to_toml(self) -> str:
         """The config as TOML text, which :func:`load_config` reads back to an equal config.

@@ -113,22 +113,25 @@ def register(
     moved = apply_matrix(rigid, src.points)
     metrics["residual_after_rigid"] = residual(moved, src.weights, tgt.points)
 
-    fields, rounds, confidence = [], [], np.ones(len(src))
+    # Every round fits the WHOLE displacement from the rigidly aligned source to its current
+    # matches (as CPD/BCPD re-fit their motion), rather than composing per-round increments:
+    # composed kernel averages stack their smoothing bias (DIR-LAB: 1.36 vs 1.27 mm mean TRE).
+    aligned, field_k, rounds, confidence = moved, None, [], np.ones(len(src))
     t0 = time.perf_counter()
-    for k, (blur, sigma) in enumerate(cfg.rounds, start=1):
+    for k, (blur, sigma, reach) in enumerate(cfg.rounds, start=1):
         step(f"OT matching, round {k}/{len(cfg.rounds)} (blur {blur:g} mm, sigma {sigma:g} mm)")
         t1 = time.perf_counter()
         matches = match(moved, src.weights, tgt.points, tgt.weights, blur=blur,
-                        reach=cfg.match.reach, solver=cfg.solver, device=device)
-        field_k = smooth(moved, src.weights, matches, sigma,
+                        reach=reach, solver=cfg.solver, device=device)
+        field_k = smooth(aligned, src.weights, matches, sigma,
                          model=cfg.smooth.model, spacing=cfg.smooth.svf_spacing)
-        moved = moved + field_k(moved)[:, :3]
+        moved = aligned + field_k(aligned)[:, :3]
         confidence = matches.confidence
-        fields.append(field_k)
         sol = matches.solution
         rounds.append({
             "blur_mm": blur,
             "sigma_mm": sigma,
+            "reach_mm": reach,
             "ot_cost_mm2": sol.cost,
             "ot_dual_mm2": sol.dual,
             "iterations": sol.iterations,
@@ -143,7 +146,7 @@ def register(
     metrics["rounds"] = rounds
     metrics["residual_after"] = residual(moved, src.weights, tgt.points)
     metrics["transported_mass"] = rounds[-1]["transported_mass"] if rounds else 1.0
-    transform = Transform(rigid, fields)
+    transform = Transform(rigid, [] if field_k is None else [field_k])
     metrics.update(_quality(transform, src, cfg, times, step))
     metrics["times"] = times
     log.info("registered %s -> %s: residual %.2f -> %.2f mm", source.source, target.source,

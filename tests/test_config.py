@@ -44,7 +44,7 @@ def test_preset_loads_and_validates(name):
 
 def test_defaults():
     assert load_config() == Config()
-    assert Config().rounds == [(3.0, 10.0), (1.0, 5.0)]
+    assert Config().rounds == [(3.0, 10.0, 10.0), (1.0, 5.0, 10.0)]
 
 
 def test_unknown_preset_lists_presets():
@@ -114,7 +114,7 @@ def test_overrides_floats_ints_bools_words():
             "output.grid_spacing=3",  # an int for a float field
         ]
     )
-    assert config.match.reach == 12.5
+    assert config.match.reach == [12.5]
     assert config.solver.tol == 1e-4
     assert config.solver.max_iter == 50
     assert config.rigid.enabled is False
@@ -136,7 +136,7 @@ def test_overrides_lists_and_tuples():
     assert config.smooth.sigma == [8.0, 6.0, 4.0]
     assert config.input.label == [1, 2]
     assert config.input.intensity_range == (-1000.0, -400.0)
-    assert config.rounds == [(4.0, 8.0), (2.5, 6.0), (1.0, 4.0)]
+    assert config.rounds == [(4.0, 8.0, 10.0), (2.5, 6.0, 10.0), (1.0, 4.0, 10.0)]
 
 
 def test_scalar_blur_and_sigma_become_lists():
@@ -146,7 +146,7 @@ def test_scalar_blur_and_sigma_become_lists():
 
 @pytest.mark.parametrize("word", ["none", "None", "null", "NONE"])
 def test_override_none_unsets(word):
-    assert load_config("lung_vessels").match.reach == 10.0
+    assert load_config("lung_vessels").match.reach == [10.0]
     config = load_config("lung_vessels", [f"match.reach={word}"])
     assert config.match.reach is None
     assert load_config(overrides=[f"input.weight_by={word}"]).input.weight_by is None
@@ -283,7 +283,7 @@ def test_to_toml_of_unset_preset_value(tmp_path):
 )
 def test_rounds_broadcast(blur, sigma, rounds):
     config = load_config(overrides=[f"match.blur={blur}", f"smooth.sigma={sigma}"])
-    assert config.rounds == rounds
+    assert config.rounds == [(b, s, 10.0) for b, s in rounds]
 
 
 def test_rounds_of_different_lengths_are_an_error():
@@ -300,3 +300,11 @@ def test_rounds_check_applies_to_files(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert str(path) in str(info.value)
+
+
+def test_reach_per_round_and_balanced():
+    config = load_config(overrides=["match.blur=[4, 2, 1]", "smooth.sigma=8", "match.reach=[20, 10, 3]"])
+    assert config.rounds == [(4.0, 8.0, 20.0), (2.0, 8.0, 10.0), (1.0, 8.0, 3.0)]
+    assert all(r.reach is None for r in load_config(overrides=["match.reach=none"]).rounds)
+    with pytest.raises(ConfigError, match="match.reach has 2"):
+        load_config(overrides=["match.blur=[4, 2, 1]", "match.reach=[20, 10]"])

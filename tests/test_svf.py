@@ -11,7 +11,7 @@ from otreg.errors import InputError
 from otreg.quality import determinants_at
 from otreg.transforms import Transform
 from otreg.transforms.field import KernelField
-from otreg.transforms.svf import SVFField, exp_velocity, sample_grid, squarings_for
+from otreg.transforms.svf import SVFField, exp_velocity, sample_grid, squarings_for, velocity_for
 
 H = 2.0  # grid spacing, mm
 N = 24  # nodes per axis
@@ -197,3 +197,14 @@ def test_smooth_stage_svf_grid():
     np.testing.assert_allclose(values[:, 3], 0.8, atol=1e-6)
     assert isinstance(smooth(points, np.ones(200), matches, 8.0), KernelField)
     assert smooth(points, np.ones(200), matches, 8.0, model="svf", spacing=5.0).spacing == 5.0
+
+
+def test_velocity_for_gives_the_asked_displacement():
+    """A smooth displacement of up to 3 spacings (6 mm on a 6-spacing-wide bump): exp(u) itself
+    misses it by 0.53 mm, exp(velocity_for(u)) by 0.069 mm (measured, max over the nodes)."""
+    u = gaussian_velocity([((0.5, 0.5, 0.5), 6.0, (3.0, 1.0, -2.0))])
+    u *= 3 * H / np.linalg.norm(u, axis=-1).max()
+    naive = np.abs(exp_velocity(u, H) - u).max()
+    fitted = np.abs(exp_velocity(velocity_for(u, H), H) - u).max()
+    assert fitted < naive / 5
+    assert fitted < 0.05 * H

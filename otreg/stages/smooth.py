@@ -4,8 +4,8 @@ Two models (``smooth.model``):
 
 - ``gaussian``: the Gaussian kernel regression of the matches is the displacement
   (:class:`~otreg.transforms.field.KernelField`);
-- ``svf``: that regression, sampled on a grid, is a stationary velocity field whose exponential
-  (scaling and squaring) is the map (:class:`~otreg.transforms.svf.SVFField`): diffeomorphic,
+- ``svf``: a stationary velocity field on a grid whose exponential (scaling and squaring) has
+  that regression's displacement (:class:`~otreg.transforms.svf.SVFField`): diffeomorphic,
   with its inverse exp(-v).
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..transforms.field import KernelField
-from ..transforms.svf import SVFField
+from ..transforms.svf import SVFField, velocity_for
 from .match import Matches
 
 
@@ -35,7 +35,8 @@ def smooth(
     Args:
         points: (N, 3) source points the matches start from, mm RAS.
         weights: (N,) their weights.
-        model: "gaussian" (the regression is the displacement) or "svf" (it is a velocity).
+        model: "gaussian" (the regression is the displacement) or "svf" (a velocity whose
+            exponential has that displacement: fold-free).
         spacing: grid spacing of the velocity (svf), mm; default ``sigma / 2``.
     """
     values = np.column_stack([matches.targets - points, matches.confidence])
@@ -48,13 +49,14 @@ def smooth(
 
 
 def velocity_field(field: KernelField, points: np.ndarray, spacing: float, margin: float) -> SVFField:
-    """The :class:`SVFField` whose velocity is ``field`` (displacement columns, mm) sampled on a
-    grid of ``spacing`` mm over (N, 3) ``points`` plus ``margin`` mm; the other columns (the
-    confidence) ride along as its extra channels. Beyond the grid the velocity, as ``field``
-    far from its controls, repeats the nearest values."""
+    """The :class:`SVFField` whose exponential has ``field``'s displacement (its columns 0-2,
+    mm) on a grid of ``spacing`` mm over (N, 3) ``points`` plus ``margin`` mm; the other
+    columns (the confidence) ride along as its extra channels. Beyond the grid the field, as
+    ``field`` far from its controls, repeats the nearest values."""
     from ..transforms.itk import grid_over, grid_points
 
     shape, affine = grid_over(points, spacing, margin)
     shape = np.maximum(shape, 2)
     values = field(grid_points(shape, affine)).reshape(*shape, -1)
-    return SVFField(values[..., :3], affine[:3, 3], spacing, values[..., 3:])
+    velocity = velocity_for(values[..., :3], spacing)
+    return SVFField(velocity, affine[:3, 3], spacing, values[..., 3:])

@@ -23,6 +23,9 @@ MAX_STEP_FRACTION = 0.5
 #: at least this many squarings: the first-order step id + v / 2^n errs by ~|v| |grad v| / 2^(n+1)
 #: (a linear v of 16 mm: 0.037 mm at n = 5, 0.019 mm at n = 6), and squarings are cheap
 MIN_SQUARINGS = 6
+#: :func:`velocity_for` keeps det D exp(v) at least this at every node: a margin for the
+#: trilinear interpolation between nodes, where the determinant can dip below its node values
+MIN_NODE_DET = 0.2
 
 
 class SVFField:
@@ -126,6 +129,36 @@ def exp_velocity(velocity: np.ndarray, spacing: float, squarings: int | None = N
     for _ in range(n):
         u = u + _sample(u, nodes + u / spacing)
     return u.numpy()
+
+
+def velocity_for(displacement: np.ndarray, spacing: float, iterations: int = 4,
+                 min_det: float = MIN_NODE_DET) -> np.ndarray:
+    """A velocity v (X, Y, Z, 3), mm, whose exponential has about the given (X, Y, Z, 3)
+    displacement u.
+
+    Fixed-point iterations v <- v + (u - disp(exp(v))) from v = u: an approximate log map
+    (measured on a 6 mm bump: max error 0.53 mm for v = u, 0.07 mm after 4 iterations). Where u
+    itself folds or nearly does, no velocity reproduces it: an iteration is kept only while
+    det D exp(v) stays >= ``min_det`` at every node, so the map stays safely fold-free.
+    """
+    target = np.asarray(displacement, dtype=np.float64)
+    velocity = target
+    reached = exp_velocity(velocity, spacing)
+    for _ in range(iterations):
+        candidate = velocity + (target - reached)
+        candidate_reached = exp_velocity(candidate, spacing)
+        if node_determinants(candidate_reached, spacing).min() < min_det:
+            break
+        velocity, reached = candidate, candidate_reached
+    return velocity
+
+
+def node_determinants(displacement: np.ndarray, spacing: float) -> np.ndarray:
+    """(X, Y, Z) det(I + grad u) of a (X, Y, Z, 3) displacement (mm) on the grid, by finite
+    differences (central inside, one-sided at the border)."""
+    grads = [np.gradient(displacement[..., i], spacing) for i in range(3)]
+    jac = np.stack([np.stack(g, -1) for g in grads], -2) + np.eye(3)
+    return np.linalg.det(jac)
 
 
 def sample_grid(values: np.ndarray, index: np.ndarray) -> np.ndarray:
