@@ -21,9 +21,14 @@ _BLOCK_ELEMENTS = 2_000_000
 
 
 def _logsumexp_rows(z: torch.Tensor) -> torch.Tensor:
-    """logsumexp over dim 1, in place on ``z`` (30 % faster than torch.logsumexp, measured)."""
+    """logsumexp over dim 1, in place on ``z`` (30 % faster than torch.logsumexp, measured).
+
+    Exponents are clamped at -87 first: they then add under 1e-38 to a sum that is >= 1, while
+    torch's CPU exp runs ~18x slower on inputs below about -88 (denormal and zero results;
+    measured 41 vs 2.2 ms for 2.56M values).
+    """
     top = z.amax(1, keepdim=True)
-    return z.sub_(top).exp_().sum(1).log_().add_(top[:, 0])
+    return z.sub_(top).clamp_(min=-87.0).exp_().sum(1).log_().add_(top[:, 0])
 
 
 def half_sq_dist_blocks(x: torch.Tensor, y: torch.Tensor):
