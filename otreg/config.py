@@ -121,6 +121,11 @@ class MatchConfig(_Section):
         default_factory=lambda: [10.0], min_length=1,
         description="unbalanced OT, mm, one or one per round: unmatched structures may be left out (none = balanced)",
     )
+    extrapolation: float = Field(
+        1.0, ge=1, le=2,
+        description="move the points this many times the way to each round's new fit, except in the "
+        "last round (over-relaxation of the rounds' fixed point; 1 = plain)",
+    )
 
     @field_validator("blur", "reach", mode="before")
     @classmethod

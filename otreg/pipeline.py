@@ -125,7 +125,11 @@ def register(
                         reach=reach, solver=cfg.solver, device=device)
         field_k = smooth(aligned, src.weights, matches, sigma,
                          model=cfg.smooth.model, spacing=cfg.smooth.svf_spacing)
-        moved = aligned + field_k(aligned)[:, :3]
+        fitted = aligned + field_k(aligned)[:, :3]
+        # Matching and fitting converge slowly to their joint fixed point (each round closes
+        # a fraction of the gap); intermediate rounds may overshoot towards it.
+        step_k = 1.0 if k == len(cfg.rounds) else cfg.match.extrapolation
+        moved = moved + step_k * (fitted - moved)
         confidence = matches.confidence
         sol = matches.solution
         rounds.append({
