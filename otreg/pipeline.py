@@ -123,12 +123,15 @@ def register(
         t1 = time.perf_counter()
         matches = match(moved, src.weights, tgt.points, tgt.weights, blur=blur,
                         reach=reach, solver=cfg.solver, device=device)
+        # Only the last round's field becomes the transform: the rounds before need the
+        # regression at the points alone, not the svf model's velocity grid.
+        last = k == len(cfg.rounds)
         field_k = smooth(aligned, src.weights, matches, sigma,
-                         model=cfg.smooth.model, spacing=cfg.smooth.svf_spacing)
+                         model=cfg.smooth.model if last else "gaussian", spacing=cfg.smooth.svf_spacing)
         fitted = aligned + field_k(aligned)[:, :3]
         # Matching and fitting converge slowly to their joint fixed point (each round closes
         # a fraction of the gap); intermediate rounds may overshoot towards it.
-        step_k = 1.0 if k == len(cfg.rounds) else cfg.match.extrapolation
+        step_k = 1.0 if last else cfg.match.extrapolation
         moved = moved + step_k * (fitted - moved)
         confidence = matches.confidence
         sol = matches.solution
@@ -142,7 +145,7 @@ def register(
             "marginal_error": sol.marginal_error,
             "transported_mass": sol.transported_mass,
             "backend": sol.backend,
-            **_certificate(sol, last=k == len(cfg.rounds)),
+            **_certificate(sol, last=last),
             "residual_after": residual(moved, src.weights, tgt.points),
             "time_s": time.perf_counter() - t1,
         })

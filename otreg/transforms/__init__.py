@@ -26,7 +26,8 @@ class Transform:
 
     Args:
         rigid: (4, 4) matrix, world RAS mm, applied first.
-        fields: one per non-rigid round, :class:`KernelField` (Gaussian smoothing) or
+        fields: applied in order (otreg writes one: the fit of its last non-rigid round),
+            :class:`KernelField` (Gaussian smoothing) or
             :class:`SVFField` (diffeomorphic); called on (N, 3) points they return (N, d):
             columns 0-2 the displacement (mm), column 3 (if present) the match confidence.
     """
