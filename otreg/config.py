@@ -136,9 +136,10 @@ class MatchConfig(_Section):
 class SmoothConfig(_Section):
     """Step 3: Gaussian kernel regression of the matches into a displacement field.
 
-    ``model = "svf"`` takes that regression as a stationary velocity field on a grid
-    (``svf_spacing`` mm, default sigma / 2 of each round, reaching sigma beyond the points) and
-    integrates it by scaling and squaring: a diffeomorphic map, with its inverse exp(-v).
+    ``model = "svf"`` makes the last round's regression a diffeomorphism: a stationary velocity
+    field on a grid (``svf_spacing`` mm, default sigma / 2, reaching sigma beyond the points)
+    whose exponential (scaling and squaring) has about that displacement, and whose inverse is
+    exp(-v).
     """
 
     sigma: list[PositiveFloat] = Field(
