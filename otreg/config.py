@@ -146,7 +146,7 @@ class SmoothConfig(_Section):
         default_factory=lambda: [10.0, 5.0], min_length=1, description="kernel width per round, mm"
     )
     model: Literal["gaussian", "svf"] = Field(
-        "gaussian", description="gaussian: the regression is the displacement; svf: its exponential"
+        "gaussian", description="gaussian: the regression is the displacement; svf: a velocity whose exponential has that displacement (fold-free)"
     )
     svf_spacing: Optional[PositiveFloat] = Field(
         None, description="svf: grid spacing of the velocity field, mm (none = sigma / 2 per round)"
