@@ -146,8 +146,8 @@ def test_scalar_blur_and_sigma_become_lists():
 
 @pytest.mark.parametrize("word", ["none", "None", "null", "NONE"])
 def test_override_none_unsets(word):
-    assert load_config("lung_vessels").match.reach == [10.0]
-    config = load_config("lung_vessels", [f"match.reach={word}"])
+    assert load_config("lung_mask").match.reach == [20.0]
+    config = load_config("lung_mask", [f"match.reach={word}"])
     assert config.match.reach is None
     assert load_config(overrides=[f"input.weight_by={word}"]).input.weight_by is None
 
@@ -208,6 +208,7 @@ def _custom() -> Config:
             "rigid.reach=30",
             "rigid.scale=true",
             "match.blur=[3, 1.5]",
+            "match.reach=[12, 6]",
             "smooth.sigma=[9, 4.5]",
             "solver.dtype=float64",
             "output.dense_field=false",
