@@ -125,7 +125,7 @@ def test_config_show_preset_with_override():
     result = run_otreg("config", "show", "-c", "lung_vessels", "--set", "match.blur=2")
     parsed = tomllib.loads(result.stdout)
     assert parsed["match"]["blur"] == [2.0]
-    assert parsed["match"]["reach"] == 10.0  # from the preset
+    assert parsed["match"]["reach"] == [20.0, 10.0, 10.0, 5.0, 5.0, 5.0, 3.0, 3.0]  # from the preset
     assert parsed["rigid"]["blur"] == 4.0
 
 
