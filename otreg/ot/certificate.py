@@ -8,38 +8,57 @@
   to at most b, and the missing mass added as the rank-one plan err_a err_b^T / |err_a|_1, whose
   cost has a closed form.
 
-Both are exact reductions over all pairs, in dense blocks: O(N M) time, O(N + M) memory,
-about four passes of a solve's iteration. Balanced OT only.
+Both are exact reductions over all pairs. For a truncated (multiscale) plan, the compiled
+kernels (:mod:`otreg.ot._native`) take both: the c-transform by branch and bound over a tree of
+y (O((N + M) log M) in practice), the rounding on the plan's support (O(kept entries): any
+plan with the right marginals bounds OT, so the truncated one rounded does too); the cost is
+about that of a few iterations of the solve. Otherwise both are dense blocks: O(N M) time,
+O(N + M) memory, about four passes of a dense iteration. All in float64. Balanced OT only.
 """
 
 from __future__ import annotations
 
 import torch
 
+from . import _native
 from .kernels import half_sq_dist_blocks, make_kernel
 
 
 def c_transform(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """(N,) min_j |x_i - y_j|^2 / 2 - g_j over all j (x (N, D), y (M, D), g (M,))."""
+    """(N,) min_j |x_i - y_j|^2 / 2 - g_j over all j (x (N, D), y (M, D), g (M,), float64)."""
     out = torch.empty(len(x), dtype=x.dtype, device=x.device)
+    if _native.usable(x, y, g) and x.dtype == torch.float64:
+        x, y, g = x.contiguous(), y.T.contiguous(), g.contiguous()
+        _native.library().otreg_c_transform(len(x), _native.ptr(x), y.shape[1], _native.ptr(y),
+                                            x.shape[1], _native.ptr(g), _native.ptr(out), _native.threads())
+        return out
     for start, stop, c in half_sq_dist_blocks(x, y):
         out[start:stop] = (c - g[None, :]).amin(1)
     return out
 
 
-def ot_bounds(x, y, a, b, f, g, blur: float) -> tuple[float, float]:
+def ot_bounds(x, y, a, b, f, g, blur: float, support=None) -> tuple[float, float]:
     """[lower, upper] around the exact OT cost sum P_ij |x_i - y_j|^2 / 2 (mm^2).
 
     Args:
         x: (N, D), y: (M, D) points, mm (same frame); a (N,), b (M,) weights of equal sums.
         f, g: Sinkhorn potentials at ``blur`` (mm), for these points in this order.
+        support: (crow, col) int32 CSR of the entries of a truncated plan (None: all pairs).
     """
     x, y, a, b, f, g = (t.double() for t in (x, y, a, b, f, g))  # bounds are worth the digits
     center = (a @ x + b @ y) / (a.sum() + b.sum())
-    x, y = x - center, y - center
+    x, y = (x - center).contiguous(), (y - center).contiguous()
     lower = float(a @ c_transform(x, y, g) + b @ g)
 
     eps = blur * blur
+    if support is not None:
+        crow, col = support[0].long(), support[1]
+        a, b, f, g = (t.contiguous() for t in (a, b, f, g))
+        ptr = _native.ptr
+        upper = _native.library().otreg_rounded_plan_cost(
+            len(x), ptr(crow), ptr(col), ptr(x), len(y), ptr(y), x.shape[1], ptr(a), ptr(b), ptr(f),
+            ptr(g), eps, _native.threads())
+        return lower, upper
     kxy, kyx = make_kernel("torch", x, y, blur), make_kernel("torch", y, x, blur)
     log_a, log_b = a.log(), b.log()
     # P_ij = a_i b_j exp((f_i + g_j - C_ij) / eps); row sums r, then alpha = min(1, a / r)

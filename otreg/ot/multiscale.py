@@ -4,10 +4,11 @@ At each blur s of the annealing, both clouds are replaced by their voxel cluster
 about s (:mod:`otreg.ot.hierarchy`): finer clusters would not change the blurred plan much,
 and coarser ones would. While the clusters are few, the kernels are dense; past
 ``DENSE_PAIRS`` they are truncated (:mod:`otreg.ot.sparse`): each row keeps only the entries
-within ``truncation`` of its largest, and the candidates of a finer level are the children of
-the entries kept at the coarser one. Going one level finer, the potentials are carried over to
-the children to first order: f(x) = f(X) + grad f(X) . (x - X), with grad f(X) = X - T(X)
-(T: the barycentric map of the coarse plan). Memory stays O(N + M + kept entries).
+within ``truncation`` of its largest, found by a compiled branch and bound (CPU; elsewhere, or
+without a compiler, the kernels stay dense). Going one level finer, the potentials are carried
+over to the children to first order: f(x) = f(X) + grad f(X) . (x - X), with
+grad f(X) = X - T(X) (T: the barycentric map of the coarse plan). Memory stays
+O(N + M + kept entries).
 """
 
 from __future__ import annotations
@@ -18,21 +19,16 @@ from dataclasses import dataclass
 
 import torch
 
+from . import _native
 from .hierarchy import BITS, Hierarchy, Level
 from .kernels import make_kernel
-from .sparse import dense_pattern, expand
+from .sparse import SparseKernel, refilter, truncated_pair
 
 log = logging.getLogger(__name__)
 
-# Extra log-range searched at the coarser level when building a finer kernel: the children
-# of a cluster pair spread around its centres, so their values differ from the pair's.
-_PARENT_SLACK = 4.0
-# The kernel of a new level also serves the next blurs of that level (which select from it):
-# it spans this much more log-range than the truncation, because the potentials move after
-# the entries are chosen. On a 100k cube at blur 1 %, the final marginal error stalled at
-# 5.6e-3 with 0 and at 1.4e-3 with 4 (measured).
-_SUPERSET_SLACK = 4.0
-_COARSE_TOL, _COARSE_ITERATIONS = 1e-2, 100
+# Marginal errors to which the clusters are iterated: at the final blur before the points take
+# over, and at the last blur of a level before a truncated one.
+_COARSE_TOL, _LEVEL_TOL, _COARSE_ITERATIONS = 1e-3, 1e-2, 300
 
 
 @dataclass
@@ -56,7 +52,8 @@ def anneal(x, y, problem, blurs: list[float], truncation: float, backend: str) -
     Args:
         x: (N, D), y: (M, D) centred points, mm. problem: weights and marginal penalty
             (``otreg.ot.sinkhorn._Problem``, in input order).
-        backend: dense backend of the coarse levels ('torch' or 'keops').
+        backend: dense backend ('torch' or 'keops') of the coarse levels, and of all levels
+            where the truncated kernels cannot run (not on the CPU, or no compiler).
     """
     lo = torch.minimum(x[:, :3].min(0).values, y[:, :3].min(0).values)
     side = float((torch.maximum(x[:, :3].max(0).values, y[:, :3].max(0).values) - lo).max()) * 1.001 + 1e-9
@@ -77,6 +74,17 @@ def anneal(x, y, problem, blurs: list[float], truncation: float, backend: str) -
             return hx.finest, hy.finest
         return lx, ly
 
+    def truncated(lx: Level, ly: Level) -> bool:
+        return len(lx) * len(ly) > _dense_pairs() and _native.usable(lx.points, ly.points)
+
+    def kernels(lx: Level, ly: Level, f, g, s: float):
+        """The pair of kernels x -> y, y -> x of the levels at blur s: truncated for the
+        potentials f, g when large and possible, else dense."""
+        if truncated(lx, ly):
+            return truncated_pair(lx.points, ly.points, lx.weights.log(), ly.weights.log(),
+                                  problem.reach, f, g, s * s, truncation)
+        return make_kernel(backend, lx.points, ly.points, s), make_kernel(backend, ly.points, lx.points, s)
+
     lx = ly = kxy = kyx = f = g = None
     for step, s in enumerate(blurs):
         eps = s * s
@@ -85,16 +93,18 @@ def anneal(x, y, problem, blurs: list[float], truncation: float, backend: str) -
         if lx is None:
             lx, ly = nx, ny
             f, g = torch.zeros_like(lx.weights), torch.zeros_like(ly.weights)
-            kxy, kyx = make_kernel(backend, lx.points, ly.points, s), make_kernel(backend, ly.points, lx.points, s)
         elif nx is not lx:
-            f, g, kxy, kyx = _refine(lx, ly, nx, ny, f, g, kxy, kyx, blurs[step - 1], s, damp,
-                                     truncation, backend)
+            if truncated(nx, ny):
+                # truncated kernels keep what the potentials say matters: potentials one
+                # annealing update from the last blur's can miss mass that must travel far
+                # (vessel-like trees then stalled at marginal errors near 1, measured)
+                f, g, kxy, kyx = _converge(lx, ly, problem.reach, kxy, kyx, blurs[step - 1], f, g,
+                                           truncation, _LEVEL_TOL)
+            old_eps = blurs[step - 1] ** 2
+            f, g = (_prolong(lx, nx, f, kxy, ly.points, ly.weights.log() + g / old_eps, damp),
+                    _prolong(ly, ny, g, kyx, lx.points, lx.weights.log() + f / old_eps, damp))
             lx, ly = nx, ny
-        elif hasattr(kxy, "refilter"):
-            kxy = kxy.refilter(ly.weights.log() + g / eps, eps, truncation + _SUPERSET_SLACK)
-            kyx = kyx.refilter(lx.weights.log() + f / eps, eps, truncation + _SUPERSET_SLACK)
-        else:
-            kxy, kyx = make_kernel(backend, lx.points, ly.points, s), make_kernel(backend, ly.points, lx.points, s)
+        kxy, kyx = kernels(lx, ly, f, g, s)
         f_new = -damp * eps * kxy.lse(ly.weights.log() + g / eps)
         g_new = -damp * eps * kyx.lse(lx.weights.log() + f / eps)
         f, g = (f + f_new) / 2, (g + g_new) / 2
@@ -102,44 +112,20 @@ def anneal(x, y, problem, blurs: list[float], truncation: float, backend: str) -
             # converge the clusters at the final blur before going to the points: the points'
             # kernels are chosen from these potentials, and one annealing update leaves them
             # too far off (the fine iterations then stalled at marginal errors of 1e-2 - 5e-2)
-            f, g = _converge(lx, ly, problem.reach, kxy, kyx, s, f, g)
+            f, g, kxy, kyx = _converge(lx, ly, problem.reach, kxy, kyx, s, f, g, truncation, _COARSE_TOL)
         log.debug("blur %.4g: %d x %d clusters, %s entries", s, len(lx), len(ly),
                   getattr(kxy, "nnz", "all"))
     return Annealed(f, g, kxy, kyx, hx.order, hy.order)
 
 
-def _converge(lx: Level, ly: Level, reach, kxy, kyx, blur: float, f, g):
-    """Iterate on the clusters at ``blur`` to a marginal error of _COARSE_TOL."""
+def _converge(lx: Level, ly: Level, reach, kxy, kyx, blur: float, f, g, truncation: float, tol: float):
+    """Iterate on the clusters at ``blur`` to a marginal error of ``tol``; returns
+    (f, g, kxy, kyx), the kernels as last (re)selected."""
     from .sinkhorn import _iterate, _Problem
 
-    f, g, _, _, _, _ = _iterate(_Problem(lx.weights, ly.weights, reach), kxy, kyx, blur, f, g,
-                          _COARSE_TOL, _COARSE_ITERATIONS, 1.8, truncation=None)
-    return f, g
-
-
-def _refine(lx, ly, nx, ny, f, g, kxy, kyx, old_blur, blur, damp, truncation, backend):
-    """Potentials and kernels of the finer levels (nx, ny) at ``blur`` from the coarser ones."""
-    old_eps, eps = old_blur * old_blur, blur * blur
-    f_fine = _prolong(lx, nx, f, kxy, ly.points, ly.weights.log() + g / old_eps, damp)
-    g_fine = _prolong(ly, ny, g, kyx, lx.points, lx.weights.log() + f / old_eps, damp)
-    if len(nx) * len(ny) <= _dense_pairs():
-        return f_fine, g_fine, make_kernel(backend, nx.points, ny.points, blur), make_kernel(
-            backend, ny.points, nx.points, blur)
-    wide = truncation + _PARENT_SLACK
-    kernels = []
-    for rows, cols, coarse_rows, coarse_cols, k, g_coarse, g_new in (
-        (nx, ny, lx, ly, kxy, g, g_fine), (ny, nx, ly, lx, kyx, f, f_fine)
-    ):
-        h_coarse = coarse_cols.weights.log() + g_coarse / eps
-        if hasattr(k, "pattern"):
-            crow, col = k.pattern(h_coarse, eps, wide)
-        else:
-            crow, col = dense_pattern(coarse_rows.points, coarse_cols.points, h_coarse, eps, wide)
-        kernels.append(expand(
-            crow, col, coarse_rows.children_start(rows), coarse_cols.children_start(cols),
-            rows.points, cols.points, cols.weights.log() + g_new / eps, eps, truncation + _SUPERSET_SLACK,
-        ))
-    return f_fine, g_fine, kernels[0], kernels[1]
+    f, g, kxy, kyx, _, _ = _iterate(_Problem(lx.weights, ly.weights, reach), kxy, kyx, blur, f, g,
+                                    tol, _COARSE_ITERATIONS, 1.8, truncation)
+    return f, g, kxy, kyx
 
 
 def _prolong(coarse: Level, fine: Level, f: torch.Tensor, kernel, other_points, h, damp):

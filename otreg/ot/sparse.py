@@ -2,58 +2,56 @@
 
 At blur s, row i of the plan puts almost all of its mass on the columns j whose
 ``z_ij = h_j - C_ij / eps`` is within ``truncation`` of the row's maximum (h = log b + g / eps):
-past that, an entry weighs less than exp(-truncation) of the largest one. A
-:class:`SparseKernel` keeps only those entries, in CSR form with int32 indices (MKL's sparse
-matrix-vector product then runs at about 0.5 ns per entry on two cores, measured), and stores
-them "absorbed" (Schmitzer 2019): ``vals_ij = exp(z_ij - m_i)`` for the h at build time, so
-that later updates only multiply by exp(h - h_ref), numbers close to 1 that float32 holds well.
+past that, an entry weighs less than exp(-truncation) of the largest one. The compiled search
+(:mod:`otreg.ot._native`) finds ALL such entries of every row, by branch and bound over a tree
+of the columns, for x -> y and for y -> x; both kernels then share the union of the two
+supports, so that the f- and g-updates are those of one sparse matrix (Sinkhorn on two
+supports diverged on vessel-like trees, measured).
 
-The candidates of a fine level come from the kept entries of the coarser one: the children of
-every kept cluster pair (I, J) are evaluated as padded dense blocks, batched (see
-:func:`expand`), so the cost of a build is a few times the number of kept entries.
+A :class:`SparseKernel` is CSR with int32 indices (MKL's sparse matrix-vector product then
+runs at about 0.5-1 ns per entry, measured) and stores its entries "absorbed" (Schmitzer 2019):
+``vals_ij = exp(z_ij - m_i)`` for the h at build time, so that later updates only multiply by
+exp(h - h_ref), numbers close to 1 that float32 holds well.
 """
 
 from __future__ import annotations
 
-import itertools
+import functools
 import math
+from collections.abc import Callable
 
 import torch
 
-from .kernels import half_sq_dist_blocks
-
-_BATCH_ELEMENTS = 2_000_000  # candidate pairs per batched block: a few tens of MB
+from . import _native
 
 
 class SparseKernel:
-    """Row-truncated reductions ``log sum_j exp(h_j - C_ij / eps)`` over kept entries.
+    """Truncated reductions ``log sum_j exp(h_j - C_ij / eps)`` over kept entries.
 
     Args:
-        crow: (n + 1,) row offsets; col: (nnz,) column indices; row: (nnz,) row indices.
+        crow: (n + 1,) int32 row offsets; col: (nnz,) int32 column indices.
         cost: (nnz,) C_ij = |x_i - y_j|^2 / 2 of the kept entries.
-        z: (nnz,) h_ref[col] - cost / eps; eps: the kernel's epsilon; h_ref: (m,).
-        n_cols: m.
+        vals: (nnz,) exp(z_ij - row_max_i), z_ij = h_ref[col] - cost / eps.
+        row_max: (n,) max_j z_ij of each row; eps: the kernel's epsilon; h_ref: (m,).
+        search: ``search(f, g, eps, truncation)`` finds this kernel and its partner again for
+            other potentials (:func:`refilter`).
     """
 
     name = "sparse"
 
-    def __init__(self, crow, col, row, cost, z, eps: float, h_ref: torch.Tensor, n_rows: int,
-                 superset: SparseKernel | None = None):
-        self.crow, self.col, self.row, self.cost = crow, col, row, cost
-        self.eps, self.n_rows = eps, n_rows
-        # the entries first searched at this level: later truncations re-select from them,
-        # so that entries the potentials have since made heavy are not lost
-        self.superset = superset or self
-        self._set_values(z, h_ref)
+    def __init__(self, crow, col, cost, vals, row_max, eps: float, h_ref: torch.Tensor,
+                 search: Callable[..., tuple[SparseKernel, SparseKernel]]):
+        self.crow, self.col, self.cost, self.eps, self.search = crow, col, cost, eps, search
+        self.n_rows = len(crow) - 1
+        self.h_search = h_ref  # the h the entries were chosen for
+        self._set_values(vals, row_max, h_ref)
 
     @property
     def nnz(self) -> int:
         return len(self.col)
 
-    def _set_values(self, z: torch.Tensor, h_ref: torch.Tensor) -> None:
-        self.m = _segment_max(z, self.crow)
-        self.h_ref = h_ref
-        vals = (z - self.m.index_select(0, self.row)).exp_()
+    def _set_values(self, vals: torch.Tensor, row_max: torch.Tensor, h_ref: torch.Tensor) -> None:
+        self.m, self.h_ref = row_max, h_ref
         self._csr = torch.sparse_csr_tensor(
             self.crow, self.col, vals, (self.n_rows, len(h_ref)), check_invariants=False
         )
@@ -62,13 +60,23 @@ class SparseKernel:
         """exp(h - h_ref - shift) and shift; re-absorbs h when that would lose precision."""
         d = h - self.h_ref
         spread = float(d.max() - d.min())
-        # kept entries are >= exp(-truncation - slack) ~ e^-16 of their row's largest, so the
-        # products stay above float32's smallest normal (e^-87) while the spread is below 60
+        # kept entries are >= exp(-truncation) ~ e^-12 of their row's largest (a little less
+        # on the union of supports), so the products stay above float32's smallest normal
+        # (e^-87) while the spread is below 60
         if not math.isfinite(spread) or spread > 60:
-            self._set_values(h.index_select(0, self.col) - self.cost / self.eps, h)
+            _, _, _, vals, row_max = _native_entries(
+                "otreg_select", self.n_rows, h.dtype, self.n_rows, self.crow.long(), self.col,
+                self.cost, h, 1 / self.eps, math.inf)
+            self._set_values(vals, row_max, h)
             d = h - self.h_ref
         shift = d.max()
         return (d - shift).exp_(), shift
+
+    def drift(self, h: torch.Tensor) -> float:
+        """How far ``h`` has moved from the h the entries were chosen for: the spread of the
+        change (a constant change keeps every row's choice), in units of z."""
+        change = (h - self.h_search)[torch.isfinite(self.h_search)]
+        return float(change.max() - change.min()) if len(change) else 0.0
 
     def lse(self, h: torch.Tensor) -> torch.Tensor:
         """(n,) log sum_j exp(h_j - C_ij / eps) over the kept entries of each row."""
@@ -88,113 +96,74 @@ class SparseKernel:
         total = sums[:, -1:]
         return torch.cat([sums[:, :-1], cost[:, None]], 1) / total
 
-    def _select(self, h: torch.Tensor, eps: float, truncation: float):
-        """(mask, z) over the superset's entries: those within ``truncation`` of their row's
-        max of z = h_j - C_ij / eps."""
-        full = self.superset
-        z = h.index_select(0, full.col) - full.cost / eps
-        return z >= _segment_max(z, full.crow).index_select(0, full.row) - truncation, z
 
-    def refilter(self, h: torch.Tensor, eps: float, truncation: float) -> SparseKernel:
-        """The kernel at ``eps`` <= this one's, for the potentials in ``h``: the entries of the
-        superset within ``truncation`` of their row's max."""
-        full = self.superset
-        keep, z = self._select(h, eps, truncation)
-        row = full.row[keep]
-        return SparseKernel(_crow(row, self.n_rows), full.col[keep], row, full.cost[keep],
-                            z[keep], eps, h, self.n_rows, superset=full)
+def truncated_pair(x: torch.Tensor, y: torch.Tensor, log_a: torch.Tensor, log_b: torch.Tensor,
+                   reach: float | None, f: torch.Tensor, g: torch.Tensor, eps: float,
+                   truncation: float) -> tuple[SparseKernel, SparseKernel]:
+    """The kernels x -> y and y -> x at ``eps`` for the potentials f (n,), g (m,), on one support.
 
-    def pattern(self, h: torch.Tensor, eps: float, truncation: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """(crow, col) int64 of the entries within ``truncation`` of their row's max at
-        ``eps``: the indices only, without building the kernel's values."""
-        keep, _ = self._select(h, eps, truncation)
-        return _crow(self.superset.row[keep], self.n_rows).long(), self.superset.col[keep].long()
-
-
-def dense_pattern(x, y, h, eps: float, truncation: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(crow, col) int64 of the entries of a dense (n, m) problem within ``truncation`` of
-    their row's max of h_j - |x_i - y_j|^2 / (2 eps); for coarse levels only."""
-    counts, cols = [], []
-    for _, _, c in half_sq_dist_blocks(x, y):
-        z = h[None, :] - c / eps
-        keep = z >= z.amax(1, keepdim=True) - truncation
-        counts.append(keep.sum(1))
-        cols.append(keep.nonzero()[:, 1])
-    crow = torch.cat([counts[0].new_zeros(1), torch.cat(counts).cumsum(0)])
-    return crow, torch.cat(cols)
-
-
-def expand(parent_crow, parent_col, row_children, col_children, x, y, h, eps: float,
-           truncation: float) -> SparseKernel:
-    """The truncated kernel between fine clouds x (n, D) and y (m, D), searching only the
-    children of the kept coarse pairs.
+    Per row of x (n, D), ALL the columns of y (m, D) with z_ij = log b_j + (g_j - C_ij) / eps
+    within ``truncation`` of the row's max, and the same for the rows of y; the kernels keep
+    the union of both. CPU only, compiled (see :func:`otreg.ot._native.usable`); x and y sorted
+    along a space-filling curve run fastest.
 
     Args:
-        parent_crow, parent_col: int64 CSR of the kept coarse pairs (I, J).
-        row_children: (n_I + 1,) offsets: coarse row cluster I holds fine rows
-            row_children[I]:row_children[I+1]; col_children the same for columns.
-        h: (m,) log b + g / eps at the fine level.
+        x, y: (n, D), (m, D) points; log_a, log_b: (n,), (m,) log weights.
+        reach: unbalanced OT length (None: balanced); f and g are damped by it.
     """
-    n, m = len(x), len(y)
-    col_size = col_children[1:] - col_children[:-1]
-    row_size = row_children[1:] - row_children[:-1]
-    # the candidate columns of coarse row I, flattened: children of each kept J in turn
-    pair_size = col_size[parent_col]
-    pair_end = pair_size.cumsum(0)
-    flat_crow = torch.cat([pair_end.new_zeros(1), pair_end])[parent_crow]
-    n_candidates = flat_crow[1:] - flat_crow[:-1]
-    cuts = _batch_cuts(row_size * n_candidates)
-    half_sq_x = (x * x).sum(1) / 2
-    half_sq_y = (y * y).sum(1) / 2
-    rows_out, cols_out, z_out, cost_out = [], [], [], []
-    for lo, hi in itertools.pairwise(cuts):
-        rows, row_mask = _ranges(row_children[lo:hi], row_size[lo:hi])
-        flat, col_mask = _ranges(flat_crow[lo:hi], n_candidates[lo:hi])
-        flat.clamp_(max=max(int(pair_end[-1]) - 1, 0) if len(pair_end) else 0)
-        pair = torch.searchsorted(pair_end, flat, right=True)
-        cols = col_children[parent_col[pair]] + flat - (pair_end[pair] - pair_size[pair])
-        rows.clamp_(max=n - 1)
-        cols.clamp_(max=m - 1)
-        xb, yb = x[rows], y[cols]
-        cost = torch.baddbmm(half_sq_x[rows][:, :, None] + half_sq_y[cols][:, None, :],
-                             xb, yb.transpose(1, 2), alpha=-1).clamp_(min=0)
-        z = h[cols][:, None, :] - cost / eps
-        z.masked_fill_(~col_mask[:, None, :], -math.inf)
-        keep = z >= z.amax(2, keepdim=True) - truncation
-        keep &= row_mask[:, :, None] & col_mask[:, None, :]
-        bi, ri, ci = keep.nonzero(as_tuple=True)
-        rows_out.append(rows[bi, ri])
-        cols_out.append(cols[bi, ci])
-        z_out.append(z[bi, ri, ci])
-        cost_out.append(cost[bi, ri, ci])
-    row = torch.cat(rows_out)
-    return SparseKernel(_crow(row, n), torch.cat(cols_out).int(), row.int(),
-                        torch.cat(cost_out), torch.cat(z_out), eps, h, n)
+    x, y = x.contiguous(), y.contiguous()
+    damping = 1.0 if reach is None else 1.0 / (1.0 + eps / reach**2)
+    h_y, h_x = (log_b + g / eps).contiguous(), (log_a + f / eps).contiguous()
+    # the row potentials tell each row's log-sum-exp: a good guess makes the search fast
+    rows = _native_entries("otreg_truncate", len(x), x.dtype, len(x), x, len(y), y.T.contiguous(),
+                           x.shape[1], h_y, (-f / (damping * eps)).contiguous(), 1 / eps, truncation)
+    cols = _native_entries("otreg_truncate", len(y), x.dtype, len(y), y, len(x), x.T.contiguous(),
+                           x.shape[1], h_x, (-g / (damping * eps)).contiguous(), 1 / eps, truncation)
+    kxy, kyx = _native_union(rows, cols, h_y, h_x, eps)
+    search = functools.partial(truncated_pair, x, y, log_a, log_b, reach)
+    return (SparseKernel(*kxy, eps, h_y, search), SparseKernel(*kyx, eps, h_x, search))
 
 
-def _ranges(starts: torch.Tensor, sizes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, max size) indices starts[b] + k and the mask k < sizes[b]."""
-    width = int(sizes.max()) if len(sizes) else 0
-    k = torch.arange(max(width, 1), device=starts.device)
-    return starts[:, None] + k, k < sizes[:, None]
+def refilter(kxy: SparseKernel, kyx: SparseKernel, f: torch.Tensor, g: torch.Tensor, eps: float,
+             truncation: float) -> tuple[SparseKernel, SparseKernel]:
+    """The pair of :func:`truncated_pair` again, for the potentials f, g at ``eps``: potentials
+    that moved since it was built make other entries heavy."""
+    return kxy.search(f, g, eps, truncation)
 
 
-def _batch_cuts(work: torch.Tensor) -> list[int]:
-    """Boundaries of consecutive batches of about _BATCH_ELEMENTS units of ``work``."""
-    total = work.cumsum(0)
-    end = int(total[-1]) if len(total) else 0
-    marks = torch.arange(_BATCH_ELEMENTS, max(end, _BATCH_ELEMENTS), _BATCH_ELEMENTS, device=work.device)
-    cuts = torch.searchsorted(total, marks).add_(1).tolist()
-    return sorted({0, *[c for c in cuts if 0 < c < len(work)], len(work)})
+def _native_entries(function: str, n_rows: int, dtype, *args):
+    """Run the compiled select/truncate ``function`` (whose last arguments are row_max,
+    row_count, threads) and collect its entries as (crow, col, cost, vals, row_max)."""
+    row_max = torch.empty(n_rows, dtype=dtype)
+    counts = torch.empty(n_rows, dtype=torch.int64)
+    pointers = [_native.ptr(a) if isinstance(a, torch.Tensor) else a for a in args]
+    handle = _native.typed(function, dtype)(*pointers, _native.ptr(row_max), _native.ptr(counts),
+                                            _native.threads())
+    return _take(handle, counts, row_max, dtype)
 
 
-def _crow(row: torch.Tensor, n: int) -> torch.Tensor:
-    """int32 CSR row offsets of sorted row indices."""
-    counts = torch.bincount(row.long(), minlength=n)
-    return torch.cat([counts.new_zeros(1), counts.cumsum(0)]).int()
+def _native_union(rows, cols, h_y: torch.Tensor, h_x: torch.Tensor, eps: float):
+    """The entries of both kernels on the union of the supports ``rows`` (x -> y) and
+    ``cols`` (y -> x), each (crow, col, cost, ...): two (crow, col, cost, vals, row_max)."""
+    import ctypes
+
+    n, m = len(rows[0]) - 1, len(cols[0]) - 1
+    dtype = h_y.dtype
+    out = [(torch.empty(k, dtype=dtype), torch.empty(k, dtype=torch.int64)) for k in (n, m)]
+    handles = [ctypes.c_void_p(), ctypes.c_void_p()]
+    ptr = _native.ptr
+    row_crow, col_crow = rows[0].long(), cols[0].long()  # alive through the call
+    _native.typed("otreg_union", dtype)(
+        n, m, ptr(row_crow), ptr(rows[1]), ptr(rows[2]), ptr(col_crow), ptr(cols[1]), ptr(cols[2]),
+        ptr(h_y), ptr(h_x), 1 / eps, ptr(out[0][0]), ptr(out[0][1]), ptr(out[1][0]), ptr(out[1][1]),
+        ctypes.byref(handles[0]), ctypes.byref(handles[1]), _native.threads())
+    return [_take(handle, counts, row_max, dtype) for handle, (row_max, counts) in zip(handles, out)]
 
 
-def _segment_max(z: torch.Tensor, crow: torch.Tensor) -> torch.Tensor:
-    """(n,) max of z over each CSR row (-inf for an empty row)."""
-    lengths = (crow[1:] - crow[:-1]).long()
-    return torch.segment_reduce(z, "max", lengths=lengths, unsafe=True)
+def _take(handle, counts: torch.Tensor, row_max: torch.Tensor, dtype):
+    nnz = int(counts.sum())
+    col = torch.empty(nnz, dtype=torch.int32)
+    cost, vals = torch.empty(nnz, dtype=dtype), torch.empty(nnz, dtype=dtype)
+    _native.typed("otreg_take", dtype)(handle, _native.ptr(col), _native.ptr(cost), _native.ptr(vals))
+    crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).int()
+    return crow, col, cost, vals, row_max

@@ -1,0 +1,644 @@
+// Compiled CPU kernels of the multiscale solver (see _native.py, which builds and loads them).
+//
+// Sparse kernels are CSR: row offsets int64, column indices int32, and per entry the cost
+// C_ij = |x_i - y_j|^2 / 2 (float32) and the absorbed value exp(z_ij - max_j z_ij) (float32),
+// with z_ij = h_j - C_ij / eps. Every function here sweeps rows independently, so that threads
+// take rows (or chunks of rows) from a shared counter: no OpenMP, whose runtime would be a
+// second one beside torch's.
+
+#include <algorithm>
+#include <utility>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <new>
+#include <limits>
+#include <thread>
+#include <vector>
+
+namespace {
+
+template <class Body>
+void parallel_for(int64_t tasks, int threads, Body&& body) {
+  std::atomic<int64_t> next(0);
+  auto worker = [&]() {
+    for (int64_t t; (t = next.fetch_add(1)) < tasks;) body(t);
+  };
+  int64_t extra = std::min<int64_t>(threads, tasks) - 1;
+  std::vector<std::thread> pool;
+  for (int64_t k = 0; k < extra; ++k) pool.emplace_back(worker);
+  worker();
+  for (auto& t : pool) t.join();
+}
+
+// A growable array of trivially copyable values that, unlike std::vector, does not zero what
+// it grows into: rows are written whole, then cut back to what they keep.
+template <class T>
+struct Buffer {
+  T* data = nullptr;
+  int64_t size = 0, capacity = 0;
+  Buffer() = default;
+  Buffer(const Buffer&) = delete;
+  Buffer(Buffer&& other) noexcept : data(other.data), size(other.size), capacity(other.capacity) {
+    other.data = nullptr;
+  }
+  ~Buffer() { std::free(data); }
+  T* extend(int64_t extra) {  // room for `extra` more values at the end; returns where
+    if (size + extra > capacity) {
+      capacity = std::max(2 * capacity, size + extra);
+      T* grown = static_cast<T*>(std::realloc(data, capacity * sizeof(T)));
+      if (grown == nullptr) throw std::bad_alloc();
+      data = grown;
+    }
+    return data + size;
+  }
+};
+
+// Kept entries of a contiguous run of rows, in row order.
+template <class T>
+struct Chunk {
+  Buffer<int32_t> col;
+  Buffer<T> cost, val;
+};
+
+template <class T>
+struct Entries {
+  std::vector<Chunk<T>> chunks;
+};
+
+// Boundaries of about `parts` runs of [0, n) of equal total `work`.
+std::vector<int64_t> balanced_cuts(const std::vector<double>& work, int64_t parts) {
+  double total = 0;
+  for (double w : work) total += w;
+  std::vector<int64_t> cuts{0};
+  double step = total / std::max<int64_t>(parts, 1), acc = 0;
+  for (int64_t i = 0; i < (int64_t)work.size(); ++i) {
+    acc += work[i];
+    if (acc >= step * cuts.size() && i + 1 < (int64_t)work.size()) cuts.push_back(i + 1);
+  }
+  cuts.push_back((int64_t)work.size());
+  return cuts;
+}
+
+// Append the entries of one row within `truncation` of its max z to `out`; z and cost hold
+// the row's candidates, cols their columns. Returns the row max (-inf for a row without
+// mass: it keeps nothing).
+// The max of v[0 .. count-1] (-inf if empty), over 16 lanes so that it vectorises (a plain
+// std::max loop does not, for the NaN rules).
+template <class T>
+inline T max_of(const T* v, int64_t count) {
+  constexpr int kLanes = 16;
+  T lanes[kLanes];
+  for (int l = 0; l < kLanes; ++l) lanes[l] = -std::numeric_limits<T>::infinity();
+  int64_t k = 0;
+  for (; k + kLanes <= count; k += kLanes)
+    for (int l = 0; l < kLanes; ++l) lanes[l] = lanes[l] > v[k + l] ? lanes[l] : v[k + l];
+  T top = -std::numeric_limits<T>::infinity();
+  for (int l = 0; l < kLanes; ++l) top = std::max(top, lanes[l]);
+  for (; k < count; ++k) top = std::max(top, v[k]);
+  return top;
+}
+
+template <class T>
+inline T keep_row(const T* z, const T* cost, const int32_t* cols, int64_t count, T truncation,
+                  Chunk<T>& out, int64_t* kept) {
+  T top = max_of(z, count);
+  *kept = 0;
+  if (!(top > -std::numeric_limits<T>::infinity())) return top;
+  const T threshold = top - truncation;
+  int32_t* out_col = out.col.extend(count);
+  T* out_cost = out.cost.extend(count);
+  T* out_val = out.val.extend(count);
+  int64_t n = 0;
+  for (int64_t k = 0; k < count; ++k) {  // branch-free compaction
+    out_col[n] = cols[k];
+    out_cost[n] = cost[k];
+    out_val[n] = z[k] - top;
+    n += z[k] >= threshold;
+  }
+  for (int64_t k = 0; k < n; ++k) out_val[k] = std::exp(out_val[k]);
+  out.col.size += n, out.cost.size += n, out.val.size += n;
+  *kept = n;
+  return top;
+}
+
+// A binary tree over runs of the columns y (m, dim), sorted along a space-filling curve so
+// that runs are compact, with for each node the bounding box of its columns and an affine
+// bound of their h: h_j <= offset + slope . (y_j - center). The slope is the least-squares fit
+// of h over the node (any slope gives a valid bound; a good one, a tight bound): within a
+// node, h = log b + g / eps is close to affine, and a bound by max h alone was off by ~12 (in
+// units of z) on nodes of 16 columns at blur 1 % (estimated: |grad g| L / eps).
+template <class T>
+struct ColumnTree {
+  static constexpr int64_t kLeaf = 32;
+  struct Node {
+    int64_t lo, hi, left;  // columns lo .. hi - 1; children left, left + 1 (-1: a leaf)
+  };
+  int64_t m, dim;
+  const T* y;  // (dim, m): coordinate d of column j at y[d * m + j]
+  const T* h;
+  std::vector<Node> nodes;
+  std::vector<double> low, high, center, slope, offset;  // dim, dim, dim, dim, 1 per node
+  std::vector<int64_t> leaf_of;  // leaf_of[lo]: the leaf whose columns start at lo
+
+  ColumnTree(const T* y_t, const T* h_, int64_t m_, int64_t dim_) : m(m_), dim(dim_), y(y_t), h(h_) {
+    nodes.push_back({0, m, -1});
+    for (size_t k = 0; k < nodes.size(); ++k) {  // top-down by halving
+      if (nodes[k].hi - nodes[k].lo <= kLeaf) continue;
+      int64_t lo = nodes[k].lo, hi = nodes[k].hi, mid = (lo + hi) / 2;
+      nodes[k].left = nodes.size();
+      nodes.push_back({lo, mid, -1});
+      nodes.push_back({mid, hi, -1});
+    }
+    size_t count = nodes.size();
+    leaf_of.assign(m + 1, -1);
+    for (size_t k = 0; k < count; ++k)
+      if (nodes[k].left < 0) leaf_of[nodes[k].lo] = k;
+    low.resize(dim * count), high.resize(dim * count), center.resize(dim * count);
+    slope.resize(dim * count), offset.resize(count);
+    for (size_t k = 0; k < count; ++k) fit(k);
+  }
+
+  void fit(size_t k) {
+    const Node& node = nodes[k];
+    double* lo = &low[dim * k];
+    double* hi = &high[dim * k];
+    double* c = &center[dim * k];
+    double* w = &slope[dim * k];
+    std::vector<double> cov(dim * dim, 0.0), cross(dim, 0.0);
+    double mean_h = 0;
+    int64_t finite = 0;
+    for (int64_t d = 0; d < dim; ++d) lo[d] = INFINITY, hi[d] = -INFINITY, c[d] = 0, w[d] = 0;
+    for (int64_t j = node.lo; j < node.hi; ++j) {
+      for (int64_t d = 0; d < dim; ++d)
+        lo[d] = std::min<double>(lo[d], y[d * m + j]), hi[d] = std::max<double>(hi[d], y[d * m + j]);
+      if (!std::isfinite((double)h[j])) continue;  // no mass: never kept
+      ++finite;
+      mean_h += h[j];
+      for (int64_t d = 0; d < dim; ++d) c[d] += y[d * m + j];
+    }
+    offset[k] = -INFINITY;
+    if (finite == 0) return;
+    mean_h /= finite;
+    for (int64_t d = 0; d < dim; ++d) c[d] /= finite;
+    for (int64_t j = node.lo; j < node.hi; ++j) {
+      if (!std::isfinite((double)h[j])) continue;
+      for (int64_t d = 0; d < dim; ++d) {
+        double u = y[d * m + j] - c[d];
+        cross[d] += (h[j] - mean_h) * u;
+        for (int64_t e = 0; e < dim; ++e) cov[dim * d + e] += u * (y[e * m + j] - c[e]);
+      }
+    }
+    double trace = 0;
+    for (int64_t d = 0; d < dim; ++d) trace += cov[dim * d + d];
+    for (int64_t d = 0; d < dim; ++d) cov[dim * d + d] += 1e-9 * trace + 1e-300;  // flat nodes
+    solve(cov, cross, w);
+    for (int64_t j = node.lo; j < node.hi; ++j) {
+      if (!std::isfinite((double)h[j])) continue;
+      double v = h[j];
+      for (int64_t d = 0; d < dim; ++d) v -= w[d] * (y[d * m + j] - c[d]);
+      offset[k] = std::max(offset[k], v);
+    }
+  }
+
+  // Solves a x = b (a: dim x dim, symmetric positive definite) by Gaussian elimination.
+  void solve(std::vector<double>& a, std::vector<double>& b, double* x) const {
+    for (int64_t p = 0; p < dim; ++p) {
+      for (int64_t r = p + 1; r < dim; ++r) {
+        double factor = a[dim * r + p] / a[dim * p + p];
+        for (int64_t e = p; e < dim; ++e) a[dim * r + e] -= factor * a[dim * p + e];
+        b[r] -= factor * b[p];
+      }
+    }
+    for (int64_t p = dim - 1; p >= 0; --p) {
+      double v = b[p];
+      for (int64_t e = p + 1; e < dim; ++e) v -= a[dim * p + e] * x[e];
+      x[p] = std::isfinite(v / a[dim * p + p]) ? v / a[dim * p + p] : 0.0;
+    }
+  }
+
+  // An upper bound of z_j = h_j - |x - y_j|^2 * half_inv_eps over the columns of node k: the
+  // affine bound of h minus the cost, maximised over the node's box (separable per axis).
+  double bound(int64_t k, const T* x, double half_inv_eps) const {
+    return box_bound(k, x, x, half_inv_eps);
+  }
+
+  // The same bound for every x of the box [x_lo, x_hi]: the cost from y to the box's nearest
+  // point, per axis; the best y then lies past the box's side that the slope points to.
+  double box_bound(int64_t k, const T* x_lo, const T* x_hi, double half_inv_eps) const {
+    const double* lo = &low[dim * k];
+    const double* hi = &high[dim * k];
+    const double* c = &center[dim * k];
+    const double* w = &slope[dim * k];
+    const double eps = 0.5 / half_inv_eps;
+    double value = offset[k];
+    for (int64_t d = 0; d < dim; ++d) {
+      double best = std::clamp(w[d] >= 0 ? x_hi[d] + w[d] * eps : x_lo[d] + w[d] * eps, lo[d], hi[d]);
+      double gap = std::max({(double)x_lo[d] - best, best - (double)x_hi[d], 0.0});
+      value += w[d] * (best - c[d]) - gap * gap * half_inv_eps;
+    }
+    return value;
+  }
+};
+
+// Visit the leaves of `tree` whose `bound(node)` is >= (the largest z found so far, from
+// `start`) - truncation, the more promising ones first: `leaf(lo, hi)` takes a leaf's columns
+// and returns their largest z. Returns the largest z found.
+template <class T, class Bound, class Leaf>
+double search(const ColumnTree<T>& tree, Bound&& bound, double truncation, double start,
+              std::vector<std::pair<double, int64_t>>& stack, Leaf&& leaf) {
+  double best = start;
+  stack.assign(1, {INFINITY, 0});
+  while (!stack.empty()) {
+    auto [upper, k] = stack.back();
+    stack.pop_back();
+    if (upper < best - truncation) continue;
+    const auto& node = tree.nodes[k];
+    if (node.left < 0) {
+      best = std::max<double>(best, leaf(node.lo, node.hi));
+      continue;
+    }
+    double near = bound(node.left), far = bound(node.left + 1);
+    int64_t near_k = node.left, far_k = node.left + 1;
+    if (near < far) std::swap(near, far), std::swap(near_k, far_k);
+    if (far >= best - truncation) stack.push_back({far, far_k});
+    if (near >= best - truncation) stack.push_back({near, near_k});  // popped first
+  }
+  return best;
+}
+
+// The truncated kernel between rows x (n, dim) and columns y_t (dim, m, i.e. y transposed):
+// per row, the columns with z_ij = h_j - |x_i - y_j|^2 / (2 eps) >= max_j z_ij - truncation,
+// ALL of them (branch and bound over a tree of y: no column is missed, however the potentials
+// moved). Rows and columns sorted along a space-filling curve make it fast: rows are taken in
+// blocks of consecutive (nearby) rows that share one search for candidate leaves, from a
+// guess `lse` (n,) of each row's log sum_j exp z_ij (from the row potential: -f / eps); each
+// row then evaluates the leaves its own bound keeps. A guess above a row's max is caught (the
+// max found is then below it) and that row searched again on its own. Writes row_max (n,) and
+// row_count (n,); the entries wait in the returned handle for take.
+template <class T>
+void* truncate(int64_t n, const T* x, int64_t m, const T* y_t, int64_t dim, const T* h,
+               const T* lse, T inv_eps, T truncation, T* row_max, int64_t* row_count, int threads) {
+  ColumnTree<T> tree(y_t, h, m, dim);
+  const double half_inv_eps = 0.5 * inv_eps;
+  // log sum exp - max <= log(columns of weight): the guess of the max lies this far below the
+  // guess of the log-sum-exp (a row of about e^4 ~ 50 columns of equal z)
+  constexpr double kLseAboveMax = 4.0;
+  constexpr int64_t kBlock = 8, kBlocksPerTask = 32;
+  int64_t blocks = (n + kBlock - 1) / kBlock;
+  int64_t tasks = (blocks + kBlocksPerTask - 1) / kBlocksPerTask;
+  auto* entries = new Entries<T>{std::vector<Chunk<T>>(tasks)};
+  parallel_for(tasks, threads, [&](int64_t task) {
+    Chunk<T>& out = entries->chunks[task];
+    std::vector<std::pair<double, int64_t>> stack;
+    std::vector<int64_t> leaves;  // the block's candidate leaves (node indices), by column
+    std::vector<double> bounds;
+    std::vector<T> z(m), cost(m), x_lo(dim), x_hi(dim);
+    std::vector<int32_t> cols(m);
+    // z and cost of row xi for the columns lo..hi-1: those with z >= floor are appended at
+    // `at` (branch free); returns their max z and how many
+    std::vector<T> scratch_cost(m), scratch_z(m);
+    auto evaluate = [&](const T* xi, int64_t lo, int64_t hi, int64_t at, double floor) {
+      const int64_t count = hi - lo;
+      T* c = scratch_cost.data();
+      T* v = scratch_z.data();
+      for (int64_t k = 0; k < count; ++k) c[k] = T(0);
+      for (int64_t d = 0; d < dim; ++d) {
+        const T xd = xi[d];
+        const T* yd = y_t + d * m + lo;
+        for (int64_t k = 0; k < count; ++k) c[k] += (xd - yd[k]) * (xd - yd[k]);
+      }
+      for (int64_t k = 0; k < count; ++k) {
+        c[k] *= T(0.5);
+        v[k] = h[lo + k] - c[k] * inv_eps;
+      }
+      const T below = (T)floor;
+      int64_t n = 0;
+      for (int64_t k = 0; k < count; ++k) {
+        cols[at + n] = (int32_t)(lo + k), cost[at + n] = c[k], z[at + n] = v[k];
+        n += v[k] >= below;
+      }
+      return std::make_pair((double)max_of(v, count), n);
+    };
+    // every leaf of row xi within `truncation` of the best z, found from `floor` up
+    auto search_row = [&](const T* xi, double floor) {
+      int64_t count = 0;
+      double best = floor;
+      auto leaf = [&](int64_t lo, int64_t hi) {
+        auto [top, kept] = evaluate(xi, lo, hi, count, best - truncation);
+        count += kept;
+        best = std::max(best, top);
+        return top;
+      };
+      search(tree, [&](int64_t k) { return tree.bound(k, xi, half_inv_eps); }, (double)truncation,
+             floor, stack, leaf);
+      return count;
+    };
+    for (int64_t block = task * kBlocksPerTask; block < std::min(blocks, (task + 1) * kBlocksPerTask); ++block) {
+      int64_t first = block * kBlock, last = std::min(n, first + kBlock);
+      // 1. the leaves that may hold an entry of some row of the block (by the guesses)
+      double floor = INFINITY;
+      std::fill(x_lo.begin(), x_lo.end(), std::numeric_limits<T>::infinity());
+      std::fill(x_hi.begin(), x_hi.end(), -std::numeric_limits<T>::infinity());
+      for (int64_t i = first; i < last; ++i) {
+        for (int64_t d = 0; d < dim; ++d)
+          x_lo[d] = std::min(x_lo[d], x[dim * i + d]), x_hi[d] = std::max(x_hi[d], x[dim * i + d]);
+        floor = std::min(floor, (double)lse[i] - kLseAboveMax);
+      }
+      leaves.clear();
+      if (std::isfinite(floor)) {
+        auto collect = [&](int64_t lo, int64_t) {
+          leaves.push_back(tree.leaf_of[lo]);
+          return -std::numeric_limits<double>::infinity();  // keeps the floor as it is
+        };
+        search(tree, [&](int64_t k) { return tree.box_bound(k, x_lo.data(), x_hi.data(), half_inv_eps); },
+               (double)truncation, floor, stack, collect);
+      }
+      std::sort(leaves.begin(), leaves.end(),
+                [&](int64_t a, int64_t b) { return tree.nodes[a].lo < tree.nodes[b].lo; });
+      // 2. each row: its own bound of every candidate leaf; the leaves within reach of its
+      // guess are evaluated, adjacent ones as one run
+      for (int64_t i = first; i < last; ++i) {
+        const T* xi = x + dim * i;
+        double guess = (double)lse[i] - kLseAboveMax, best = -INFINITY;
+        int64_t count = 0;
+        if (std::isfinite(guess)) {
+          bounds.resize(leaves.size());
+          for (size_t l = 0; l < leaves.size(); ++l) bounds[l] = tree.bound(leaves[l], xi, half_inv_eps);
+          for (size_t l = 0; l < leaves.size();) {
+            if (bounds[l] < guess - truncation) {
+              ++l;
+              continue;
+            }
+            int64_t lo = tree.nodes[leaves[l]].lo, hi = tree.nodes[leaves[l]].hi;
+            for (++l; l < leaves.size() && bounds[l] >= guess - truncation && tree.nodes[leaves[l]].lo == hi; ++l)
+              hi = tree.nodes[leaves[l]].hi;
+            auto [top, kept] = evaluate(xi, lo, hi, count, guess - truncation);
+            best = std::max(best, top);
+            count += kept;
+          }
+        }
+        // every column left out has z < guess - truncation: if the best is >= guess, those
+        // are neither the max nor kept; else search this row on its own
+        if (!(best >= guess)) count = search_row(xi, best);
+        row_max[i] = keep_row(z.data(), cost.data(), cols.data(), count, truncation, out, &row_count[i]);
+      }
+    }
+  });
+  return entries;
+}
+
+// The entries of an existing kernel (crow, col, cost) within `truncation` of their row's max
+// of z = h[col] - cost * inv_eps (an infinite truncation keeps them all: re-absorbs h).
+// Same outputs as expand.
+template <class T>
+void* select(int64_t n, const int64_t* crow, const int32_t* col, const T* cost, const T* h,
+             T inv_eps, T truncation, T* row_max, int64_t* row_count, int threads) {
+  std::vector<double> work(n);
+  for (int64_t i = 0; i < n; ++i) work[i] = crow[i + 1] - crow[i] + 1;
+  std::vector<int64_t> cuts = balanced_cuts(work, 16 * std::max(threads, 1));
+  auto* entries = new Entries<T>{std::vector<Chunk<T>>(cuts.size() - 1)};
+  parallel_for((int64_t)cuts.size() - 1, threads, [&](int64_t c) {
+    Chunk<T>& out = entries->chunks[c];
+    std::vector<T> z;
+    for (int64_t i = cuts[c]; i < cuts[c + 1]; ++i) {
+      int64_t start = crow[i], count = crow[i + 1] - crow[i];
+      z.resize(count);
+      for (int64_t k = 0; k < count; ++k) z[k] = h[col[start + k]] - cost[start + k] * inv_eps;
+      row_max[i] = keep_row(z.data(), cost + start, col + start, count, truncation, out,
+                            &row_count[i]);
+    }
+  });
+  return entries;
+}
+
+// A CSR matrix of costs.
+template <class T>
+struct Sparse {
+  std::vector<int64_t> crow;
+  std::vector<int32_t> col;
+  std::vector<T> cost;
+};
+
+// The transpose (m x n) of the n x m matrix (crow, col, cost), columns sorted in each row.
+template <class T>
+Sparse<T> transpose(int64_t n, int64_t m, const int64_t* crow, const int32_t* col, const T* cost) {
+  Sparse<T> t;
+  t.crow.assign(m + 1, 0);
+  for (int64_t k = 0; k < crow[n]; ++k) ++t.crow[col[k] + 1];
+  for (int64_t j = 0; j < m; ++j) t.crow[j + 1] += t.crow[j];
+  t.col.resize(crow[n]), t.cost.resize(crow[n]);
+  std::vector<int64_t> next(t.crow.begin(), t.crow.end() - 1);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t k = crow[i]; k < crow[i + 1]; ++k) {
+      int64_t at = next[col[k]]++;
+      t.col[at] = (int32_t)i, t.cost[at] = cost[k];
+    }
+  return t;
+}
+
+// One support for both directions of Sinkhorn: U = R + C^T (the union), where R (n x m) and
+// C (m x n) are the row-truncated kernels x -> y and y -> x. With two different supports the
+// f- and g-updates use two different matrices: no longer Sinkhorn, and on vessel-like trees
+// the iterations diverged (measured); on U both use one matrix. The kernel of U (values for
+// h_y) and of U^T (values for h_x) wait in *handle_x and *handle_y for take, with their
+// row_max and row_count.
+template <class T>
+void union_pair(int64_t n, int64_t m, const int64_t* r_crow, const int32_t* r_col,
+                const T* r_cost, const int64_t* c_crow, const int32_t* c_col, const T* c_cost,
+                const T* h_y, const T* h_x, T inv_eps, T* row_max_x, int64_t* count_x,
+                T* row_max_y, int64_t* count_y, void** handle_x, void** handle_y, int threads) {
+  Sparse<T> ct = transpose(m, n, c_crow, c_col, c_cost);
+  Sparse<T> u;
+  u.crow.assign(n + 1, 0);
+  std::vector<std::vector<std::pair<int32_t, T>>> rows(n);
+  int64_t tasks = std::max<int64_t>(1, std::min<int64_t>(n, 64 * std::max(threads, 1)));
+  parallel_for(tasks, threads, [&](int64_t task) {
+    for (int64_t i = n * task / tasks; i < n * (task + 1) / tasks; ++i) {
+      auto& row = rows[i];
+      for (int64_t k = r_crow[i]; k < r_crow[i + 1]; ++k) row.emplace_back(r_col[k], r_cost[k]);
+      for (int64_t k = ct.crow[i]; k < ct.crow[i + 1]; ++k) row.emplace_back(ct.col[k], ct.cost[k]);
+      std::sort(row.begin(), row.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+      row.erase(std::unique(row.begin(), row.end(),
+                            [](const auto& a, const auto& b) { return a.first == b.first; }),
+                row.end());
+    }
+  });
+  for (int64_t i = 0; i < n; ++i) u.crow[i + 1] = u.crow[i] + rows[i].size();
+  u.col.resize(u.crow[n]), u.cost.resize(u.crow[n]);
+  parallel_for(tasks, threads, [&](int64_t task) {
+    for (int64_t i = n * task / tasks; i < n * (task + 1) / tasks; ++i) {
+      int64_t at = u.crow[i];
+      for (auto [j, c] : rows[i]) u.col[at] = j, u.cost[at++] = c;
+      std::vector<std::pair<int32_t, T>>().swap(rows[i]);
+    }
+  });
+  Sparse<T> ut = transpose(n, m, u.crow.data(), u.col.data(), u.cost.data());
+  const T all = std::numeric_limits<T>::infinity();
+  *handle_x = select<T>(n, u.crow.data(), u.col.data(), u.cost.data(), h_y, inv_eps, all,
+                        row_max_x, count_x, threads);
+  *handle_y = select<T>(m, ut.crow.data(), ut.col.data(), ut.cost.data(), h_x, inv_eps, all,
+                        row_max_y, count_y, threads);
+}
+
+// Copy the entries of a handle into col, cost, val (each of the handle's total length), in
+// row order, and free the handle.
+template <class T>
+void take(void* handle, int32_t* col, T* cost, T* val) {
+  auto* entries = static_cast<Entries<T>*>(handle);
+  int64_t at = 0;
+  for (Chunk<T>& chunk : entries->chunks) {
+    std::copy(chunk.col.data, chunk.col.data + chunk.col.size, col + at);
+    std::copy(chunk.cost.data, chunk.cost.data + chunk.cost.size, cost + at);
+    std::copy(chunk.val.data, chunk.val.data + chunk.val.size, val + at);
+    at += chunk.col.size;
+  }
+  delete entries;
+}
+
+}  // namespace
+
+extern "C" {
+
+#define OTREG_TYPED(T, SUFFIX)                                                                 \
+  void* otreg_truncate_##SUFFIX(int64_t n, const T* x, int64_t m, const T* y_t, int64_t dim,    \
+                                const T* h, const T* lse, T inv_eps, T truncation, T* row_max, \
+                                int64_t* row_count, int threads) {                            \
+    return truncate<T>(n, x, m, y_t, dim, h, lse, inv_eps, truncation, row_max, row_count,     \
+                       threads);                                                              \
+  }                                                                                          \
+  void* otreg_select_##SUFFIX(int64_t n, const int64_t* crow, const int32_t* col, const T* cost, \
+                              const T* h, T inv_eps, T truncation, T* row_max,              \
+                              int64_t* row_count, int threads) {                            \
+    return select<T>(n, crow, col, cost, h, inv_eps, truncation, row_max, row_count, threads); \
+  }                                                                                          \
+  void otreg_union_##SUFFIX(int64_t n, int64_t m, const int64_t* r_crow, const int32_t* r_col,   \
+                            const T* r_cost, const int64_t* c_crow, const int32_t* c_col,     \
+                            const T* c_cost, const T* h_y, const T* h_x, T inv_eps,          \
+                            T* row_max_x, int64_t* count_x, T* row_max_y, int64_t* count_y,  \
+                            void** handle_x, void** handle_y, int threads) {                \
+    union_pair<T>(n, m, r_crow, r_col, r_cost, c_crow, c_col, c_cost, h_y, h_x, inv_eps,     \
+                  row_max_x, count_x, row_max_y, count_y, handle_x, handle_y, threads);      \
+  }                                                                                          \
+  void otreg_take_##SUFFIX(void* handle, int32_t* col, T* cost, T* val) {                    \
+    take<T>(handle, col, cost, val);                                                         \
+  }
+
+OTREG_TYPED(float, f32)
+OTREG_TYPED(double, f64)
+
+// out (m,) = K^T v for the CSR matrix (crow, col, val) of n rows: column sums, in double.
+void otreg_transpose_matvec(int64_t n, const int64_t* crow, const int32_t* col,
+                            const double* val, const double* v, int64_t m, double* out,
+                            int threads) {
+  int parts = std::max(threads, 1);
+  std::vector<std::vector<double>> partial(parts, std::vector<double>(m, 0.0));
+  parallel_for(parts, threads, [&](int64_t p) {
+    std::vector<double>& acc = partial[p];
+    for (int64_t i = n * p / parts; i < n * (p + 1) / parts; ++i)
+      for (int64_t k = crow[i]; k < crow[i + 1]; ++k) acc[col[k]] += val[k] * v[i];
+  });
+  for (int64_t j = 0; j < m; ++j) {
+    double s = 0;
+    for (int p = 0; p < parts; ++p) s += partial[p][j];
+    out[j] = s;
+  }
+}
+
+// Exact c-transform: out_i = min_j |x_i - y_j|^2 / 2 - g_j over ALL j (x (n, dim), y_t
+// (dim, m), double; y sorted along a space-filling curve): minus the row max of
+// z_ij = g_j - C_ij, found by the branch and bound of truncate.
+void otreg_c_transform(int64_t n, const double* x, int64_t m, const double* y_t, int64_t dim,
+                       const double* g, double* out, int threads) {
+  ColumnTree<double> tree(y_t, g, m, dim);
+  int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(n, 64 * std::max(threads, 1)));
+  parallel_for(blocks, threads, [&](int64_t block) {
+    std::vector<std::pair<double, int64_t>> stack;
+    int64_t guess = 0;
+    for (int64_t i = n * block / blocks; i < n * (block + 1) / blocks; ++i) {
+      const double* xi = x + dim * i;
+      auto z = [&](int64_t j) {
+        double sq = 0;
+        for (int64_t d = 0; d < dim; ++d) sq += (xi[d] - y_t[d * m + j]) * (xi[d] - y_t[d * m + j]);
+        return g[j] - sq / 2;
+      };
+      auto leaf = [&](int64_t lo, int64_t hi) {
+        double top = -INFINITY;
+        for (int64_t j = lo; j < hi; ++j)
+          if (z(j) > top) top = z(j), guess = j;
+        return top;
+      };
+      out[i] = -search(tree, [&](int64_t k) { return tree.bound(k, xi, 0.5); }, 0.0, z(guess),
+                       stack, leaf);
+    }
+  });
+}
+
+// Cost of the plan P~_ij = a_i b_j exp((f_i + g_j - C_ij) / eps) on the entries (crow, col),
+// rounded onto the marginals a (n,), b (m,) exactly (Altschuler, Weed & Rigollet 2017): rows
+// scaled to at most a, columns to at most b, the missing mass added as the rank-one plan
+// err_a err_b^T / |err_a|_1. Any plan with these marginals costs at least the exact OT, so
+// this is an upper bound on it. C_ij = |x_i - y_j|^2 / 2, all in double.
+double otreg_rounded_plan_cost(int64_t n, const int64_t* crow, const int32_t* col,
+                               const double* x, int64_t m, const double* y, int64_t dim,
+                               const double* a, const double* b, const double* f,
+                               const double* g, double eps, int threads) {
+  auto cost = [&](int64_t i, int64_t j) {
+    double sq = 0;
+    for (int64_t d = 0; d < dim; ++d) sq += (x[dim * i + d] - y[dim * j + d]) * (x[dim * i + d] - y[dim * j + d]);
+    return sq / 2;
+  };
+  int64_t nnz = crow[n];
+  std::vector<double> plan(nnz), alpha(n), beta(m);
+  int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(n, 64 * std::max(threads, 1)));
+  parallel_for(blocks, threads, [&](int64_t block) {
+    for (int64_t i = n * block / blocks; i < n * (block + 1) / blocks; ++i) {
+      double rows = 0;
+      for (int64_t k = crow[i]; k < crow[i + 1]; ++k) {
+        int64_t j = col[k];
+        plan[k] = a[i] * b[j] * std::exp((f[i] + g[j] - cost(i, j)) / eps);
+        rows += plan[k];
+      }
+      alpha[i] = rows > a[i] ? a[i] / rows : 1.0;
+    }
+  });
+  otreg_transpose_matvec(n, crow, col, plan.data(), alpha.data(), m, beta.data(), threads);
+  for (int64_t j = 0; j < m; ++j) beta[j] = beta[j] > b[j] ? b[j] / beta[j] : 1.0;
+  std::vector<double> err_a(n), scaled_cost(n);
+  parallel_for(blocks, threads, [&](int64_t block) {
+    for (int64_t i = n * block / blocks; i < n * (block + 1) / blocks; ++i) {
+      double rows = 0, c = 0;
+      for (int64_t k = crow[i]; k < crow[i + 1]; ++k) {
+        double q = alpha[i] * plan[k] * beta[col[k]];
+        rows += q;
+        c += q * cost(i, col[k]);
+      }
+      err_a[i] = std::max(a[i] - rows, 0.0);
+      scaled_cost[i] = c;
+    }
+  });
+  std::vector<double> cols(m), scaled(n);
+  for (int64_t k = 0; k < nnz; ++k) plan[k] *= beta[col[k]];
+  otreg_transpose_matvec(n, crow, col, plan.data(), alpha.data(), m, cols.data(), threads);
+  double total = 0, mass = 0;
+  for (int64_t i = 0; i < n; ++i) total += scaled_cost[i], mass += err_a[i];
+  if (mass <= 0) return total;
+  // sum_ij err_a_i err_b_j C_ij / mass, by moments: no n x m sum
+  double sum_b = 0, sq_a = 0, sq_b = 0;
+  std::vector<double> mean_a(dim, 0.0), mean_b(dim, 0.0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t d = 0; d < dim; ++d)
+      sq_a += err_a[i] * x[dim * i + d] * x[dim * i + d] / 2, mean_a[d] += err_a[i] * x[dim * i + d];
+  for (int64_t j = 0; j < m; ++j) {
+    double e = std::max(b[j] - cols[j], 0.0);
+    sum_b += e;
+    for (int64_t d = 0; d < dim; ++d)
+      sq_b += e * y[dim * j + d] * y[dim * j + d] / 2, mean_b[d] += e * y[dim * j + d];
+  }
+  double cross = 0;
+  for (int64_t d = 0; d < dim; ++d) cross += mean_a[d] * mean_b[d];
+  return total + (sq_a * sum_b + mass * sq_b - cross) / mass;
+}
+
+}  // extern "C"
