@@ -80,7 +80,7 @@ class SolverConfig(_Section):
         True, description="solve large problems coarse to fine with truncated kernels (false: dense)"
     )
     truncation: PositiveFloat = Field(
-        16.0, description="multiscale kernels keep entries within exp(-truncation) of their row's largest"
+        10.0, description="multiscale kernels keep entries within exp(-truncation) of their row's largest"
     )
 
 

@@ -7,6 +7,7 @@
 // second one beside torch's.
 
 #include <algorithm>
+#include <tuple>
 #include <utility>
 #include <atomic>
 #include <cmath>
@@ -413,73 +414,186 @@ void* select(int64_t n, const int64_t* crow, const int32_t* col, const T* cost, 
   return entries;
 }
 
-// A CSR matrix of costs.
+// A CSR matrix of costs, and (once absorbed) values exp(z - row max) and row maxima.
 template <class T>
 struct Sparse {
   std::vector<int64_t> crow;
   std::vector<int32_t> col;
-  std::vector<T> cost;
+  std::vector<T> cost, val, row_max;
 };
 
-// The transpose (m x n) of the n x m matrix (crow, col, cost), columns sorted in each row.
+// The entries of a handle of truncate as one matrix of n rows.
 template <class T>
-Sparse<T> transpose(int64_t n, int64_t m, const int64_t* crow, const int32_t* col, const T* cost) {
+Sparse<T> gather(void* handle, const int64_t* row_count, int64_t n) {
+  auto* entries = static_cast<Entries<T>*>(handle);
+  Sparse<T> out;
+  out.crow.assign(n + 1, 0);
+  for (int64_t i = 0; i < n; ++i) out.crow[i + 1] = out.crow[i] + row_count[i];
+  out.col.resize(out.crow[n]), out.cost.resize(out.crow[n]);
+  int64_t at = 0;
+  for (Chunk<T>& chunk : entries->chunks) {
+    std::copy(chunk.col.data, chunk.col.data + chunk.col.size, out.col.begin() + at);
+    std::copy(chunk.cost.data, chunk.cost.data + chunk.cost.size, out.cost.begin() + at);
+    at += chunk.col.size;
+  }
+  delete entries;
+  return out;
+}
+
+// The transpose (m x n) of the n x m matrix a, columns sorted in each row; threads take runs
+// of rows, each with its own column counts.
+template <class T>
+Sparse<T> transpose(const Sparse<T>& a, int64_t n, int64_t m, int threads) {
+  int parts = std::max(threads, 1);
+  std::vector<std::vector<int64_t>> next(parts, std::vector<int64_t>(m + 1, 0));
+  parallel_for(parts, threads, [&](int64_t p) {
+    for (int64_t k = a.crow[n * p / parts]; k < a.crow[n * (p + 1) / parts]; ++k) ++next[p][a.col[k]];
+  });
   Sparse<T> t;
   t.crow.assign(m + 1, 0);
-  for (int64_t k = 0; k < crow[n]; ++k) ++t.crow[col[k] + 1];
-  for (int64_t j = 0; j < m; ++j) t.crow[j + 1] += t.crow[j];
-  t.col.resize(crow[n]), t.cost.resize(crow[n]);
-  std::vector<int64_t> next(t.crow.begin(), t.crow.end() - 1);
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t k = crow[i]; k < crow[i + 1]; ++k) {
-      int64_t at = next[col[k]]++;
-      t.col[at] = (int32_t)i, t.cost[at] = cost[k];
-    }
+  int64_t at = 0;
+  for (int64_t j = 0; j < m; ++j) {  // part p's entries of column j follow those of parts < p
+    t.crow[j] = at;
+    for (int p = 0; p < parts; ++p) std::swap(next[p][j], at), at += next[p][j];
+  }
+  t.crow[m] = at;
+  t.col.resize(at), t.cost.resize(at);
+  parallel_for(parts, threads, [&](int64_t p) {
+    for (int64_t i = n * p / parts; i < n * (p + 1) / parts; ++i)
+      for (int64_t k = a.crow[i]; k < a.crow[i + 1]; ++k) {
+        int64_t to = next[p][a.col[k]]++;
+        t.col[to] = (int32_t)i, t.cost[to] = a.cost[k];
+      }
+  });
   return t;
 }
 
-// One support for both directions of Sinkhorn: U = R + C^T (the union), where R (n x m) and
-// C (m x n) are the row-truncated kernels x -> y and y -> x. With two different supports the
-// f- and g-updates use two different matrices: no longer Sinkhorn, and on vessel-like trees
-// the iterations diverged (measured); on U both use one matrix. The kernel of U (values for
-// h_y) and of U^T (values for h_x) wait in *handle_x and *handle_y for take, with their
-// row_max and row_count.
+// The values of a's entries for h: val = exp(z - row max), z = h[col] - cost * inv_eps.
 template <class T>
-void union_pair(int64_t n, int64_t m, const int64_t* r_crow, const int32_t* r_col,
-                const T* r_cost, const int64_t* c_crow, const int32_t* c_col, const T* c_cost,
-                const T* h_y, const T* h_x, T inv_eps, T* row_max_x, int64_t* count_x,
-                T* row_max_y, int64_t* count_y, void** handle_x, void** handle_y, int threads) {
-  Sparse<T> ct = transpose(m, n, c_crow, c_col, c_cost);
-  Sparse<T> u;
-  u.crow.assign(n + 1, 0);
-  std::vector<std::vector<std::pair<int32_t, T>>> rows(n);
+void absorb(Sparse<T>& a, int64_t n, const T* h, T inv_eps, int threads) {
+  a.val.resize(a.col.size()), a.row_max.resize(n);
   int64_t tasks = std::max<int64_t>(1, std::min<int64_t>(n, 64 * std::max(threads, 1)));
   parallel_for(tasks, threads, [&](int64_t task) {
     for (int64_t i = n * task / tasks; i < n * (task + 1) / tasks; ++i) {
-      auto& row = rows[i];
-      for (int64_t k = r_crow[i]; k < r_crow[i + 1]; ++k) row.emplace_back(r_col[k], r_cost[k]);
-      for (int64_t k = ct.crow[i]; k < ct.crow[i + 1]; ++k) row.emplace_back(ct.col[k], ct.cost[k]);
-      std::sort(row.begin(), row.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-      row.erase(std::unique(row.begin(), row.end(),
-                            [](const auto& a, const auto& b) { return a.first == b.first; }),
-                row.end());
+      T* z = a.val.data() + a.crow[i];
+      int64_t count = a.crow[i + 1] - a.crow[i];
+      for (int64_t k = 0; k < count; ++k) z[k] = h[a.col[a.crow[i] + k]] - a.cost[a.crow[i] + k] * inv_eps;
+      T top = max_of(z, count);
+      for (int64_t k = 0; k < count; ++k) z[k] = std::exp(z[k] - top);
+      a.row_max[i] = top;
     }
   });
-  for (int64_t i = 0; i < n; ++i) u.crow[i + 1] = u.crow[i] + rows[i].size();
+}
+
+// The kernels x -> y and y -> x on ONE support: U = R + C^T (the union), where R (n x m) and
+// C (m x n) are the row truncations of truncate. With two different supports the f- and
+// g-updates use two different matrices: no longer Sinkhorn, and on vessel-like trees the
+// iterations diverged (measured); on U both use one matrix.
+template <class T>
+struct Pair {
+  Sparse<T> xy, yx;
+};
+
+template <class T>
+void* kernel_pair(int64_t n, const T* x, const T* x_t, int64_t m, const T* y, const T* y_t,
+                  int64_t dim, const T* h_y, const T* h_x, const T* lse_x, const T* lse_y,
+                  T inv_eps, T truncation, int64_t* nnz, int threads) {
+  std::vector<T> row_max(std::max(n, m));
+  std::vector<int64_t> counts(std::max(n, m));
+  void* rows = truncate<T>(n, x, m, y_t, dim, h_y, lse_x, inv_eps, truncation, row_max.data(),
+                           counts.data(), threads);
+  Sparse<T> r = gather<T>(rows, counts.data(), n);
+  void* cols = truncate<T>(m, y, n, x_t, dim, h_x, lse_y, inv_eps, truncation, row_max.data(),
+                           counts.data(), threads);
+  Sparse<T> ct = transpose(gather<T>(cols, counts.data(), m), m, n, threads);  // sorted rows
+  int64_t tasks = std::max<int64_t>(1, std::min<int64_t>(n, 64 * std::max(threads, 1)));
+  // truncate's rows come sorted by column, but for the rows it searched on their own
+  parallel_for(tasks, threads, [&](int64_t task) {
+    std::vector<std::pair<int32_t, T>> row;
+    for (int64_t i = n * task / tasks; i < n * (task + 1) / tasks; ++i) {
+      int32_t* c = r.col.data() + r.crow[i];
+      T* v = r.cost.data() + r.crow[i];
+      int64_t count = r.crow[i + 1] - r.crow[i];
+      if (std::is_sorted(c, c + count)) continue;
+      row.clear();
+      for (int64_t k = 0; k < count; ++k) row.emplace_back(c[k], v[k]);
+      std::sort(row.begin(), row.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+      for (int64_t k = 0; k < count; ++k) c[k] = row[k].first, v[k] = row[k].second;
+    }
+  });
+  // each row of R merged with that of C^T: counted, then filled
+  auto merge = [&](int64_t i, auto&& emit) {
+    int64_t a = r.crow[i], a_end = r.crow[i + 1], b = ct.crow[i], b_end = ct.crow[i + 1];
+    while (a < a_end || b < b_end) {
+      int32_t ja = a < a_end ? r.col[a] : std::numeric_limits<int32_t>::max();
+      int32_t jb = b < b_end ? ct.col[b] : std::numeric_limits<int32_t>::max();
+      if (ja <= jb) {
+        emit(ja, r.cost[a++]);
+        b += ja == jb;
+      } else {
+        emit(jb, ct.cost[b++]);
+      }
+    }
+  };
+  auto* pair = new Pair<T>();
+  Sparse<T>& u = pair->xy;
+  u.crow.assign(n + 1, 0);
+  parallel_for(tasks, threads, [&](int64_t task) {
+    for (int64_t i = n * task / tasks; i < n * (task + 1) / tasks; ++i)
+      merge(i, [&](int32_t, T) { ++u.crow[i + 1]; });
+  });
+  for (int64_t i = 0; i < n; ++i) u.crow[i + 1] += u.crow[i];
   u.col.resize(u.crow[n]), u.cost.resize(u.crow[n]);
   parallel_for(tasks, threads, [&](int64_t task) {
     for (int64_t i = n * task / tasks; i < n * (task + 1) / tasks; ++i) {
       int64_t at = u.crow[i];
-      for (auto [j, c] : rows[i]) u.col[at] = j, u.cost[at++] = c;
-      std::vector<std::pair<int32_t, T>>().swap(rows[i]);
+      merge(i, [&](int32_t j, T c) { u.col[at] = j, u.cost[at++] = c; });
     }
   });
-  Sparse<T> ut = transpose(n, m, u.crow.data(), u.col.data(), u.cost.data());
-  const T all = std::numeric_limits<T>::infinity();
-  *handle_x = select<T>(n, u.crow.data(), u.col.data(), u.cost.data(), h_y, inv_eps, all,
-                        row_max_x, count_x, threads);
-  *handle_y = select<T>(m, ut.crow.data(), ut.col.data(), ut.cost.data(), h_x, inv_eps, all,
-                        row_max_y, count_y, threads);
+  Sparse<T>().col.swap(r.col), Sparse<T>().col.swap(ct.col);  // free what is merged
+  pair->yx = transpose(u, n, m, threads);
+  absorb(u, n, h_y, inv_eps, threads);
+  absorb(pair->yx, m, h_x, inv_eps, threads);
+  *nnz = u.crow[n];
+  return pair;
+}
+
+// Copy a kernel_pair's kernels (x -> y, then y -> x; each crow (rows + 1), col, cost, val
+// (nnz), row max (rows)) and free the handle.
+template <class T>
+void take_pair(void* handle, int32_t* crow_xy, int32_t* col_xy, T* cost_xy, T* val_xy,
+               T* max_xy, int32_t* crow_yx, int32_t* col_yx, T* cost_yx, T* val_yx, T* max_yx) {
+  auto* pair = static_cast<Pair<T>*>(handle);
+  for (auto [a, crow, col, cost, val, top] :
+       {std::make_tuple(&pair->xy, crow_xy, col_xy, cost_xy, val_xy, max_xy),
+        std::make_tuple(&pair->yx, crow_yx, col_yx, cost_yx, val_yx, max_yx)}) {
+    std::copy(a->crow.begin(), a->crow.end(), crow);
+    std::copy(a->col.begin(), a->col.end(), col);
+    std::copy(a->cost.begin(), a->cost.end(), cost);
+    std::copy(a->val.begin(), a->val.end(), val);
+    std::copy(a->row_max.begin(), a->row_max.end(), top);
+  }
+  delete pair;
+}
+
+// The largest spread max - min of v over the columns of a row of the matrix (crow, col): how
+// much a change v of the column potentials can have reordered a row's entries (non-finite v
+// count as 0).
+template <class T>
+T row_spread(int64_t n, const int32_t* crow, const int32_t* col, const T* v, int threads) {
+  int64_t tasks = std::max<int64_t>(1, std::min<int64_t>(n, 64 * std::max(threads, 1)));
+  std::vector<T> spread(tasks, T(0));
+  parallel_for(tasks, threads, [&](int64_t task) {
+    for (int64_t i = n * task / tasks; i < n * (task + 1) / tasks; ++i) {
+      T lo = std::numeric_limits<T>::infinity(), hi = -lo;
+      for (int64_t k = crow[i]; k < crow[i + 1]; ++k) {
+        T value = std::isfinite(v[col[k]]) ? v[col[k]] : T(0);
+        lo = std::min(lo, value), hi = std::max(hi, value);
+      }
+      if (hi >= lo) spread[task] = std::max(spread[task], hi - lo);
+    }
+  });
+  return *std::max_element(spread.begin(), spread.end());
 }
 
 // Copy the entries of a handle into col, cost, val (each of the handle's total length), in
@@ -513,13 +627,22 @@ extern "C" {
                               int64_t* row_count, int threads) {                            \
     return select<T>(n, crow, col, cost, h, inv_eps, truncation, row_max, row_count, threads); \
   }                                                                                          \
-  void otreg_union_##SUFFIX(int64_t n, int64_t m, const int64_t* r_crow, const int32_t* r_col,   \
-                            const T* r_cost, const int64_t* c_crow, const int32_t* c_col,     \
-                            const T* c_cost, const T* h_y, const T* h_x, T inv_eps,          \
-                            T* row_max_x, int64_t* count_x, T* row_max_y, int64_t* count_y,  \
-                            void** handle_x, void** handle_y, int threads) {                \
-    union_pair<T>(n, m, r_crow, r_col, r_cost, c_crow, c_col, c_cost, h_y, h_x, inv_eps,     \
-                  row_max_x, count_x, row_max_y, count_y, handle_x, handle_y, threads);      \
+  void* otreg_pair_##SUFFIX(int64_t n, const T* x, const T* x_t, int64_t m, const T* y,        \
+                            const T* y_t, int64_t dim, const T* h_y, const T* h_x,            \
+                            const T* lse_x, const T* lse_y, T inv_eps, T truncation,          \
+                            int64_t* nnz, int threads) {                                      \
+    return kernel_pair<T>(n, x, x_t, m, y, y_t, dim, h_y, h_x, lse_x, lse_y, inv_eps,        \
+                          truncation, nnz, threads);                                          \
+  }                                                                                          \
+  void otreg_take_pair_##SUFFIX(void* handle, int32_t* crow_xy, int32_t* col_xy, T* cost_xy,   \
+                                T* val_xy, T* max_xy, int32_t* crow_yx, int32_t* col_yx,       \
+                                T* cost_yx, T* val_yx, T* max_yx) {                            \
+    take_pair<T>(handle, crow_xy, col_xy, cost_xy, val_xy, max_xy, crow_yx, col_yx, cost_yx,   \
+                 val_yx, max_yx);                                                             \
+  }                                                                                          \
+  T otreg_row_spread_##SUFFIX(int64_t n, const int32_t* crow, const int32_t* col, const T* v,  \
+                             int threads) {                                                  \
+    return row_spread<T>(n, crow, col, v, threads);                                          \
   }                                                                                          \
   void otreg_take_##SUFFIX(void* handle, int32_t* col, T* cost, T* val) {                    \
     take<T>(handle, col, cost, val);                                                         \

@@ -22,11 +22,15 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
 
 log = logging.getLogger(__name__)
+# torch warns on every sparse CSR tensor it builds; the kernels built on the compiled ones are
+# such tensors, and the warning says nothing to a user of otreg
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
 SOURCE = Path(__file__).with_name("_native.cpp")
 FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread"]
@@ -47,12 +51,14 @@ for _suffix, _real, _p in (("f32", ctypes.c_float, _f32), ("f64", ctypes.c_doubl
         f"otreg_truncate_{_suffix}": (ctypes.c_void_p, [ctypes.c_int64, _p, ctypes.c_int64, _p,
                                                        ctypes.c_int64, _p, _p, _real, _real, _p,
                                                        _i64, ctypes.c_int]),
+        f"otreg_pair_{_suffix}": (ctypes.c_void_p, [ctypes.c_int64, _p, _p, ctypes.c_int64, _p, _p,
+                                                   ctypes.c_int64, _p, _p, _p, _p, _real, _real, _i64,
+                                                   ctypes.c_int]),
+        f"otreg_take_pair_{_suffix}": (None, [ctypes.c_void_p, _i32, _i32, _p, _p, _p, _i32, _i32, _p,
+                                              _p, _p]),
         f"otreg_select_{_suffix}": (ctypes.c_void_p, [ctypes.c_int64, _i64, _i32, _p, _p, _real,
                                                      _real, _p, _i64, ctypes.c_int]),
-        f"otreg_union_{_suffix}": (None, [ctypes.c_int64, ctypes.c_int64, _i64, _i32, _p, _i64, _i32,
-                                         _p, _p, _p, _real, _p, _i64, _p, _i64,
-                                         ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_void_p),
-                                         ctypes.c_int]),
+        f"otreg_row_spread_{_suffix}": (_real, [ctypes.c_int64, _i32, _i32, _p, ctypes.c_int]),
         f"otreg_take_{_suffix}": (None, [ctypes.c_void_p, _i32, _p, _p]),
     }
 
@@ -104,8 +110,9 @@ def library() -> ctypes.CDLL | None:
     try:
         lib = ctypes.CDLL(str(_compile(compiler)))
     except (OSError, subprocess.CalledProcessError) as err:
-        detail = getattr(err, "stderr", "") or err
-        log.warning("could not build otreg's CPU kernels (%s): using the slower torch kernels", detail)
+        detail = (getattr(err, "stderr", "") or str(err)).strip().splitlines()[-3:]
+        log.warning("could not build otreg's CPU kernels (%s): the solver and the smoothing "
+                    "fields use dense kernels (slower)", " / ".join(detail))
         return None
     for name, (restype, argtypes) in _SIGNATURES.items():
         function = getattr(lib, name)

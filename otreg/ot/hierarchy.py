@@ -48,6 +48,21 @@ def _spread_bits(v: torch.Tensor) -> torch.Tensor:
     return (v | (v << 2)) & 0x09249249
 
 
+def morton_codes(points: torch.Tensor, origin: torch.Tensor, side: float) -> torch.Tensor:
+    """(N,) int64 Morton (Z-order) codes of the first three coordinates of (N, D) ``points`` in
+    the cube (origin, side), 2**BITS cells per axis."""
+    cells = ((points[:, :3] - origin) * (2**BITS / side)).long().clamp_(0, 2**BITS - 1)
+    return _spread_bits(cells[:, 0]) | (_spread_bits(cells[:, 1]) << 1) | (_spread_bits(cells[:, 2]) << 2)
+
+
+def curve_order(points: torch.Tensor) -> torch.Tensor:
+    """The permutation that sorts (N, D) ``points`` along a Morton curve over their bounding
+    cube: nearby points end up nearby (what the compiled searches run fastest on)."""
+    lo = points[:, :3].min(0).values
+    side = float((points[:, :3].max(0).values - lo).max()) * 1.001 + 1e-9
+    return torch.argsort(morton_codes(points, lo, side))
+
+
 class Hierarchy:
     """All voxel levels of one cloud over a shared cube (origin, side), coarse to fine.
 
@@ -63,9 +78,7 @@ class Hierarchy:
     """
 
     def __init__(self, points: torch.Tensor, weights: torch.Tensor, origin: torch.Tensor, side: float):
-        cells = ((points[:, :3] - origin) * (2**BITS / side)).long().clamp_(0, 2**BITS - 1)
-        code = _spread_bits(cells[:, 0]) | (_spread_bits(cells[:, 1]) << 1) | (_spread_bits(cells[:, 2]) << 2)
-        code, self.order = torch.sort(code)
+        code, self.order = torch.sort(morton_codes(points, origin, side))
         self.side = side
         self.finest = Level(points[self.order], weights[self.order],
                             torch.arange(len(points) + 1, device=points.device), 0.0)

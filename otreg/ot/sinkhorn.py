@@ -18,7 +18,9 @@ import torch
 
 from ..errors import SolverError
 from .kernels import choose_backend, make_kernel
-from .sparse import SparseKernel, refilter
+from . import _native
+from .hierarchy import curve_order
+from .sparse import SparseKernel, refilter, truncated_pair
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,10 @@ class OTSolution:
 DENSE_PAIRS = 4_000_000
 
 
+_DRIFT_EVERY = 5  # iterations between checks of the truncated kernels' drift (O(kept entries))
+_OVERRELAX_BELOW = 0.1  # marginal error under which the updates are over-relaxed
+
+
 def blur_schedule(diameter: float, blur: float, scaling: float) -> list[float]:
     """Geometric blur sequence from ``diameter`` down to ``blur`` (mm), ratio ``scaling``."""
     if diameter <= blur:
@@ -108,7 +114,7 @@ def sinkhorn(
     overrelaxation: float = 1.8,
     backend: str = "auto",
     multiscale: bool = True,
-    truncation: float = 16.0,
+    truncation: float = 10.0,
     init: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> OTSolution:
     """Solve entropic OT between two weighted clouds.
@@ -134,6 +140,7 @@ def sinkhorn(
             voxel clusters with truncated kernels (:mod:`otreg.ot.multiscale`); False solves
             every scale densely, O(N M) per iteration.
         truncation: the multiscale kernels keep, per row, the entries within exp(-truncation)
+            (6 to 16 moved the cost by < 0.1 % on 10k-point cubes, shells and trees, measured)
             of the row's largest one.
         init: potentials (f, g) of a previous solve between nearly the same clouds (e.g. the
             last rigid iteration): the annealing is skipped and the iterations start from them.
@@ -162,7 +169,15 @@ def sinkhorn(
     blurs = blur_schedule(float((hi - lo).norm()), blur, scaling)
     problem = _Problem(a, b, reach)
 
-    if multiscale and init is None and len(x) * len(y) > DENSE_PAIRS:
+    if multiscale and init is not None and len(x) * len(y) > DENSE_PAIRS and _native.usable(x, y):
+        # warm start (e.g. the rigid iterations): the truncated kernels of the given
+        # potentials, on the points sorted along the curve
+        order_x, order_y = curve_order(x), curve_order(y)
+        x, y, problem = x[order_x], y[order_y], _Problem(a[order_x], b[order_y], reach)
+        f, g = init[0][order_x], init[1][order_y]
+        kxy, kyx = truncated_pair(x, y, problem.log_a, problem.log_b, reach, f, g, blur**2, truncation)
+        iterations = 0
+    elif multiscale and init is None and len(x) * len(y) > DENSE_PAIRS:
         from .multiscale import anneal
 
         annealed = anneal(x, y, problem, blurs, truncation, backend)
@@ -245,10 +260,11 @@ def _iterate(problem: _Problem, kxy, kyx, blur, f, g, tol, max_iter, overrelaxat
     a_mass = float(a.sum())
     omega, error, best, done = overrelaxation, math.inf, math.inf, 0
     for _ in range(max_iter):
-        if truncation is not None and isinstance(kxy, SparseKernel) and max(
+        if truncation is not None and isinstance(kxy, SparseKernel) and done % _DRIFT_EVERY == 0 and max(
                 kxy.drift(problem.log_b + g / eps), kyx.drift(problem.log_a + f / eps)) > truncation / 2:
             log.debug("the potentials moved: choosing the kernels' entries again (error %.2e)", error)
             kxy, kyx = refilter(kxy, kyx, f, g, eps, truncation)
+            best = math.inf  # new entries move the error: no sign of over-relaxation trouble
         f_new = problem.f_from_g(kxy, g, eps)
         # clamped: far from convergence exp() would overflow float32 and read as divergence
         error = float((a * ((f - f_new) / eps).clamp(max=50).exp().sub(1).abs()).sum()) / a_mass
@@ -264,8 +280,11 @@ def _iterate(problem: _Problem, kxy, kyx, blur, f, g, tol, max_iter, overrelaxat
             log.debug("over-relaxation oscillates (error %.2e): plain updates from here", error)
             omega = 1.0
         best = min(best, error)
-        f = (1 - omega) * f + omega * f_new
-        g = (1 - omega) * g + omega * problem.g_from_f(kyx, f, eps)
+        # over-relaxation extrapolates: safe near the fixed point only (far from it, e.g. just
+        # after truncated kernels took new entries, it overshot to errors of 1e9, measured)
+        step = omega if error < _OVERRELAX_BELOW else 1.0
+        f = (1 - step) * f + step * f_new
+        g = (1 - step) * g + step * problem.g_from_f(kyx, f, eps)
         done += 1
     else:
         log.warning(

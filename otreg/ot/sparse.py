@@ -16,12 +16,14 @@ exp(h - h_ref), numbers close to 1 that float32 holds well.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import math
 from collections.abc import Callable
 
 import torch
 
+from ..errors import SolverError
 from . import _native
 
 
@@ -73,10 +75,14 @@ class SparseKernel:
         return (d - shift).exp_(), shift
 
     def drift(self, h: torch.Tensor) -> float:
-        """How far ``h`` has moved from the h the entries were chosen for: the spread of the
-        change (a constant change keeps every row's choice), in units of z."""
-        change = (h - self.h_search)[torch.isfinite(self.h_search)]
-        return float(change.max() - change.min()) if len(change) else 0.0
+        """How far ``h`` has moved, within a row, from the h the entries were chosen for: the
+        largest spread of the change over the kept columns of a row, in units of z (a change
+        that is constant over a row keeps its choice; a global tilt of the potentials moves
+        each row by far less than its spread over the whole cloud)."""
+        change = (h - self.h_search).contiguous()
+        return float(_native.typed("otreg_row_spread", h.dtype)(
+            self.n_rows, _native.ptr(self.crow), _native.ptr(self.col), _native.ptr(change),
+            _native.threads()))
 
     def lse(self, h: torch.Tensor) -> torch.Tensor:
         """(n,) log sum_j exp(h_j - C_ij / eps) over the kept entries of each row."""
@@ -114,14 +120,23 @@ def truncated_pair(x: torch.Tensor, y: torch.Tensor, log_a: torch.Tensor, log_b:
     x, y = x.contiguous(), y.contiguous()
     damping = 1.0 if reach is None else 1.0 / (1.0 + eps / reach**2)
     h_y, h_x = (log_b + g / eps).contiguous(), (log_a + f / eps).contiguous()
-    # the row potentials tell each row's log-sum-exp: a good guess makes the search fast
-    rows = _native_entries("otreg_truncate", len(x), x.dtype, len(x), x, len(y), y.T.contiguous(),
-                           x.shape[1], h_y, (-f / (damping * eps)).contiguous(), 1 / eps, truncation)
-    cols = _native_entries("otreg_truncate", len(y), x.dtype, len(y), y, len(x), x.T.contiguous(),
-                           x.shape[1], h_x, (-g / (damping * eps)).contiguous(), 1 / eps, truncation)
-    kxy, kyx = _native_union(rows, cols, h_y, h_x, eps)
+    # the potentials tell each row's log-sum-exp: a good guess makes the search fast
+    lse_x, lse_y = (-f / (damping * eps)).contiguous(), (-g / (damping * eps)).contiguous()
+    x_t, y_t = x.T.contiguous(), y.T.contiguous()
+    nnz = ctypes.c_int64()
+    ptr = _native.ptr
+    handle = _native.typed("otreg_pair", x.dtype)(
+        len(x), ptr(x), ptr(x_t), len(y), ptr(y), ptr(y_t), x.shape[1], ptr(h_y), ptr(h_x),
+        ptr(lse_x), ptr(lse_y), 1 / eps, truncation, ctypes.byref(nnz), _native.threads())
+    if nnz.value >= 2**31:
+        raise SolverError(f"the truncated kernels would hold {nnz.value} entries (int32 indices): "
+                          "use a larger blur or fewer points")
+    kernels = [(torch.empty(rows + 1, dtype=torch.int32), torch.empty(nnz.value, dtype=torch.int32),
+                torch.empty(nnz.value, dtype=x.dtype), torch.empty(nnz.value, dtype=x.dtype),
+                torch.empty(rows, dtype=x.dtype)) for rows in (len(x), len(y))]
+    _native.typed("otreg_take_pair", x.dtype)(handle, *(ptr(t) for kernel in kernels for t in kernel))
     search = functools.partial(truncated_pair, x, y, log_a, log_b, reach)
-    return (SparseKernel(*kxy, eps, h_y, search), SparseKernel(*kyx, eps, h_x, search))
+    return (SparseKernel(*kernels[0], eps, h_y, search), SparseKernel(*kernels[1], eps, h_x, search))
 
 
 def refilter(kxy: SparseKernel, kyx: SparseKernel, f: torch.Tensor, g: torch.Tensor, eps: float,
@@ -132,35 +147,13 @@ def refilter(kxy: SparseKernel, kyx: SparseKernel, f: torch.Tensor, g: torch.Ten
 
 
 def _native_entries(function: str, n_rows: int, dtype, *args):
-    """Run the compiled select/truncate ``function`` (whose last arguments are row_max,
-    row_count, threads) and collect its entries as (crow, col, cost, vals, row_max)."""
+    """Run the compiled select ``function`` (whose last arguments are row_max, row_count,
+    threads) and collect its entries as (crow, col, cost, vals, row_max)."""
     row_max = torch.empty(n_rows, dtype=dtype)
     counts = torch.empty(n_rows, dtype=torch.int64)
     pointers = [_native.ptr(a) if isinstance(a, torch.Tensor) else a for a in args]
     handle = _native.typed(function, dtype)(*pointers, _native.ptr(row_max), _native.ptr(counts),
                                             _native.threads())
-    return _take(handle, counts, row_max, dtype)
-
-
-def _native_union(rows, cols, h_y: torch.Tensor, h_x: torch.Tensor, eps: float):
-    """The entries of both kernels on the union of the supports ``rows`` (x -> y) and
-    ``cols`` (y -> x), each (crow, col, cost, ...): two (crow, col, cost, vals, row_max)."""
-    import ctypes
-
-    n, m = len(rows[0]) - 1, len(cols[0]) - 1
-    dtype = h_y.dtype
-    out = [(torch.empty(k, dtype=dtype), torch.empty(k, dtype=torch.int64)) for k in (n, m)]
-    handles = [ctypes.c_void_p(), ctypes.c_void_p()]
-    ptr = _native.ptr
-    row_crow, col_crow = rows[0].long(), cols[0].long()  # alive through the call
-    _native.typed("otreg_union", dtype)(
-        n, m, ptr(row_crow), ptr(rows[1]), ptr(rows[2]), ptr(col_crow), ptr(cols[1]), ptr(cols[2]),
-        ptr(h_y), ptr(h_x), 1 / eps, ptr(out[0][0]), ptr(out[0][1]), ptr(out[1][0]), ptr(out[1][1]),
-        ctypes.byref(handles[0]), ctypes.byref(handles[1]), _native.threads())
-    return [_take(handle, counts, row_max, dtype) for handle, (row_max, counts) in zip(handles, out)]
-
-
-def _take(handle, counts: torch.Tensor, row_max: torch.Tensor, dtype):
     nnz = int(counts.sum())
     col = torch.empty(nnz, dtype=torch.int32)
     cost, vals = torch.empty(nnz, dtype=dtype), torch.empty(nnz, dtype=dtype)

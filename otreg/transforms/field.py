@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..ot import gaussian_average
+
 # Evaluate in chunks of query points so that one (chunk x K) kernel block stays small.
 _BLOCK_ELEMENTS = 2_000_000
 
@@ -33,7 +35,8 @@ class KernelField:
     def __call__(self, points: np.ndarray, *, device: str = "cpu") -> np.ndarray:
         """Evaluate at (N, 3) ``points`` (mm, RAS); returns (N, d) float64.
 
-        float32 blocks: the softmax logits log w_k - |z - c_k|^2 / (2 sigma^2) equal, up to a
+        On the CPU, over the controls within e^-12 of each point's largest weight only
+        (:mod:`otreg.ot.gaussian_average`); elsewhere, dense float32 blocks: the softmax logits log w_k - |z - c_k|^2 / (2 sigma^2) equal, up to a
         per-row constant that the softmax ignores, h_k + z . c_k / sigma^2 with
         h_k = log w_k - |c_k|^2 / (2 sigma^2): one matrix product per block (coordinates
         centred on the controls, so float32 keeps ~1e-4 mm).
@@ -43,7 +46,11 @@ class KernelField:
         c = as_t((self.controls - center) / self.sigma)
         z = as_t((np.asarray(points, dtype=np.float64) - center) / self.sigma)
         v = as_t(self.values)
-        h = as_t(np.log(self.weights)) - (c * c).sum(1) / 2
+        with np.errstate(divide="ignore"):  # a zero weight: a control that does not count
+            log_w = as_t(np.log(self.weights))
+        if gaussian_average.available(z) and len(z) and len(c):  # the nearby controls only
+            return gaussian_average.gaussian_average(z, c, log_w, v, 1.0).double().cpu().numpy()
+        h = log_w - (c * c).sum(1) / 2
         out = torch.empty(len(z), v.shape[1], dtype=torch.float32, device=device)
         rows = max(1, _BLOCK_ELEMENTS // max(1, len(c)))
         for s in range(0, len(z), rows):
