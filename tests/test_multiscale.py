@@ -215,3 +215,17 @@ def test_without_compiled_kernels_every_level_is_dense(multiscale_from_small_siz
     fallback = sinkhorn(x, y, **kw)
     assert fallback.backend == "multiscale" and fallback._support is None
     assert fallback.cost == pytest.approx(reference.cost, rel=2e-3)
+
+
+def test_the_gpu_code_path_on_the_cpu(multiscale_from_small_sizes, monkeypatch):
+    """On CUDA the compiled kernels do not run: every level takes KeOps kernels. The same path,
+    forced on the CPU, agrees with the truncated one (no GPU was lent to check it on one)."""
+    pytest.importorskip("pykeops")
+    x, y = _deformed_pair(800, 8, torch.float32)
+    kw = {"blur": 0.03, "tol": 1e-3, "max_iter": 1000}
+    reference = sinkhorn(x, y, **kw)
+    monkeypatch.setattr(_native, "library", lambda: None)
+    keops = sinkhorn(x, y, backend="keops", **kw)
+    assert keops.backend == "multiscale" and keops._support is None
+    assert keops.cost == pytest.approx(reference.cost, rel=2e-3)
+    assert torch.allclose(keops.targets, reference.targets, atol=2e-3)
