@@ -80,7 +80,7 @@ def _solve(solver: str, x, y, blur: float):
     if solver == "reference":  # a quarter of the blur, tightly converged: an interval around OT
         from otreg.ot import sinkhorn
 
-        s = sinkhorn(x, y, blur=blur / 4, tol=1e-4, max_iter=5000)
+        s = sinkhorn(x, y, blur=blur / 4, tol=1e-4, max_iter=2000)
         lower, upper = s.bounds()
         return {"value": (lower + upper) / 2, "halfwidth": (upper - lower) / 2}
     if solver == "exact":

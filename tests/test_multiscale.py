@@ -177,7 +177,7 @@ def test_truncated_kernels_keep_every_entry_near_each_row_max_on_one_support(dty
 
 @needs_native
 def test_vessel_like_trees_converge(multiscale_from_small_sizes):
-    x, y = _tree_pair(3000, 7)
+    x, y = _tree_pair(1500, 7)
     kw = {"blur": 0.017, "tol": 1e-3, "max_iter": 500}
     multi = sinkhorn(x, y, **kw)
     dense = sinkhorn(x, y, multiscale=False, **kw)
@@ -208,7 +208,7 @@ def test_compiled_c_transform_is_exact():
 
 
 def test_without_compiled_kernels_every_level_is_dense(multiscale_from_small_sizes, monkeypatch):
-    x, y = _deformed_pair(1500, 1)
+    x, y = _deformed_pair(1000, 1)
     kw = {"blur": 0.03, "tol": 1e-4, "max_iter": 2000}
     reference = sinkhorn(x, y, **kw)
     monkeypatch.setattr(_native, "library", lambda: None)
