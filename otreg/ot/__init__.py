@@ -1,8 +1,10 @@
 """Optimal transport: the Sinkhorn solver behind every matching step.
 
 ``sinkhorn(x, y, a, b, blur=..., reach=...) -> OTSolution`` is the one entry point: dense for
-small problems, multiscale with truncated kernels (``multiscale.py``) for large ones;
-``OTSolution.bounds()`` certifies the exact OT cost (``certificate.py``).
+small problems, multiscale with truncated kernels (``multiscale.py``, ``sparse.py``) for large
+ones, built by compiled CPU kernels (``_native.py``, ``_native.cpp``) that also serve the
+smoothing fields (``gaussian_average.py``); ``OTSolution.bounds()`` certifies the exact OT cost
+(``certificate.py``).
 """
 
 from .sinkhorn import OTSolution, blur_schedule, sinkhorn

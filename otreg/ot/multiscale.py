@@ -22,7 +22,7 @@ import torch
 from . import _native
 from .hierarchy import BITS, Hierarchy, Level
 from .kernels import make_kernel
-from .sparse import SparseKernel, refilter, truncated_pair
+from .sparse import truncated_pair
 
 log = logging.getLogger(__name__)
 

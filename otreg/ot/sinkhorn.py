@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import SolverError
-from .kernels import choose_backend, make_kernel
 from . import _native
 from .hierarchy import curve_order
+from .kernels import choose_backend, make_kernel
 from .sparse import SparseKernel, refilter, truncated_pair
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,6 @@ def sinkhorn(
             f"balanced OT needs equal masses, got {float(a.sum()):.6g} and {float(b.sum()):.6g}"
         )
     backend = choose_backend(backend, device)
-    x_in, y_in = x, y
 
     # Centre on the joint centre of mass: costs are translation invariant, and |x|^2 terms of
     # the dense kernel lose float32 precision when the clouds sit 300 mm from the origin.

@@ -36,7 +36,8 @@ class KernelField:
         """Evaluate at (N, 3) ``points`` (mm, RAS); returns (N, d) float64.
 
         On the CPU, over the controls within e^-12 of each point's largest weight only
-        (:mod:`otreg.ot.gaussian_average`); elsewhere, dense float32 blocks: the softmax logits log w_k - |z - c_k|^2 / (2 sigma^2) equal, up to a
+        (:mod:`otreg.ot.gaussian_average`); elsewhere, dense float32 blocks: the softmax
+        logits log w_k - |z - c_k|^2 / (2 sigma^2) equal, up to a
         per-row constant that the softmax ignores, h_k + z . c_k / sigma^2 with
         h_k = log w_k - |c_k|^2 / (2 sigma^2): one matrix product per block (coordinates
         centred on the controls, so float32 keeps ~1e-4 mm).
