@@ -229,3 +229,18 @@ def test_the_gpu_code_path_on_the_cpu(multiscale_from_small_sizes, monkeypatch):
     assert keops.backend == "multiscale" and keops._support is None
     assert keops.cost == pytest.approx(reference.cost, rel=2e-3)
     assert torch.allclose(keops.targets, reference.targets, atol=2e-3)
+
+
+@needs_native
+def test_feature_columns_take_part_in_the_truncated_kernels(multiscale_from_small_sizes):
+    """Points with a scaled feature column (e.g. vessel radius, D = 4): the multiscale solve
+    agrees with the dense one, and the feature changes the plan."""
+    x, y = _deformed_pair(1200, 9)
+    g = torch.Generator().manual_seed(9)
+    fx, fy = torch.rand(1200, 1, generator=g, dtype=x.dtype), torch.rand(1200, 1, generator=g, dtype=x.dtype)
+    kw = {"blur": 0.03, "tol": 1e-4, "max_iter": 2000}
+    multi = sinkhorn(torch.cat([x, 0.2 * fx], 1), torch.cat([y, 0.2 * fy], 1), **kw)
+    dense = sinkhorn(torch.cat([x, 0.2 * fx], 1), torch.cat([y, 0.2 * fy], 1), multiscale=False, **kw)
+    plain = sinkhorn(x, y, **kw)
+    assert multi.backend == "multiscale" and multi.cost == pytest.approx(dense.cost, rel=2e-3)
+    assert multi.cost > 1.2 * plain.cost  # the feature term adds to the cost
