@@ -1,21 +1,21 @@
 // Compiled CPU kernels of the multiscale solver (see _native.py, which builds and loads them).
 //
-// Sparse kernels are CSR: row offsets int64, column indices int32, and per entry the cost
+// Sparse kernels are CSR: row offsets, column indices int32, and per entry the cost
 // C_ij = |x_i - y_j|^2 / 2 (float32) and the absorbed value exp(z_ij - max_j z_ij) (float32),
 // with z_ij = h_j - C_ij / eps. Every function here sweeps rows independently, so that threads
 // take rows (or chunks of rows) from a shared counter: no OpenMP, whose runtime would be a
 // second one beside torch's.
 
 #include <algorithm>
-#include <tuple>
-#include <utility>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
-#include <new>
 #include <limits>
+#include <new>
 #include <thread>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -82,9 +82,6 @@ std::vector<int64_t> balanced_cuts(const std::vector<double>& work, int64_t part
   return cuts;
 }
 
-// Append the entries of one row within `truncation` of its max z to `out`; z and cost hold
-// the row's candidates, cols their columns. Returns the row max (-inf for a row without
-// mass: it keeps nothing).
 // The max of v[0 .. count-1] (-inf if empty), over 16 lanes so that it vectorises (a plain
 // std::max loop does not, for the NaN rules).
 template <class T>
@@ -101,6 +98,9 @@ inline T max_of(const T* v, int64_t count) {
   return top;
 }
 
+// Append the entries of one row within `truncation` of its max z to `out`; z and cost hold
+// the row's candidates, cols their columns. Returns the row max (-inf for a row without
+// mass: it keeps nothing).
 template <class T>
 inline T keep_row(const T* z, const T* cost, const int32_t* cols, int64_t count, T truncation,
                   Chunk<T>& out, int64_t* kept) {
@@ -124,7 +124,8 @@ inline T keep_row(const T* z, const T* cost, const int32_t* cols, int64_t count,
   return top;
 }
 
-// A binary tree over runs of the columns y (m, dim), sorted along a space-filling curve so
+// A binary tree over runs of the columns y (given transposed, (dim, m)), sorted along a
+// space-filling curve so
 // that runs are compact, with for each node the bounding box of its columns and an affine
 // bound of their h: h_j <= offset + slope . (y_j - center). The slope is the least-squares fit
 // of h over the node (any slope gives a valid bound; a good one, a tight bound): within a
