@@ -17,6 +17,7 @@ import torch
 from . import _native
 from .certificate import c_transform
 from .hierarchy import curve_order
+from .sparse import native_entries
 
 TRUNCATION = 12.0  # e^-12 ~ 6e-6: far below the millimetre on displacements of centimetres
 
@@ -41,21 +42,11 @@ def gaussian_average(queries: torch.Tensor, controls: torch.Tensor, log_weights:
     h = log_weights[order_c].contiguous()
     # each row's largest logit, exactly: then the search keeps what is within the truncation
     top = -c_transform(q.double(), c.double(), h.double()).to(dtype)
-    row_max = torch.empty(len(q), dtype=dtype)
-    counts = torch.empty(len(q), dtype=torch.int64)
-    ptr = _native.ptr
-    c_t = c.T.contiguous()
     # truncate takes a guess of each row's log-sum-exp, and expects the max 4 below it (a
     # guess at or below the max keeps the search exact; above it, slow)
     guess = top + (4.0 - 1e-3)
-    handle = _native.typed("otreg_truncate", dtype)(
-        len(q), ptr(q), len(c), ptr(c_t), 3, ptr(h), ptr(guess), 1.0, TRUNCATION, ptr(row_max),
-        ptr(counts), _native.threads())
-    nnz = int(counts.sum())
-    col = torch.empty(nnz, dtype=torch.int32)
-    cost, vals = torch.empty(nnz, dtype=dtype), torch.empty(nnz, dtype=dtype)
-    _native.typed("otreg_take", dtype)(handle, ptr(col), ptr(cost), ptr(vals))
-    crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).int()
+    crow, col, _, vals, _ = native_entries("otreg_truncate", len(q), dtype, len(q), q, len(c),
+                                           c.T.contiguous(), 3, h, guess, 1.0, TRUNCATION)
     weights = torch.sparse_csr_tensor(crow, col, vals, (len(q), len(c)), check_invariants=False)
     v = values[order_c].to(dtype)
     sums = weights @ torch.cat([v, torch.ones(len(c), 1, dtype=dtype)], 1)

@@ -141,8 +141,8 @@ def sinkhorn(
             voxel clusters with truncated kernels (:mod:`otreg.ot.multiscale`); False solves
             every scale densely, O(N M) per iteration.
         truncation: the multiscale kernels keep, per row, the entries within exp(-truncation)
-            (6 to 16 moved the cost by < 0.1 % on 10k-point cubes, shells and trees, measured)
-            of the row's largest one.
+            of the row's largest one (6 to 16 moved the cost by < 0.1 % on 10k-point cubes,
+            shells and trees, measured).
         init: potentials (f, g) of a previous solve between nearly the same clouds (e.g. the
             last rigid iteration): the annealing is skipped and the iterations start from them.
 

@@ -66,7 +66,7 @@ class SparseKernel:
         # on the union of supports), so the products stay above float32's smallest normal
         # (e^-87) while the spread is below 60
         if not math.isfinite(spread) or spread > 60:
-            _, _, _, vals, row_max = _native_entries(
+            _, _, _, vals, row_max = native_entries(
                 "otreg_select", self.n_rows, h.dtype, self.n_rows, self.crow.long(), self.col,
                 self.cost, h, 1 / self.eps, math.inf)
             self._set_values(vals, row_max, h)
@@ -146,9 +146,10 @@ def refilter(kxy: SparseKernel, kyx: SparseKernel, f: torch.Tensor, g: torch.Ten
     return kxy.search(f, g, eps, truncation)
 
 
-def _native_entries(function: str, n_rows: int, dtype, *args):
-    """Run the compiled select ``function`` (whose last arguments are row_max, row_count,
-    threads) and collect its entries as (crow, col, cost, vals, row_max)."""
+def native_entries(function: str, n_rows: int, dtype, *args):
+    """Run the compiled select or truncate ``function`` on ``args`` (tensors or numbers; the
+    function's last arguments, row_max, row_count and threads, are added) and collect its
+    entries as (crow, col, cost, vals, row_max) of a CSR matrix of ``n_rows`` rows."""
     row_max = torch.empty(n_rows, dtype=dtype)
     counts = torch.empty(n_rows, dtype=torch.int64)
     pointers = [_native.ptr(a) if isinstance(a, torch.Tensor) else a for a in args]
