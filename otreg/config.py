@@ -169,6 +169,14 @@ class SmoothConfig(_Section):
         default_factory=lambda: [1.0, 2.0, 4.0, 8.0], min_length=1,
         description="ridge: the kernel is the mean of Gaussians of these multiples of sigma",
     )
+    ridge_points: int = Field(
+        3000, ge=0, description="ridge: fit the matches averaged over voxel cells, at most this "
+        "many (the fit costs O(points^2) per CG iteration; 0 = every match)",
+    )
+    anisotropic: bool = Field(
+        False, description="ridge: trust matches less along the local structure of the source "
+        "(within a surface, along a vessel), where OT matching between independent samplings slides",
+    )
     model: Literal["displacement", "svf"] = Field(
         "displacement", description="displacement: the last round's regression is the "
         "displacement; svf: a velocity whose exponential has that displacement (fold-free)"

@@ -134,6 +134,7 @@ def register(
         field_k = smooth(aligned, src.weights, matches, sigma, regression=regression,
                          model=cfg.smooth.model if last else "displacement",
                          regularization=cfg.smooth.regularization, widths=cfg.smooth.ridge_widths,
+                         ridge_points=cfg.smooth.ridge_points, anisotropic=cfg.smooth.anisotropic,
                          spacing=cfg.smooth.svf_spacing, device=device)
         fitted = aligned + field_k(aligned)[:, :3]
         # Matching and fitting converge slowly to their joint fixed point (each round closes

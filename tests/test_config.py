@@ -210,6 +210,8 @@ def _custom() -> Config:
             "match.blur=[3, 1.5]",
             "match.reach=[12, 6]",
             "smooth.sigma=[9, 4.5]",
+            'smooth.regression=["gaussian", "ridge"]',
+            "smooth.anisotropic=true",
             "solver.dtype=float64",
             "output.dense_field=false",
         ],

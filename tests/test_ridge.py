@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from otreg.stages.smooth import smooth
+from otreg.stages.smooth import sliding_weights, smooth
 from otreg.transforms import Transform
 from otreg.transforms.field import KernelField
 from otreg.transforms.ridge import GaussianKernel, RidgeField, fit_ridge
@@ -15,16 +15,22 @@ from otreg.transforms.svf import SVFField
 
 
 def dense_solution(points, values, weights, sigmas, lam):
-    """The same penalised least squares as fit_ridge, by a direct (KKT) solve: (K + lam W^-1)
-    alpha + P c = y, P^T alpha = 0."""
-    d2 = ((points[:, None] - points[None]) ** 2).sum(-1)
-    kernel = np.mean([np.exp(-d2 / (2 * s * s)) for s in sigmas], axis=0)
-    w = weights / weights.mean()
-    design = np.column_stack([points, np.ones(len(points))])
+    """The same penalised least squares as fit_ridge, by a direct solve of its normal
+    equations in (alpha, A) with (N, 3, 3) weight matrices W_k:
+    K W (K alpha + P A - y) + lam K alpha = 0 and P^T W (K alpha + P A - y) = 0."""
     n = len(points)
-    system = np.block([[kernel + lam * np.diag(1 / w), design], [design.T, np.zeros((4, 4))]])
-    solution = np.linalg.solve(system, np.vstack([values, np.zeros((4, values.shape[1]))]))
-    return solution[:n], solution[n:]
+    d2 = ((points[:, None] - points[None]) ** 2).sum(-1)
+    kernel = np.kron(np.mean([np.exp(-d2 / (2 * s * s)) for s in sigmas], axis=0), np.eye(3))
+    position = np.column_stack([points, np.ones(n)])
+    design = np.einsum("kl,ij->kijl", position, np.eye(3)).reshape(3 * n, 12)  # u = A^T [x, 1]
+    w = np.zeros((3 * n, 3 * n))
+    for k in range(n):
+        w[3 * k:3 * k + 3, 3 * k:3 * k + 3] = weights[k]
+    basis = np.hstack([kernel, design])
+    normal = basis.T @ w @ basis
+    normal[:3 * n, :3 * n] += lam * kernel
+    solution = np.linalg.lstsq(normal, basis.T @ w @ values.ravel(), rcond=None)[0]
+    return solution[:3 * n].reshape(n, 3), solution[3 * n:].reshape(3, 4).T
 
 
 def test_gaussian_kernel_product_equals_the_dense_matrix():
@@ -38,14 +44,19 @@ def test_gaussian_kernel_product_equals_the_dense_matrix():
     np.testing.assert_allclose((kernel @ torch.tensor(v, dtype=torch.float32)).numpy(), expected, atol=1e-4)
 
 
-def test_fit_equals_the_direct_solve():
+@pytest.mark.parametrize("anisotropic", [False, True])
+def test_fit_equals_the_direct_solve(anisotropic):
     rng = np.random.default_rng(1)
-    points = rng.uniform(0, 60, size=(400, 3))
+    points = rng.uniform(0, 60, size=(150, 3))
     values = np.column_stack([np.sin(points[:, 0] / 10), points[:, 1] ** 2 / 100, points[:, 2] * 0.1])
     values += rng.normal(0, 0.1, values.shape)
-    weights = rng.uniform(0.2, 1.0, 400)
+    weights = rng.uniform(0.2, 1.0, 150)
+    if anisotropic:  # random symmetric positive definite weights
+        factors = rng.normal(size=(150, 3, 3))
+        weights = weights[:, None, None] * (factors @ factors.transpose(0, 2, 1) / 3 + 0.1 * np.eye(3))
+    matrices = weights if anisotropic else weights[:, None, None] * np.eye(3)
     alpha, affine = fit_ridge(points, values, weights, [8.0, 16.0], 0.5, tol=1e-6)
-    expected_alpha, expected_affine = dense_solution(points, values, weights, [8.0, 16.0], 0.5)
+    expected_alpha, expected_affine = dense_solution(points, values, matrices, [8.0, 16.0], 0.5)
     assert np.abs(alpha - expected_alpha).max() < 1e-3 * np.abs(expected_alpha).max()
     z = rng.uniform(-10, 70, size=(100, 3))  # also outside the data
     field = RidgeField(points, alpha, affine, [8.0, 16.0])
@@ -127,3 +138,37 @@ def test_smooth_stage_svf_of_a_ridge_regression(matches):
     assert np.abs(svf(points)[:, :3] - ridge(points)[:, :3]).mean() < 0.05
     with pytest.raises(ValueError, match="smooth.regression"):
         smooth(points, np.ones(300), m, 6.0, regression="spline")
+
+
+def test_sliding_weights_trust_matches_across_structures():
+    """Across a plane or a line: weight 1; within the plane or along the line: near 0; in a
+    blob of points: 1 in every direction."""
+    rng = np.random.default_rng(7)
+    plane = np.column_stack([rng.uniform(-30, 30, (2000, 2)), rng.normal(0, 0.2, 2000)])
+    line = np.column_stack([rng.uniform(-30, 30, 500), rng.normal(0, 0.2, (500, 2))])
+    blob = rng.uniform(-30, 30, (3000, 3))
+    at = np.zeros((1, 3))
+    e = np.eye(3)
+    w_plane = sliding_weights(at, plane, np.ones(2000), 8.0)[0]
+    assert w_plane[2, 2] > 0.99 and w_plane[0, 0] < 0.05 and w_plane[1, 1] < 0.05
+    w_line = sliding_weights(at, line, np.ones(500), 8.0)[0]
+    assert w_line[0, 0] < 0.05 and np.allclose(w_line[1:, 1:], e[1:, 1:], atol=0.1)
+    assert np.allclose(sliding_weights(at, blob, np.ones(3000), 8.0)[0], e, atol=0.15)
+
+
+def test_anisotropic_fit_ignores_sliding_within_a_surface():
+    """A sphere (radius 40 mm) translated by (1, 0, 2) mm, its matches slid within the surface
+    by the tangential part of 3 mm along x (not an affine motion). The isotropic fit takes the
+    slide in; the anisotropic one recovers the translation from the matches across the surface."""
+    rng = np.random.default_rng(8)
+    normals = rng.normal(size=(3000, 3))
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    points = 40 * normals
+    motion = np.array([1.0, 0.0, 2.0])
+    slide = 3 * (np.array([1.0, 0.0, 0.0]) - normals[:, :1] * normals)
+    m = SimpleNamespace(targets=points + motion + slide, confidence=np.ones(3000))
+    common = dict(regression="ridge", regularization=300, ridge_points=0)
+    iso = smooth(points, np.ones(3000), m, 8.0, **common)(points)[:, :3]
+    aniso = smooth(points, np.ones(3000), m, 8.0, anisotropic=True, **common)(points)[:, :3]
+    assert np.linalg.norm(iso - motion, axis=1).mean() > 1.5  # measured 2.0 mm
+    assert np.linalg.norm(aniso - motion, axis=1).mean() < 0.6  # measured 0.4 mm

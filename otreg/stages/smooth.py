@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..pointcloud import PointCloud
+from ..sampling import downsample
 from ..transforms.field import KernelField
 from ..transforms.ridge import RidgeField, fit_ridge
 from ..transforms.svf import SVFField, velocity_for
@@ -37,6 +39,8 @@ def smooth(
     model: str = "displacement",
     regularization: float = 1.0,
     widths: Sequence[float] = (1.0,),
+    ridge_points: int = 0,
+    anisotropic: bool = False,
     spacing: float | None = None,
     device: str = "cpu",
 ) -> KernelField | RidgeField | SVFField:
@@ -51,7 +55,9 @@ def smooth(
         weights: (N,) their weights.
         sigma: kernel width, mm.
         regression: "gaussian" (kernel average) or "ridge" (kernel ridge regression with
-            smoothness weight ``regularization`` and Gaussians of ``widths`` x sigma).
+            smoothness weight ``regularization`` and Gaussians of ``widths`` x sigma, fitted to
+            the matches averaged over voxel cells to at most ``ridge_points`` controls, 0 = all;
+            ``anisotropic``: each weighted by :func:`sliding_weights`).
         model: "displacement" (the regression is the displacement) or "svf" (a velocity whose
             exponential has that displacement: fold-free).
         spacing: grid spacing of the velocity (svf), mm; default ``sigma / 2``.
@@ -63,10 +69,16 @@ def smooth(
                             mass, sigma)
     elif regression == "ridge":
         sigmas = [sigma * w for w in widths]
-        coefficients, affine = fit_ridge(points, matches.targets - points, mass, sigmas,
-                                         regularization, device=device)
+        # weights counted in typical matches (regularization is per match), summed per cell
+        data = downsample(PointCloud(points, mass / mass[mass > 0].mean(),
+                                     {"displacement": matches.targets - points}), ridge_points)
+        fit_weights = data.weights
+        if anisotropic:
+            fit_weights = fit_weights[:, None, None] * sliding_weights(data.points, points, weights, sigma)
+        coefficients, affine = fit_ridge(data.points, data.features["displacement"], fit_weights,
+                                         sigmas, regularization, device=device)
         confidence = KernelField(points, matches.confidence[:, None], mass, sigma)
-        field = RidgeField(points, coefficients, affine, sigmas, extra=confidence)
+        field = RidgeField(data.points, coefficients, affine, sigmas, extra=confidence)
     else:
         raise ValueError(f"smooth.regression must be 'gaussian' or 'ridge', got {regression!r}")
     if model == "displacement":
@@ -74,6 +86,38 @@ def smooth(
     if model == "svf":
         return velocity_field(field, points, spacing or sigma / 2, margin=sigma)
     raise ValueError(f"smooth.model must be 'displacement' or 'svf', got {model!r}")
+
+
+#: sliding_weights: local spreads below about this (mm) count as flat, not as a direction to slide in
+SLIDING_NOISE = 1.0
+
+
+def sliding_weights(at: np.ndarray, points: np.ndarray, weights: np.ndarray, radius: float) -> np.ndarray:
+    """(M, 3, 3) weight matrices that trust a match less along the local structure of the
+    cloud at (M, 3) ``at`` (mm).
+
+    OT matches between independent samplings of one surface or vessel slide within the surface
+    or along the vessel, not across. The weighted covariance C of the (N, 3) ``points`` in a
+    Gaussian window of width ``radius`` (mm) around a point has eigenvalues l_1 <= l_2 <= l_3;
+    the weight along eigenvector i is (l_1 + t^2) / (l_i + t^2), t = SLIDING_NOISE: 1 across
+    a surface or a vessel, near 0 along them, 1 in every direction in a blob of points.
+    """
+    import torch
+
+    x = torch.as_tensor(points, dtype=torch.float64)
+    w = torch.as_tensor(weights, dtype=torch.float64)
+    c = torch.as_tensor(np.asarray(at, dtype=np.float64))
+    covariance = np.empty((len(c), 3, 3))
+    rows = max(1, 2_000_000 // len(x))
+    for s in range(0, len(c), rows):
+        window = torch.exp(-torch.cdist(c[s:s + rows], x).square_() / (2 * radius**2)) * w
+        window /= window.sum(1, keepdim=True).clamp(min=1e-300)
+        mean = window @ x
+        second = torch.einsum("kn,ni,nj->kij", window, x, x)
+        covariance[s:s + rows] = (second - mean[:, :, None] * mean[:, None, :]).numpy()
+    spread, axes = np.linalg.eigh(covariance)
+    trust = (spread[:, :1] + SLIDING_NOISE**2) / (spread.clip(min=0) + SLIDING_NOISE**2)
+    return np.einsum("kij,kj,klj->kil", axes, trust, axes)
 
 
 def velocity_field(field: KernelField | RidgeField, points: np.ndarray, spacing: float,

@@ -43,7 +43,8 @@ class KernelField:
         c = as_t((self.controls - center) / self.sigma)
         z = as_t((np.asarray(points, dtype=np.float64) - center) / self.sigma)
         v = as_t(self.values)
-        h = as_t(np.log(self.weights)) - (c * c).sum(1) / 2
+        with np.errstate(divide="ignore"):  # weight 0: log w = -inf, no pull
+            h = as_t(np.log(self.weights)) - (c * c).sum(1) / 2
         out = torch.empty(len(z), v.shape[1], dtype=torch.float32, device=device)
         rows = max(1, _BLOCK_ELEMENTS // max(1, len(c)))
         for s in range(0, len(z), rows):

@@ -128,72 +128,87 @@ class GaussianKernel:
 def fit_ridge(points: np.ndarray, values: np.ndarray, weights: np.ndarray,
               sigmas: Sequence[float], regularization: float, *, device: str = "cpu",
               tol: float = 1e-3, max_iter: int = 500) -> tuple[np.ndarray, np.ndarray]:
-    """Coefficients (N, d) and affine part (4, d) of the kernel ridge fit of (N, d) ``values``
-    known at (N, 3) ``points`` (mm), with weights (N,) >= 0 (scaled to mean 1 over the
-    positive ones) and smoothness weight ``regularization`` (lambda > 0, unitless).
+    """Coefficients (N, 3) and affine part (4, 3) of the kernel ridge fit of (N, 3) ``values``
+    (mm) known at (N, 3) ``points`` (mm), smoothness weight ``regularization`` (lambda > 0).
 
-    With B = diag(sqrt(w)) and Q the projector orthogonal to the weighted affine functions
-    B [x, 1], the coefficients are alpha = B beta with
+    ``weights``: (N,) >= 0, or (N, 3, 3) symmetric positive semi-definite matrices W_k (the data
+    term is then sum_k (u(c_k) - y_k)^T W_k (u(c_k) - y_k): a match may count less along the
+    directions in which it is unreliable). Value k has noise (co)variance lambda W_k^-1 relative
+    to the field's prior variance, so weights are counted in typical matches (1 for one
+    match, n for the mean of n).
 
-        (Q B K B Q + lambda I) beta = Q B y,
+    With S_k = W_k^(1/2) (block-diagonal S) and Q the projector orthogonal to the affine
+    functions seen through S, the coefficients are alpha = S beta with
+
+        (Q S K S Q + lambda I) beta = Q S y,
 
     a symmetric positive definite system (eigenvalues >= lambda) solved by conjugate gradients
-    (one run for all d columns) to a relative residual ``tol``; the affine part is then the
-    weighted least-squares fit of y - K alpha. Points of weight 0 get alpha = 0.
+    to a relative residual ``tol``; the affine part is then the weighted least-squares fit of
+    y - K alpha. Points of weight 0 get alpha = 0.
     """
     points = np.asarray(points, dtype=np.float64)
     values = np.asarray(values, dtype=np.float64)
-    w = np.asarray(weights, dtype=np.float64)
-    w = w / w[w > 0].mean()
+    n = len(points)
+    root = _matrix_sqrt(np.asarray(weights, dtype=np.float64), n)  # (N, 3, 3)
     center = points.mean(0)
-    design = np.column_stack([points - center, np.ones(len(points))])  # (N, 4)
-    sqrt_w = np.sqrt(w)
-    # orthonormal basis of the weighted affine functions B [x - center, 1]: Q = I - U U^T
-    basis, _ = np.linalg.qr(sqrt_w[:, None] * design)
+    position = np.column_stack([points - center, np.ones(n)])  # (N, 4)
+    # d(S_k u(c_k)) / dA for u = A^T [c, 1]: design[k, i, 4 j + l] = S_k[i, j] position[k, l]
+    design = np.einsum("kij,kl->kijl", root, position).reshape(3 * n, 12)
+    basis, _ = np.linalg.qr(design)  # orthonormal basis of S (affine functions): Q = I - U U^T
 
     as_t = lambda a: _as_tensor(a, device)  # noqa: E731
-    b, u_basis = as_t(sqrt_w)[:, None], as_t(basis)
+    s, u_basis = as_t(root), as_t(basis)
     kernel = GaussianKernel(as_t(points - center), as_t(points - center), sigmas)
 
+    def times_s(v: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("kij,kj->ki", s, v)
+
     def project(v: torch.Tensor) -> torch.Tensor:
-        return v - u_basis @ (u_basis.T @ v)
+        flat = v.reshape(-1, 1)
+        return (flat - u_basis @ (u_basis.T @ flat)).reshape(v.shape)
 
     def operator(v: torch.Tensor) -> torch.Tensor:
-        return project(b * (kernel @ (b * project(v)))) + regularization * v
+        return project(times_s(kernel @ times_s(project(v)))) + regularization * v
 
-    rhs = project(b * as_t(values))
+    rhs = project(times_s(as_t(values)))
     beta, iterations, residual = conjugate_gradient(operator, rhs, tol, max_iter)
     log.debug("ridge fit: %d CG iterations, relative residual %.1e", iterations, residual)
-    alpha = (b * beta).double().cpu().numpy()
-    fitted_kernel = (kernel @ as_t(alpha)).double().cpu().numpy()
-    affine, *_ = np.linalg.lstsq(sqrt_w[:, None] * design,
-                                 sqrt_w[:, None] * (values - fitted_kernel), rcond=None)
+    alpha = times_s(beta).double().cpu().numpy()
+    rest = values - (kernel @ as_t(alpha)).double().cpu().numpy()
+    coefficients, *_ = np.linalg.lstsq(design, np.einsum("kij,kj->ki", root, rest).ravel(), rcond=None)
+    affine = coefficients.reshape(3, 4).T.copy()
     affine[3] -= center @ affine[:3]  # back to uncentred coordinates: [x, 1] @ affine
     return alpha, affine
 
 
+def _matrix_sqrt(weights: np.ndarray, n: int) -> np.ndarray:
+    """(N, 3, 3) W^(1/2) of (N,) scalar or (N, 3, 3) symmetric PSD weights."""
+    if weights.shape == (n,):
+        return np.sqrt(weights)[:, None, None] * np.eye(3)
+    if weights.shape != (n, 3, 3):
+        raise ValueError(f"weights must be ({n},) or ({n}, 3, 3), got {weights.shape}")
+    eigenvalues, vectors = np.linalg.eigh(weights)
+    return np.einsum("kij,kj,klj->kil", vectors, np.sqrt(eigenvalues.clip(min=0)), vectors)
+
+
 def conjugate_gradient(operator, rhs: torch.Tensor, tol: float, max_iter: int):
-    """Solve operator(x) = rhs for a symmetric positive definite operator, column by column
-    of (N, d) ``rhs`` at once. Returns (x, iterations, largest relative residual)."""
-    tiny = torch.finfo(rhs.dtype).tiny
+    """Solve operator(x) = rhs for a symmetric positive definite linear operator on tensors of
+    ``rhs``'s shape (inner product: the sum over all entries). Returns (x, iterations,
+    relative residual |rhs - operator(x)| / |rhs|)."""
     x = torch.zeros_like(rhs)
     r = rhs.clone()
     p = r.clone()
-    rr = (r * r).sum(0)
-    rr0 = rr.clamp(min=tiny)
+    rr = rr0 = float((r * r).sum())
     k = 0
-    for k in range(1, max_iter + 1):
+    while k < max_iter and rr > tol**2 * rr0:
+        k += 1
         ap = operator(p)
-        step = rr / (p * ap).sum(0).clamp(min=tiny)
+        step = rr / float((p * ap).sum())
         x += step * p
         r -= step * ap
-        rr_new = (r * r).sum(0)
-        if bool((rr_new <= tol**2 * rr0).all()):
-            rr = rr_new
-            break
-        p = r + (rr_new / rr.clamp(min=tiny)) * p
-        rr = rr_new
-    relative = float((rr / rr0).max().sqrt())
+        rr, rr_old = float((r * r).sum()), rr
+        p = r + (rr / rr_old) * p
+    relative = (rr / rr0) ** 0.5 if rr0 > 0 else 0.0
     if relative > tol:
         log.warning("ridge fit: CG stopped after %d iterations (relative residual %.1e > %.0e)",
                     max_iter, relative, tol)
