@@ -42,6 +42,14 @@ def test_preset_loads_and_validates(name):
     assert config.rounds  # at least one non-rigid round
 
 
+@pytest.mark.parametrize("name", preset_names())
+def test_presets_read_files_as_the_defaults_do(name):
+    """otreg register reads the inputs before it picks a preset by their type."""
+    from otreg.io import load_options
+
+    assert load_options(load_config(name).input) == load_options(Config().input)
+
+
 def test_defaults():
     assert load_config() == Config()
     assert Config().rounds == [(3.0, 10.0, 10.0, "gaussian"), (1.0, 5.0, 10.0, "gaussian")]
