@@ -170,7 +170,7 @@ class SmoothConfig(_Section):
         description="ridge: the kernel is the mean of Gaussians of these multiples of sigma",
     )
     ridge_points: int = Field(
-        3000, ge=0, description="ridge: fit the matches averaged over voxel cells, at most this "
+        1500, ge=0, description="ridge: fit the matches averaged over voxel cells, at most this "
         "many (the fit costs O(points^2) per CG iteration; 0 = every match)",
     )
     anisotropic: bool = Field(
@@ -187,6 +187,13 @@ class SmoothConfig(_Section):
 
     _scalar_to_list = field_validator("sigma", "regression", mode="before")(
         MatchConfig._scalar_to_list.__func__)
+
+    @field_validator("ridge_points")
+    @classmethod
+    def _enough_controls(cls, v: int) -> int:
+        if 0 < v < 4:
+            raise ValueError("must be 0 (every match) or at least 4")
+        return v
 
 
 class OutputConfig(_Section):

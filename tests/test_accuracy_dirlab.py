@@ -69,7 +69,7 @@ def sample_pair():
 
 @pytest.mark.slow
 def test_sample_pair_tre(sample_pair):
-    """lung_vessels preset on the synthetic pair: measured mean 0.46 mm, p95 1.18 mm (the
+    """lung_vessels preset (svf) on the synthetic pair: measured mean 0.46 mm, p95 1.30 mm (the
     issue's bar: 0.5 / 1.5 mm); kernel averages alone 0.79 / 1.62 mm, CPD (pycpd, best of a
     small grid) 0.83 mm."""
     source, target, exhale, inhale = sample_pair
@@ -83,7 +83,7 @@ def test_sample_pair_tre(sample_pair):
 def test_lobe_surface_with_a_known_motion(shared_data, tmp_path):
     """lung_surface preset on a LUNA16 lobe surface rebuilt as a mesh, moved by a known
     breathing motion and rebuilt at another spacing (benchmarks/bench_surface.py): measured
-    error 9.28 -> 1.57 mm at the surface points (kernel averages alone: 3.4 mm)."""
+    error 9.28 -> 1.58 mm at the surface points (kernel averages alone: 3.50 mm)."""
     import sys
 
     sys.path.insert(0, str(SAMPLE.parent / "benchmarks"))

@@ -142,7 +142,9 @@ def test_config_presets_lists_every_preset():
 def registration(tmp_path_factory):
     """(OUT, parsed --json stdout) of one fast registration of the sample pair."""
     out = tmp_path_factory.mktemp("sample") / "out"
-    result = run_otreg("register", str(SOURCE), str(TARGET), "-o", str(out), *FAST, "--json")
+    # the displacement model: tests/test_quality.py runs the preset's svf model
+    result = run_otreg("register", str(SOURCE), str(TARGET), "-o", str(out), *FAST,
+                       "--set", "smooth.model=displacement", "--json")
     return out, json.loads(result.stdout)
 
 
@@ -221,10 +223,11 @@ def test_metrics_run_config_report(registration):
     resolved = (out / "config.resolved.toml").read_text()
     assert resolved.startswith("# from lung_vessels (input type: vessel clouds")
     config = otreg.load_config(out / "config.resolved.toml")
-    assert config == otreg.load_config("lung_vessels", FAST[3::2], input__points=1500)
+    assert config == otreg.load_config("lung_vessels", [*FAST[3::2], "smooth.model=displacement"],
+                                       input__points=1500)
     assert config.match.feature_weights == {"radius": 2.0} and len(config.rounds) == 8
     assert (out / "report.md").read_text().strip()
-    # transform quality: the Gaussian model has no inverse of its own (see test_quality.py)
+    # transform quality: the displacement model has no inverse of its own (see test_quality.py)
     assert metrics["jacobian"]["grid_spacing_mm"] == 16 and metrics["jacobian"]["points"] > 100
     assert "inverse_consistency_mm" not in metrics
 

@@ -332,6 +332,12 @@ def test_regression_per_round():
         load_config(overrides=["smooth.regression=spline"])
 
 
+def test_ridge_points_need_four_controls():
+    assert load_config(overrides=["smooth.ridge_points=0"]).smooth.ridge_points == 0
+    with pytest.raises(ConfigError, match="smooth.ridge_points: .*at least 4"):
+        load_config(overrides=["smooth.ridge_points=3"])
+
+
 def test_feature_weights():
     config = load_config(overrides=["match.feature_weights.radius=2"])
     assert config.match.feature_weights == {"radius": 2.0}
