@@ -19,6 +19,7 @@ _LAZY = {
     "PointCloud": ("otreg.pointcloud", "PointCloud"),
     "Config": ("otreg.config", "Config"),
     "load_config": ("otreg.config", "load_config"),
+    "preset_for": ("otreg.presets", "preset_for"),
     "load": ("otreg.io", "load"),
     "register": ("otreg.pipeline", "register"),
     "RegistrationResult": ("otreg.pipeline", "RegistrationResult"),

@@ -121,6 +121,12 @@ class MatchConfig(_Section):
         default_factory=lambda: [10.0], min_length=1,
         description="unbalanced OT, mm, one or one per round: unmatched structures may be left out (none = balanced)",
     )
+    feature_weights: dict[str, PositiveFloat] = Field(
+        default_factory=dict,
+        description="point arrays added to the matching cost, mm per unit of the array "
+        "(e.g. {radius = 1.0}: 1 mm of radius difference costs as much as 1 mm of distance); "
+        "both clouds need them",
+    )
     extrapolation: float = Field(
         1.0, ge=1, le=2,
         description="move the points this many times the way to each round's new fit, except in the "
@@ -130,11 +136,16 @@ class MatchConfig(_Section):
     @field_validator("blur", "reach", mode="before")
     @classmethod
     def _scalar_to_list(cls, v: Any) -> Any:
-        return [v] if isinstance(v, (int, float)) else v
+        return [v] if isinstance(v, (int, float, str)) else v
 
 
 class SmoothConfig(_Section):
-    """Step 3: Gaussian kernel regression of the matches into a displacement field.
+    """Step 3: regression of the matches into a displacement field defined everywhere.
+
+    ``regression`` (one, or one per round): ``gaussian``, the Nadaraya-Watson average of the
+    matches with a Gaussian of width ``sigma``; ``ridge``, kernel ridge regression (an affine
+    part plus Gaussians of ``ridge_widths`` times sigma, smoothness weight ``regularization``:
+    see :mod:`otreg.transforms.ridge`).
 
     ``model = "svf"`` makes the last round's regression a diffeomorphism: a stationary velocity
     field on a grid (``svf_spacing`` mm, default sigma / 2, reaching sigma beyond the points)
@@ -145,14 +156,44 @@ class SmoothConfig(_Section):
     sigma: list[PositiveFloat] = Field(
         default_factory=lambda: [10.0, 5.0], min_length=1, description="kernel width per round, mm"
     )
-    model: Literal["gaussian", "svf"] = Field(
-        "gaussian", description="gaussian: the regression is the displacement; svf: a velocity whose exponential has that displacement (fold-free)"
+    regression: list[Literal["gaussian", "ridge"]] = Field(
+        default_factory=lambda: ["gaussian"], min_length=1,
+        description="per round: gaussian (kernel average of the matches) or ridge (kernel ridge "
+        "regression: less biased where the sampling is uneven, e.g. at the lung's border)",
+    )
+    regularization: PositiveFloat = Field(
+        1.0, description="ridge: smoothness weight lambda, about (match error / non-affine "
+        "motion)^2: larger is smoother",
+    )
+    ridge_widths: list[PositiveFloat] = Field(
+        default_factory=lambda: [1.0, 2.0, 4.0, 8.0], min_length=1,
+        description="ridge: the kernel is the mean of Gaussians of these multiples of sigma",
+    )
+    ridge_points: int = Field(
+        1500, ge=0, description="ridge: fit the matches averaged over voxel cells, at most this "
+        "many (the fit costs O(points^2) per CG iteration; 0 = every match)",
+    )
+    anisotropic: bool = Field(
+        False, description="ridge: trust matches less along the local structure of the source "
+        "(within a surface, along a vessel), where OT matching between independent samplings slides",
+    )
+    model: Literal["displacement", "svf"] = Field(
+        "displacement", description="displacement: the last round's regression is the "
+        "displacement; svf: a velocity whose exponential has that displacement (fold-free)"
     )
     svf_spacing: Optional[PositiveFloat] = Field(
         None, description="svf: grid spacing of the velocity field, mm (none = sigma / 2 per round)"
     )
 
-    _scalar_to_list = field_validator("sigma", mode="before")(MatchConfig._scalar_to_list.__func__)
+    _scalar_to_list = field_validator("sigma", "regression", mode="before")(
+        MatchConfig._scalar_to_list.__func__)
+
+    @field_validator("ridge_points")
+    @classmethod
+    def _enough_controls(cls, v: int) -> int:
+        if 0 < v < 4:
+            raise ValueError("must be 0 (every match) or at least 4")
+        return v
 
 
 class OutputConfig(_Section):
@@ -167,11 +208,12 @@ class OutputConfig(_Section):
 
 
 class Round(NamedTuple):
-    """One coarse-to-fine non-rigid round, mm."""
+    """One coarse-to-fine non-rigid round: lengths in mm, the regression of its matches."""
 
     blur: float
     sigma: float
     reach: Optional[float]
+    regression: str
 
 
 class Config(_Section):
@@ -189,7 +231,8 @@ class Config(_Section):
     @model_validator(mode="after")
     def _rounds_agree(self) -> "Config":
         lengths = {"match.blur": len(self.match.blur), "smooth.sigma": len(self.smooth.sigma),
-                   "match.reach": len(self.match.reach or [None])}
+                   "match.reach": len(self.match.reach or [None]),
+                   "smooth.regression": len(self.smooth.regression)}
         if len(set(lengths.values()) - {1}) > 1:
             given = ", ".join(f"{key} has {n}" for key, n in lengths.items())
             raise ValueError(f"the per-round lists disagree ({given}): give as many of each (or one)")
@@ -197,8 +240,8 @@ class Config(_Section):
 
     @property
     def rounds(self) -> list[Round]:
-        """(blur, sigma, reach) in mm for each non-rigid round (reach None: balanced)."""
-        lists = [self.match.blur, self.smooth.sigma, self.match.reach or [None]]
+        """(blur, sigma, reach, regression) of each non-rigid round (reach None: balanced)."""
+        lists = [self.match.blur, self.smooth.sigma, self.match.reach or [None], self.smooth.regression]
         n = max(map(len, lists))
         return [Round(*values) for values in zip(*(v * n if len(v) == 1 else v for v in lists))]
 

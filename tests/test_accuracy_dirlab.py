@@ -11,6 +11,7 @@ import pytest
 import otreg
 from otreg.io import read_landmarks
 from otreg.metrics import target_registration_error
+from otreg.presets import preset_for
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 SPACING = {1: (0.97, 0.97, 2.5), 2: (1.16, 1.16, 2.5), 3: (1.15, 1.15, 2.5), 4: (1.13, 1.13, 2.5), 5: (1.10, 1.10, 2.5)}
@@ -23,8 +24,8 @@ def tre_after(shared_data):
     for case, spacing in SPACING.items():
         source = otreg.load(folder / f"case{case}_exhale_points.vtk")
         target = otreg.load(folder / f"case{case}_inhale_points.vtk")
-        # the diffeomorphic model: as accurate as the Gaussian one here (1.272 vs 1.273 mm), and
-        # the issue's bar is no folding with it
+        # the diffeomorphic model: as accurate as the displacement one here (1.249 vs 1.254 mm),
+        # and the issue's bar is no folding with it
         result = otreg.register(source, target, otreg.load_config("lung_points", ["smooth.model=svf"]))
         exhale = read_landmarks(folder / f"case{case}_300_T50_xyz.txt", "dirlab", spacing)
         inhale = read_landmarks(folder / f"case{case}_300_T00_xyz.txt", "dirlab", spacing)
@@ -38,8 +39,8 @@ def tre_after(shared_data):
 
 #: BCPD's mean TRE per case (the issue's table: Hirose's C implementation, tuned)
 BCPD = {1: 1.07, 2: 1.06, 3: 1.34, 4: 1.81, 5: 1.92}
-#: measured with the lung_points preset and the svf model (2-core CPU)
-MEASURED = {1: 1.06, 2: 0.96, 3: 1.22, 4: 1.59, 5: 1.54}
+#: measured with the lung_points preset (ridge last round) and the svf model (one CPU thread)
+MEASURED = {1: 1.03, 2: 0.96, 3: 1.21, 4: 1.55, 5: 1.49}
 
 
 @pytest.mark.realdata
@@ -48,16 +49,16 @@ def test_mean_tre_over_the_five_cases(tre_after):
     before = np.mean([b for b, _, _ in tre_after.values()])
     after = np.mean([a for _, a, _ in tre_after.values()])
     assert 6.0 < before < 7.0  # the data README's 6.5 mm: the landmarks are read right
-    assert after < 1.30  # measured 1.272 mm (BCPD 1.44, true correspondences + 5 mm Gaussian 1.19)
+    assert after < 1.28  # measured 1.249 mm (BCPD 1.44, true correspondences + 5 mm Gaussian 1.19)
 
 
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_every_case_near_its_measured_tre_and_none_folds(tre_after):
     for case, (before, after, min_det) in tre_after.items():
-        # BCPD + 0.02: case 1 beats BCPD by only 0.01 mm (1.06 vs 1.07)
-        assert after < min(MEASURED[case] + 0.05, BCPD[case] + 0.02), f"case {case}: {before:.2f} -> {after:.2f} mm"
-        assert min_det > 0, f"case {case}: the svf map folds (min det {min_det:.3f})"
+        assert after < min(MEASURED[case] + 0.03, BCPD[case]), f"case {case}: {before:.2f} -> {after:.2f} mm"
+        # measured 0.81-0.92: the ridge fit compresses far less than kernel averages (0.11-0.34)
+        assert min_det > 0.5, f"case {case}: the svf map nearly folds (min det {min_det:.3f})"
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +69,30 @@ def sample_pair():
 
 @pytest.mark.slow
 def test_sample_pair_tre(sample_pair):
-    """lung_vessels preset on the synthetic pair: measured mean 0.79 mm, p95 1.62 mm (no folding,
-    min det 0.38); CPD (pycpd, best of a small grid) 0.83 mm, two plain rounds 2.70 mm."""
+    """lung_vessels preset (svf) on the synthetic pair: measured mean 0.46 mm, p95 1.30 mm (the
+    issue's bar: 0.5 / 1.5 mm); kernel averages alone 0.79 / 1.62 mm, CPD (pycpd, best of a
+    small grid) 0.83 mm."""
     source, target, exhale, inhale = sample_pair
     result = otreg.register(source, target, otreg.load_config("lung_vessels", ["output.jacobian=false"]))
     error = target_registration_error(result.transform(exhale), inhale)
-    assert error.mean() < 0.9 and np.percentile(error, 95) < 1.9
+    assert error.mean() < 0.5 and np.percentile(error, 95) < 1.5
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_lobe_surface_with_a_known_motion(shared_data, tmp_path):
+    """lung_surface preset on a LUNA16 lobe surface rebuilt as a mesh, moved by a known
+    breathing motion and rebuilt at another spacing (benchmarks/bench_surface.py): measured
+    error 9.28 -> 1.58 mm at the surface points (kernel averages alone: 3.50 mm)."""
+    import sys
+
+    sys.path.insert(0, str(SAMPLE.parent / "benchmarks"))
+    from bench_surface import make_pair
+
+    path = shared_data / "luna16_lung_surfaces" / "subject0576_lung_surface.vtk"
+    source_file, target_file, points, truth = make_pair(path, tmp_path)
+    source, target = otreg.load(source_file), otreg.load(target_file)
+    assert preset_for(source, target)[0] == "lung_surface"
+    result = otreg.register(source, target, otreg.load_config("lung_surface", ["output.jacobian=false"]))
+    error = np.linalg.norm(result.transform(points) - truth, axis=1)
+    assert error.mean() < 1.8 and np.percentile(error, 95) < 3.3

@@ -142,7 +142,9 @@ def test_config_presets_lists_every_preset():
 def registration(tmp_path_factory):
     """(OUT, parsed --json stdout) of one fast registration of the sample pair."""
     out = tmp_path_factory.mktemp("sample") / "out"
-    result = run_otreg("register", str(SOURCE), str(TARGET), "-o", str(out), *FAST, "--json")
+    # the displacement model: tests/test_quality.py runs the preset's svf model
+    result = run_otreg("register", str(SOURCE), str(TARGET), "-o", str(out), *FAST,
+                       "--set", "smooth.model=displacement", "--json")
     return out, json.loads(result.stdout)
 
 
@@ -215,11 +217,17 @@ def test_metrics_run_config_report(registration):
     assert run["versions"]["otreg"] == otreg.__version__
     assert run["seed"] == 0 and run["device"] == metrics["device"]
     assert "register" in run["argv"]
+    # no -c: the preset of vessel clouds with a radius array, the command line's settings on top
+    assert run["preset"] == {"name": "lung_vessels", "chosen_by": "input type: vessel clouds with a 'radius' array"}
+    assert summary["preset"] == "lung_vessels"
+    resolved = (out / "config.resolved.toml").read_text()
+    assert resolved.startswith("# from lung_vessels (input type: vessel clouds")
     config = otreg.load_config(out / "config.resolved.toml")
-    assert config.input.points == 1500 and config.rigid.points == 500
-    assert config.output.grid_spacing == 16
+    assert config == otreg.load_config("lung_vessels", [*FAST[3::2], "smooth.model=displacement"],
+                                       input__points=1500)
+    assert config.match.feature_weights == {"radius": 2.0} and len(config.rounds) == 8
     assert (out / "report.md").read_text().strip()
-    # transform quality: the Gaussian model has no inverse of its own (see test_quality.py)
+    # transform quality: the displacement model has no inverse of its own (see test_quality.py)
     assert metrics["jacobian"]["grid_spacing_mm"] == 16 and metrics["jacobian"]["points"] > 100
     assert "inverse_consistency_mm" not in metrics
 
@@ -283,7 +291,9 @@ def test_rerun_from_resolved_config_reproduces(registration, tmp_path):
     again = tmp_path / "again"
     run_otreg("register", str(SOURCE), str(TARGET), "-o", str(again), "-c",
               str(out / "config.resolved.toml"))
-    assert (again / "config.resolved.toml").read_text() == (out / "config.resolved.toml").read_text()
+    settings = lambda folder: (folder / "config.resolved.toml").read_text().split("\n", 1)[1]  # noqa: E731
+    assert settings(again) == settings(out)  # the first line says where the config came from
+    assert json.loads((again / "run.json").read_text())["preset"]["chosen_by"] == "-c"
     first = otreg.Transform.load(out / "transform.npz")
     second = otreg.Transform.load(again / "transform.npz")
     np.testing.assert_allclose(second.rigid, first.rigid, rtol=0, atol=1e-4)

@@ -127,6 +127,10 @@ def binary_mask(tmp: Path) -> Path:
     return path
 
 
+def plain_points(tmp: Path) -> Path:
+    return write_txt(tmp / "plain.txt", random_points(50))
+
+
 # name: (make the bad source file, extra options, keywords the message must hold)
 CASES = {
     "missing": (missing, [], ["no such file"]),
@@ -140,6 +144,8 @@ CASES = {
     "negative_weights": (negative_weights, ["--weight-by", "w"], ["negative", "'w'"]),
     "zero_weights": (zero_weights, ["--weight-by", "w"], ["weight 0", "'w'"]),
     "weight_by_absent_array": (zero_weights, ["--weight-by", "radius"], ["no point array", "'radius'"]),
+    "feature_array_absent": (plain_points, ["--set", "match.feature_weights.radius=1"],
+                             ["no point array 'radius'", "match.feature_weights"]),
     "4d_without_volume": (mask_4d, [], ["4d", "volume"]),
     "4d_volume_out_of_range": (mask_4d, ["--volume", "5"], ["volume=5", "out of range"]),
     "label_not_in_mask": (binary_mask, ["--label", "7"], ["label 7", "not found"]),

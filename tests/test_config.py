@@ -42,9 +42,17 @@ def test_preset_loads_and_validates(name):
     assert config.rounds  # at least one non-rigid round
 
 
+@pytest.mark.parametrize("name", preset_names())
+def test_presets_read_files_as_the_defaults_do(name):
+    """otreg register reads the inputs before it picks a preset by their type."""
+    from otreg.io import load_options
+
+    assert load_options(load_config(name).input) == load_options(Config().input)
+
+
 def test_defaults():
     assert load_config() == Config()
-    assert Config().rounds == [(3.0, 10.0, 10.0), (1.0, 5.0, 10.0)]
+    assert Config().rounds == [(3.0, 10.0, 10.0, "gaussian"), (1.0, 5.0, 10.0, "gaussian")]
 
 
 def test_unknown_preset_lists_presets():
@@ -136,7 +144,7 @@ def test_overrides_lists_and_tuples():
     assert config.smooth.sigma == [8.0, 6.0, 4.0]
     assert config.input.label == [1, 2]
     assert config.input.intensity_range == (-1000.0, -400.0)
-    assert config.rounds == [(4.0, 8.0, 10.0), (2.5, 6.0, 10.0), (1.0, 4.0, 10.0)]
+    assert [r[:3] for r in config.rounds] == [(4.0, 8.0, 10.0), (2.5, 6.0, 10.0), (1.0, 4.0, 10.0)]
 
 
 def test_scalar_blur_and_sigma_become_lists():
@@ -210,6 +218,8 @@ def _custom() -> Config:
             "match.blur=[3, 1.5]",
             "match.reach=[12, 6]",
             "smooth.sigma=[9, 4.5]",
+            'smooth.regression=["gaussian", "ridge"]',
+            "smooth.anisotropic=true",
             "solver.dtype=float64",
             "output.dense_field=false",
         ],
@@ -284,7 +294,7 @@ def test_to_toml_of_unset_preset_value(tmp_path):
 )
 def test_rounds_broadcast(blur, sigma, rounds):
     config = load_config(overrides=[f"match.blur={blur}", f"smooth.sigma={sigma}"])
-    assert config.rounds == [(b, s, 10.0) for b, s in rounds]
+    assert [r[:3] for r in config.rounds] == [(b, s, 10.0) for b, s in rounds]
 
 
 def test_rounds_of_different_lengths_are_an_error():
@@ -305,7 +315,32 @@ def test_rounds_check_applies_to_files(tmp_path):
 
 def test_reach_per_round_and_balanced():
     config = load_config(overrides=["match.blur=[4, 2, 1]", "smooth.sigma=8", "match.reach=[20, 10, 3]"])
-    assert config.rounds == [(4.0, 8.0, 20.0), (2.0, 8.0, 10.0), (1.0, 8.0, 3.0)]
+    assert [r[:3] for r in config.rounds] == [(4.0, 8.0, 20.0), (2.0, 8.0, 10.0), (1.0, 8.0, 3.0)]
     assert all(r.reach is None for r in load_config(overrides=["match.reach=none"]).rounds)
     with pytest.raises(ConfigError, match="match.reach has 2"):
         load_config(overrides=["match.blur=[4, 2, 1]", "match.reach=[20, 10]"])
+
+
+def test_regression_per_round():
+    config = load_config(overrides=["match.blur=[4, 2, 1]", "smooth.sigma=8",
+                                    'smooth.regression=["gaussian", "gaussian", "ridge"]'])
+    assert [r.regression for r in config.rounds] == ["gaussian", "gaussian", "ridge"]
+    assert {r.regression for r in load_config(overrides=["smooth.regression=ridge"]).rounds} == {"ridge"}
+    with pytest.raises(ConfigError, match="smooth.regression has 3"):
+        load_config(overrides=['smooth.regression=["gaussian", "ridge", "ridge"]'])
+    with pytest.raises(ConfigError, match="smooth.regression"):
+        load_config(overrides=["smooth.regression=spline"])
+
+
+def test_ridge_points_need_four_controls():
+    assert load_config(overrides=["smooth.ridge_points=0"]).smooth.ridge_points == 0
+    with pytest.raises(ConfigError, match="smooth.ridge_points: .*at least 4"):
+        load_config(overrides=["smooth.ridge_points=3"])
+
+
+def test_feature_weights():
+    config = load_config(overrides=["match.feature_weights.radius=2"])
+    assert config.match.feature_weights == {"radius": 2.0}
+    assert load_config().match.feature_weights == {}
+    with pytest.raises(ConfigError, match="match.feature_weights.radius"):
+        load_config(overrides=["match.feature_weights.radius=-1"])

@@ -173,7 +173,7 @@ def test_config_smooth_model():
 
     config = load_config(overrides=["smooth.model=svf", "smooth.svf_spacing=3"])
     assert config.smooth.model == "svf" and config.smooth.svf_spacing == 3.0
-    assert load_config().smooth.model == "gaussian" and load_config().smooth.svf_spacing is None
+    assert load_config().smooth.model == "displacement" and load_config().smooth.svf_spacing is None
     with pytest.raises(ConfigError, match="smooth.model"):
         load_config(overrides=["smooth.model=bspline"])
 

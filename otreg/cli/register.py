@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Optional
@@ -32,16 +33,19 @@ def register(
     json_: bool = JsonOption,
     verbose: int = VerboseOption,
 ) -> None:
-    """Register SOURCE (moving) onto TARGET (fixed): rigid -> OT matching -> smoothing."""
+    """Register SOURCE (moving) onto TARGET (fixed): rigid -> OT matching -> smoothing.
+
+    Without -c, the preset of the input type is used: lung_vessels for vessel clouds with a
+    'radius' array, lung_points for other point clouds, lung_surface for surface meshes,
+    lung_mask for NIfTI masks.
+    """
     setup_logging(verbose)
     from ..config import load_config
     from ..io import load, load_options
     from ..report.outputs import check_output_dir, write_registration
     from .console import stderr
 
-    cfg = load_config(
-        config,
-        set_,
+    flags = dict(
         device=device,
         seed=seed,
         input__points=points,
@@ -50,20 +54,37 @@ def register(
         input__volume=volume,
         input__weight_by=weight_by,
     )
+    if config is not None:
+        cfg = load_config(config, set_, **flags)
+        options = load_options(cfg.input)
+    else:  # the preset depends on the files: read them as the input settings given say
+        input_settings = [item for item in set_ or [] if item.strip().startswith("input.")]
+        options = load_options(load_config(None, input_settings, **flags).input)
     check_output_dir(out, overwrite)
-    options = load_options(cfg.input)
     started = time.perf_counter()
     with stderr.status("loading") as status:
         source_cloud = load(source, **options)
         target_cloud = load(target, **options)
+        if config is None:
+            from ..presets import preset_for
+
+            preset, why = preset_for(source_cloud, target_cloud)
+            # the packaged presets leave the load options alone (tests/test_config.py): the
+            # clouds read above are the preset's
+            cfg = load_config(preset, set_, **flags)
+        else:
+            preset, why = config, "-c"
+        logging.getLogger("otreg").info("config: %s (%s)", preset, why)
         from ..pipeline import register as run_registration  # torch: only once inputs are good
 
         result = run_registration(source_cloud, target_cloud, cfg, on_step=lambda s: status.update(s))
         status.update("writing outputs")
-        write_registration(out, result, cfg, source, target, load_kwargs=options, overwrite=overwrite)
+        write_registration(out, result, cfg, source, target, load_kwargs=options, overwrite=overwrite,
+                           preset={"name": preset, "chosen_by": why})
     metrics = result.metrics
     summary = {
         "out": str(out),
+        "preset": preset,
         "seconds": round(time.perf_counter() - started, 3),
         "residual_before_mm": metrics["residual_before"]["mean_mm"],
         "residual_after_rigid_mm": metrics["residual_after_rigid"]["mean_mm"],
@@ -74,7 +95,7 @@ def register(
         print_json({**summary, "metrics": metrics})
     else:
         typer.echo(
-            f"{out}: residual {summary['residual_before_mm']:.2f} mm -> rigid "
+            f"{out} ({preset}): residual {summary['residual_before_mm']:.2f} mm -> rigid "
             f"{summary['residual_after_rigid_mm']:.2f} mm -> {summary['residual_after_mm']:.2f} mm "
             f"in {summary['seconds']:.1f} s"
         )

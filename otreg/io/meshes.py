@@ -190,23 +190,30 @@ def _legacy_cells(offsets: np.ndarray, connectivity: np.ndarray, select: np.ndar
     return out
 
 
+def has_surface_cells(mesh: "pv.DataSet") -> bool:
+    """Whether ``mesh`` has 2D cells (polygons, triangles, quads, pixels, strips)."""
+    import pyvista as pv
+
+    if isinstance(mesh, pv.PolyData):
+        return mesh.GetNumberOfPolys() > 0 or mesh.GetNumberOfStrips() > 0
+    return bool(np.isin(np.asarray(mesh.celltypes), (*_POLY_TYPES, _TRIANGLE_STRIP)).any())
+
+
 def _surface_polydata(mesh: "pv.DataSet"):
     """A vtkPolyData of ``mesh``'s points and 2D cells only (same point ids), or None."""
     import pyvista as pv
     from vtkmodules.util.numpy_support import numpy_to_vtkIdTypeArray
     from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkPolyData
 
+    if not has_surface_cells(mesh):
+        return None
     surface = vtkPolyData()
     surface.SetPoints(mesh.GetPoints())
     if isinstance(mesh, pv.PolyData):
-        if mesh.GetNumberOfPolys() == 0 and mesh.GetNumberOfStrips() == 0:
-            return None
         surface.SetPolys(mesh.GetPolys())
         surface.SetStrips(mesh.GetStrips())
         return surface
     types = np.asarray(mesh.celltypes)
-    if not np.isin(types, (*_POLY_TYPES, _TRIANGLE_STRIP)).any():
-        return None
     offsets, connectivity = _cell_arrays(mesh.GetCells())
     for setter, wanted in ((surface.SetPolys, _POLY_TYPES), (surface.SetStrips, (_TRIANGLE_STRIP,))):
         select = np.flatnonzero(np.isin(types, wanted))
@@ -299,7 +306,8 @@ def read_mesh(
     Returns:
         Points (N, 3) in RAS (converted from LPS when the file declares ``SPACE=LPS``), weights
         (N,), every numeric point array as a feature, meta: reader, space (the file's frame),
-        space_declared, dataset type, number of cells, weighting.
+        space_declared, dataset type, number of cells, surface (whether it has 2D cells),
+        weighting.
     """
     mesh, space, declared = read_dataset(path)
     weights, how = mesh_weights(mesh, surface_weights)
@@ -314,6 +322,7 @@ def read_mesh(
             "space_declared": declared,
             "dataset": type(mesh).__name__,
             "n_cells": int(mesh.n_cells),
+            "surface": has_surface_cells(mesh),
             "weights": how,
         },
     )

@@ -86,8 +86,13 @@ def write_registration(
     load_kwargs: dict[str, Any] | None = None,
     overwrite: bool = False,
     argv: list[str] | None = None,
+    preset: dict[str, str] | None = None,
 ) -> Path:
-    """Write the output folder ``out`` of ``result`` (a RegistrationResult). Returns ``out``."""
+    """Write the output folder ``out`` of ``result`` (a RegistrationResult). Returns ``out``.
+
+    ``preset``: {"name": the preset or config file the config came from, "chosen_by": why},
+    recorded in run.json and atop config.resolved.toml.
+    """
     out = Path(out)
     check_output_dir(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -112,9 +117,13 @@ def write_registration(
             metrics["dense_field"] = write_dense_fields(tmp, result, config)
         run = run_record(inputs={"source": source_path, "target": target_path},
                          device=metrics["device"], seed=config.seed, argv=argv)
+        header = ""
+        if preset:
+            run["preset"] = preset
+            header = f"# from {preset['name']} ({preset['chosen_by']}), with the command line's settings\n"
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         (tmp / "run.json").write_text(json.dumps(run, indent=2))
-        (tmp / "config.resolved.toml").write_text(config.to_toml())
+        (tmp / "config.resolved.toml").write_text(header + config.to_toml())
         (tmp / "report.md").write_text(render_report(metrics, run))
         if out.exists():
             old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"

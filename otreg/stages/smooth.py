@@ -1,19 +1,30 @@
 """Step 3: smoothing the raw OT matches into a displacement field defined everywhere.
 
-Two models (``smooth.model``):
+Two regressions of the matches (``smooth.regression``, per round):
 
-- ``gaussian``: the Gaussian kernel regression of the matches is the displacement
+- ``gaussian``: their Nadaraya-Watson average with a Gaussian kernel
   (:class:`~otreg.transforms.field.KernelField`);
+- ``ridge``: kernel ridge regression, an affine part plus multi-width Gaussians fitted by
+  penalised least squares (:class:`~otreg.transforms.ridge.RidgeField`);
+
+and two models of the last round's field (``smooth.model``):
+
+- ``displacement``: the regression is the displacement;
 - ``svf``: a stationary velocity field on a grid whose exponential (scaling and squaring) has
-  that regression's displacement (:class:`~otreg.transforms.svf.SVFField`): diffeomorphic,
+  the regression's displacement (:class:`~otreg.transforms.svf.SVFField`): diffeomorphic,
   with its inverse exp(-v).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
+from ..pointcloud import PointCloud
+from ..sampling import downsample
 from ..transforms.field import KernelField
+from ..transforms.ridge import RidgeField, fit_ridge
 from ..transforms.svf import SVFField, velocity_for
 from .match import Matches
 
@@ -24,35 +35,97 @@ def smooth(
     matches: Matches,
     sigma: float,
     *,
-    model: str = "gaussian",
+    regression: str = "gaussian",
+    model: str = "displacement",
+    regularization: float = 1.0,
+    widths: Sequence[float] = (1.0,),
+    ridge_points: int = 0,
+    anisotropic: bool = False,
     spacing: float | None = None,
-) -> KernelField | SVFField:
-    """Gaussian kernel regression (width ``sigma`` mm) of the match displacements.
+    device: str = "cpu",
+) -> KernelField | RidgeField | SVFField:
+    """Regression of the match displacements into a field; columns 0-2 of its values are the
+    displacement (mm), column 3 the smoothed match confidence.
 
     Each match counts with its point's mass times its confidence, so points that unbalanced OT
-    left unmatched barely pull the field. The field carries the confidence as a 4th column.
+    left unmatched barely pull the field.
 
     Args:
         points: (N, 3) source points the matches start from, mm RAS.
         weights: (N,) their weights.
-        model: "gaussian" (the regression is the displacement) or "svf" (a velocity whose
+        sigma: kernel width, mm.
+        regression: "gaussian" (kernel average) or "ridge" (kernel ridge regression with
+            smoothness weight ``regularization`` and Gaussians of ``widths`` x sigma, fitted to
+            the matches averaged over voxel cells to at most ``ridge_points`` controls, 0 = all;
+            ``anisotropic``: each weighted by :func:`sliding_weights`).
+        model: "displacement" (the regression is the displacement) or "svf" (a velocity whose
             exponential has that displacement: fold-free).
         spacing: grid spacing of the velocity (svf), mm; default ``sigma / 2``.
+        device: where the ridge fit runs ("cpu" or "cuda").
     """
-    values = np.column_stack([matches.targets - points, matches.confidence])
-    field = KernelField(points, values, weights * matches.confidence, sigma)
-    if model == "gaussian":
+    mass = weights * matches.confidence
+    if regression == "gaussian":
+        field = KernelField(points, np.column_stack([matches.targets - points, matches.confidence]),
+                            mass, sigma)
+    elif regression == "ridge":
+        sigmas = [sigma * w for w in widths]
+        # weights counted in typical matches (regularization is per match), summed per cell
+        data = downsample(PointCloud(points, mass / mass[mass > 0].mean(),
+                                     {"displacement": matches.targets - points}), ridge_points)
+        fit_weights = data.weights
+        if anisotropic:
+            fit_weights = fit_weights[:, None, None] * sliding_weights(data.points, points, weights, sigma)
+        coefficients, affine = fit_ridge(data.points, data.features["displacement"], fit_weights,
+                                         sigmas, regularization, device=device)
+        confidence = KernelField(points, matches.confidence[:, None], mass, sigma)
+        field = RidgeField(data.points, coefficients, affine, sigmas, extra=confidence)
+    else:
+        raise ValueError(f"smooth.regression must be 'gaussian' or 'ridge', got {regression!r}")
+    if model == "displacement":
         return field
     if model == "svf":
         return velocity_field(field, points, spacing or sigma / 2, margin=sigma)
-    raise ValueError(f"smooth.model must be 'gaussian' or 'svf', got {model!r}")
+    raise ValueError(f"smooth.model must be 'displacement' or 'svf', got {model!r}")
 
 
-def velocity_field(field: KernelField, points: np.ndarray, spacing: float, margin: float) -> SVFField:
+#: sliding_weights: local spreads below about this (mm) count as flat, not as a direction to slide in
+SLIDING_NOISE = 1.0
+
+
+def sliding_weights(at: np.ndarray, points: np.ndarray, weights: np.ndarray, radius: float) -> np.ndarray:
+    """(M, 3, 3) weight matrices that trust a match less along the local structure of the
+    cloud at (M, 3) ``at`` (mm).
+
+    OT matches between independent samplings of one surface or vessel slide within the surface
+    or along the vessel, not across. The weighted covariance C of the (N, 3) ``points`` in a
+    Gaussian window of width ``radius`` (mm) around a point has eigenvalues l_1 <= l_2 <= l_3;
+    the weight along eigenvector i is (l_1 + t^2) / (l_i + t^2), t = SLIDING_NOISE: 1 across
+    a surface or a vessel, near 0 along them, 1 in every direction in a blob of points.
+    """
+    import torch
+
+    x = torch.as_tensor(points, dtype=torch.float64)
+    w = torch.as_tensor(weights, dtype=torch.float64)
+    c = torch.as_tensor(np.asarray(at, dtype=np.float64))
+    covariance = np.empty((len(c), 3, 3))
+    rows = max(1, 2_000_000 // len(x))
+    for s in range(0, len(c), rows):
+        window = torch.exp(-torch.cdist(c[s:s + rows], x).square_() / (2 * radius**2)) * w
+        window /= window.sum(1, keepdim=True).clamp(min=1e-300)
+        mean = window @ x
+        second = torch.einsum("kn,ni,nj->kij", window, x, x)
+        covariance[s:s + rows] = (second - mean[:, :, None] * mean[:, None, :]).numpy()
+    spread, axes = np.linalg.eigh(covariance)
+    trust = (spread[:, :1] + SLIDING_NOISE**2) / (spread.clip(min=0) + SLIDING_NOISE**2)
+    return np.einsum("kij,kj,klj->kil", axes, trust, axes)
+
+
+def velocity_field(field: KernelField | RidgeField, points: np.ndarray, spacing: float,
+                   margin: float) -> SVFField:
     """The :class:`SVFField` whose exponential has ``field``'s displacement (its columns 0-2,
     mm) on a grid of ``spacing`` mm over (N, 3) ``points`` plus ``margin`` mm; the other
-    columns (the confidence) ride along as its extra channels. Beyond the grid the field, as
-    ``field`` far from its controls, repeats the nearest values."""
+    columns (the confidence) ride along as its extra channels. Beyond the grid the field
+    repeats the values of the grid's border."""
     from ..transforms.itk import grid_over, grid_points
 
     shape, affine = grid_over(points, spacing, margin)

@@ -12,11 +12,12 @@ import numpy as np
 
 from ..errors import InputError
 from .field import KernelField
+from .ridge import RidgeField
 from .rigid import apply_matrix
 from .svf import SVFField
 
 #: field classes by the ``kind`` stored in transform.npz (files without a kind: kernel fields)
-_FIELD_KINDS = {"kernel": KernelField, SVFField.kind: SVFField}
+_FIELD_KINDS = {"kernel": KernelField, RidgeField.kind: RidgeField, SVFField.kind: SVFField}
 
 FORMAT = "otreg-transform-1"
 
@@ -27,13 +28,13 @@ class Transform:
     Args:
         rigid: (4, 4) matrix, world RAS mm, applied first.
         fields: applied in order (otreg writes one: the fit of its last non-rigid round),
-            :class:`KernelField` (Gaussian smoothing) or
-            :class:`SVFField` (diffeomorphic); called on (N, 3) points they return (N, d):
+            :class:`KernelField` (Gaussian kernel average), :class:`RidgeField` (kernel
+            ridge regression) or :class:`SVFField` (diffeomorphic); called on (N, 3) points they return (N, d):
             columns 0-2 the displacement (mm), column 3 (if present) the match confidence.
     """
 
     def __init__(self, rigid: np.ndarray | None = None,
-                 fields: list[KernelField | SVFField] | None = None):
+                 fields: list[KernelField | RidgeField | SVFField] | None = None):
         self.rigid = np.eye(4) if rigid is None else np.asarray(rigid, dtype=np.float64)
         self.fields = list(fields or [])
 
@@ -71,7 +72,7 @@ class Transform:
         discretisation of the fields' inverses (see :mod:`otreg.transforms.svf`).
         """
         if not self.invertible:
-            raise ValueError("this transform has fields without an inverse (Gaussian kernel fields)")
+            raise ValueError("this transform has fields without an inverse (kernel or ridge fields)")
         z = np.asarray(points, dtype=np.float64)
         for field in reversed(self.fields):
             z = field.inverse(z)
@@ -110,7 +111,7 @@ class Transform:
         return cls(arrays["rigid"], fields)
 
 
-def _field_from_arrays(arrays: dict[str, np.ndarray], prefix: str) -> KernelField | SVFField:
+def _field_from_arrays(arrays: dict[str, np.ndarray], prefix: str) -> KernelField | RidgeField | SVFField:
     kind = str(arrays.get(f"{prefix}kind", "kernel"))
     if kind not in _FIELD_KINDS:
         raise ValueError(f"unknown field kind {kind!r} in {prefix}kind (known: {', '.join(_FIELD_KINDS)}); "

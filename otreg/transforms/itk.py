@@ -76,9 +76,11 @@ def _scattered_inverse(transform: Transform, y: np.ndarray) -> np.ndarray:
 
     z = y.copy()
     for field in reversed(transform.fields):
-        moved = field.controls + field.values[:, :3]
-        back = KernelField(moved, -field.values[:, :3], field.weights, field.sigma)
-        z = z + back(z)
+        if isinstance(field, KernelField):
+            u, weights, sigma = field.values[:, :3], field.weights, field.sigma
+        else:  # a RidgeField: its displacement at its controls, its narrowest kernel
+            u, weights, sigma = field(field.controls)[:, :3], np.ones(len(field.controls)), field.sigmas[0]
+        z = z + KernelField(field.controls + u, -u, weights, sigma)(z)
     return z
 
 
