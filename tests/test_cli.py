@@ -275,7 +275,8 @@ def test_warp_landmarks_equals_python_api(registration, tmp_path):
     moved = np.loadtxt(moved_path)
     assert moved.shape == landmarks.shape == (80, 3)
     expected = otreg.Transform.load(out / "transform.npz")(landmarks)
-    np.testing.assert_allclose(moved, expected, rtol=0, atol=1e-6)
+    # the fields sum in float32 (1e-7 relative: 2e-5 mm at 240 mm), in whatever order threads take
+    np.testing.assert_allclose(moved, expected, rtol=0, atol=1e-4)
 
     # an existing output needs --overwrite, and is left alone without it
     again = run_otreg("warp", str(out), str(SOURCE_LANDMARKS), "-o", str(moved_path), check=False)
@@ -283,7 +284,7 @@ def test_warp_landmarks_equals_python_api(registration, tmp_path):
     np.testing.assert_array_equal(np.loadtxt(moved_path), moved)
     run_otreg("warp", str(out / "transform.npz"), str(SOURCE_LANDMARKS), "-o", str(moved_path),
               "--overwrite")
-    np.testing.assert_allclose(np.loadtxt(moved_path), expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.loadtxt(moved_path), expected, rtol=0, atol=1e-4)
 
 
 def test_rerun_from_resolved_config_reproduces(registration, tmp_path):
