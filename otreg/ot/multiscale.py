@@ -70,7 +70,7 @@ def anneal(x, y, problem, blurs: list[float], truncation: float, backend: str) -
             return hx.finest, hy.finest
         k = min(BITS, max(0, math.floor(math.log2(side / s))))
         lx, ly = hx.level(k), hy.level(k)
-        if len(lx) > 0.3 * len(x) or len(ly) > 0.3 * len(y):
+        if len(lx) > 0.5 * len(x) or len(ly) > 0.5 * len(y):
             return hx.finest, hy.finest
         return lx, ly
 

@@ -71,13 +71,16 @@ def smooth(
         sigmas = [sigma * w for w in widths]
         # weights counted in typical matches (regularization is per match), summed per cell
         data = downsample(PointCloud(points, mass / mass[mass > 0].mean(),
-                                     {"displacement": matches.targets - points}), ridge_points)
+                                     {"displacement": matches.targets - points,
+                                      "confidence": matches.confidence}), ridge_points)
         fit_weights = data.weights
         if anisotropic:
             fit_weights = fit_weights[:, None, None] * sliding_weights(data.points, points, weights, sigma)
         coefficients, affine = fit_ridge(data.points, data.features["displacement"], fit_weights,
                                          sigmas, regularization, device=device)
-        confidence = KernelField(points, matches.confidence[:, None], mass, sigma)
+        # over the fit's controls too: a reported quantity, and the svf model's grid (copd1:
+        # 290,000 nodes) costs 1.9 s against 20,000 controls, 0.15 s against 1,500
+        confidence = KernelField(data.points, data.features["confidence"][:, None], data.weights, sigma)
         field = RidgeField(data.points, coefficients, affine, sigmas, extra=confidence)
     else:
         raise ValueError(f"smooth.regression must be 'gaussian' or 'ridge', got {regression!r}")
