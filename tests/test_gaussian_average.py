@@ -12,13 +12,16 @@ from otreg.transforms.field import KernelField
 pytestmark = pytest.mark.skipif(_native.library() is None, reason="otreg's compiled kernels did not build here")
 
 
-def test_kernel_field_over_nearby_controls_equals_the_dense_average(monkeypatch):
+@pytest.mark.parametrize("entries", [None, 50_000])  # one compiled call; many (runs of 16 queries)
+def test_kernel_field_over_nearby_controls_equals_the_dense_average(monkeypatch, entries):
     rng = np.random.default_rng(0)
     controls = rng.uniform(0, 200, (3000, 3))
     values = rng.normal(0, 10, (3000, 4))  # displacements of ~10 mm and a confidence column
     weights = rng.uniform(0.1, 1, 3000)
     weights[:30] = 0  # controls that do not count
     field = KernelField(controls, values, weights, 8.0)
+    if entries:
+        monkeypatch.setattr(gaussian_average, "_ENTRIES", entries)
     # inside, around, and far from the controls (where the nearest ones' values repeat)
     points = np.concatenate([rng.uniform(-40, 240, (4000, 3)), [[900.0, -700.0, 50.0]]])
     near = field(points)
