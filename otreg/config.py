@@ -132,6 +132,12 @@ class MatchConfig(_Section):
         description="move the points this many times the way to each round's new fit, except in the "
         "last round (over-relaxation of the rounds' fixed point; 1 = plain)",
     )
+    tolerance: float = Field(
+        0.0, ge=0,
+        description="mm: skip a round that repeats the settings of the round before once that one "
+        "moved the points by less than this on average (repeats iterate towards a fixed point); "
+        "the last round always runs; 0 = run every round",
+    )
 
     @field_validator("blur", "reach", mode="before")
     @classmethod

@@ -121,8 +121,15 @@ def register(
     # matches (as CPD/BCPD re-fit their motion), rather than composing per-round increments:
     # composed kernel averages stack their smoothing bias (DIR-LAB: 1.36 vs 1.27 mm mean TRE).
     aligned, field_k, rounds, confidence = moved, None, [], np.ones(len(src))
+    planned, skipped, last_move = cfg.rounds, [], np.inf
     t0 = time.perf_counter()
-    for k, (blur, sigma, reach, regression) in enumerate(cfg.rounds, start=1):
+    for k, (blur, sigma, reach, regression) in enumerate(planned, start=1):
+        last = k == len(planned)
+        if not last and k > 1 and planned[k - 1] == planned[k - 2] and last_move < cfg.match.tolerance:
+            log.info("round %d skipped: the round before moved the points by %.3f mm (< match.tolerance)",
+                     k, last_move)
+            skipped.append(k)
+            continue
         step(f"OT matching, round {k}/{len(cfg.rounds)} (blur {blur:g} mm, sigma {sigma:g} mm)")
         t1 = time.perf_counter()
         matches = match(moved, src.weights, tgt.points, tgt.weights, blur=blur, reach=reach,
@@ -130,7 +137,6 @@ def register(
                         target_features=tgt_features)
         # Only the last round's field becomes the transform: the rounds before need the
         # regression at the points alone, not the svf model's velocity grid.
-        last = k == len(cfg.rounds)
         field_k = smooth(aligned, src.weights, matches, sigma, regression=regression,
                          model=cfg.smooth.model if last else "displacement",
                          regularization=cfg.smooth.regularization, widths=cfg.smooth.ridge_widths,
@@ -140,10 +146,13 @@ def register(
         # Matching and fitting converge slowly to their joint fixed point (each round closes
         # a fraction of the gap); intermediate rounds may overshoot towards it.
         step_k = 1.0 if last else cfg.match.extrapolation
-        moved = moved + step_k * (fitted - moved)
+        update = step_k * (fitted - moved)
+        moved = moved + update
+        last_move = float(src.weights @ np.linalg.norm(update, axis=1) / src.weights.sum())
         confidence = matches.confidence
         sol = matches.solution
         rounds.append({
+            "round": k,
             "blur_mm": blur,
             "sigma_mm": sigma,
             "reach_mm": reach,
@@ -156,10 +165,12 @@ def register(
             "backend": sol.backend,
             **_certificate(sol, last=last),
             "residual_after": residual(moved, src.weights, tgt.points),
+            "moved_mm": last_move,
             "time_s": time.perf_counter() - t1,
         })
     times["nonrigid_s"] = time.perf_counter() - t0
     metrics["rounds"] = rounds
+    metrics["rounds_skipped"] = skipped
     metrics["residual_after"] = residual(moved, src.weights, tgt.points)
     metrics["transported_mass"] = rounds[-1]["transported_mass"] if rounds else 1.0
     transform = Transform(rigid, [] if field_k is None else [field_k])

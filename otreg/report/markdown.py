@@ -27,8 +27,12 @@ def render_report(metrics: dict[str, Any], run: dict[str, Any]) -> str:
         _row("nothing (input)", metrics["residual_before"]),
         _row("rigid", metrics["residual_after_rigid"]),
     ]
-    for k, r in enumerate(metrics["rounds"], start=1):
-        lines.append(_row(f"round {k} (blur {r['blur_mm']:g}, sigma {r['sigma_mm']:g} mm)", r["residual_after"]))
+    for r in metrics["rounds"]:
+        lines.append(_row(f"round {r['round']} (blur {r['blur_mm']:g}, sigma {r['sigma_mm']:g} mm)",
+                          r["residual_after"]))
+    if metrics.get("rounds_skipped"):
+        skipped = ", ".join(map(str, metrics["rounds_skipped"]))
+        lines.append(f"\nRounds skipped (converged, `match.tolerance`): {skipped}")
     lines += ["", "## Steps", "", "| step | time (s) |", "|---|---|"]
     lines += [f"| {k.removesuffix('_s')} | {v:.2f} |" for k, v in metrics["times"].items()]
     if "rigid" in metrics:

@@ -1,0 +1,42 @@
+"""The non-rigid rounds: repeated rounds stop once converged (match.tolerance)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import otreg
+from otreg.pointcloud import PointCloud
+from otreg.report.markdown import render_report
+
+
+def _pair():
+    """A 600-point cloud and a smoothly moved, independently sampled copy (mm)."""
+    rng = np.random.default_rng(0)
+    source, target = rng.uniform(0, 100, (600, 3)), rng.uniform(0, 100, (600, 3))
+    target = target + 4 * np.sin(target[:, [1, 2, 0]] / 30)
+    return PointCloud(source, np.ones(600)), PointCloud(target, np.ones(600))
+
+
+def _register(tolerance: float):
+    source, target = _pair()
+    config = otreg.load_config(overrides=["match.blur=[4, 2, 2, 2, 1]", "smooth.sigma=10",
+                                          f"match.tolerance={tolerance}"])
+    return otreg.register(source, target, config).metrics
+
+
+def test_repeated_rounds_stop_once_the_points_stop_moving():
+    every = _register(0.0)
+    assert [r["round"] for r in every["rounds"]] == [1, 2, 3, 4, 5] and every["rounds_skipped"] == []
+    # a tolerance above what round 2 moves: its repeats 3 and 4 are skipped, never the last
+    # round nor a round with new settings
+    loose = _register(every["rounds"][1]["moved_mm"] + 1.0)
+    assert [r["round"] for r in loose["rounds"]] == [1, 2, 5] and loose["rounds_skipped"] == [3, 4]
+    run = {"inputs": {"source": {"path": "a"}, "target": {"path": "b"}}, "device": "cpu",
+           "versions": {"otreg": "0"}, "created": "now"}
+    report = render_report(loose, run)
+    assert "round 5 (blur 1" in report and "Rounds skipped (converged, `match.tolerance`): 3, 4" in report
+    # a tolerance between the moves of rounds 2 and 3 stops after round 3
+    moves = [r["moved_mm"] for r in every["rounds"]]
+    assert moves[2] < moves[1]
+    middle = _register((moves[1] + moves[2]) / 2)
+    assert [r["round"] for r in middle["rounds"]] == [1, 2, 3, 5]
