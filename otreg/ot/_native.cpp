@@ -415,12 +415,12 @@ void* select(int64_t n, const int64_t* crow, const int32_t* col, const T* cost, 
   return entries;
 }
 
-// A CSR matrix of costs, and (once absorbed) values exp(z - row max) and row maxima.
+// A CSR matrix of costs.
 template <class T>
 struct Sparse {
   std::vector<int64_t> crow;
   std::vector<int32_t> col;
-  std::vector<T> cost, val, row_max;
+  std::vector<T> cost;
 };
 
 // The entries of a handle of truncate as one matrix of n rows.
@@ -441,47 +441,55 @@ Sparse<T> gather(void* handle, const int64_t* row_count, int64_t n) {
   return out;
 }
 
-// The transpose (m x n) of the n x m matrix a, columns sorted in each row; threads take runs
-// of rows, each with its own column counts.
-template <class T>
-Sparse<T> transpose(const Sparse<T>& a, int64_t n, int64_t m, int threads) {
+// The transpose (m x n) of the n x m matrix (crow, col, cost), columns sorted in each row,
+// into t_crow (m + 1), t_col, t_cost; threads take runs of rows, each with its own column
+// counts.
+template <class T, class Index>
+void transpose_into(const int64_t* crow, const int32_t* col, const T* cost, int64_t n, int64_t m,
+                    Index* t_crow, int32_t* t_col, T* t_cost, int threads) {
   int parts = std::max(threads, 1);
   std::vector<std::vector<int64_t>> next(parts, std::vector<int64_t>(m + 1, 0));
   parallel_for(parts, threads, [&](int64_t p) {
-    for (int64_t k = a.crow[n * p / parts]; k < a.crow[n * (p + 1) / parts]; ++k) ++next[p][a.col[k]];
+    for (int64_t k = crow[n * p / parts]; k < crow[n * (p + 1) / parts]; ++k) ++next[p][col[k]];
   });
-  Sparse<T> t;
-  t.crow.assign(m + 1, 0);
   int64_t at = 0;
   for (int64_t j = 0; j < m; ++j) {  // part p's entries of column j follow those of parts < p
-    t.crow[j] = at;
+    t_crow[j] = (Index)at;
     for (int p = 0; p < parts; ++p) std::swap(next[p][j], at), at += next[p][j];
   }
-  t.crow[m] = at;
-  t.col.resize(at), t.cost.resize(at);
+  t_crow[m] = (Index)at;
   parallel_for(parts, threads, [&](int64_t p) {
     for (int64_t i = n * p / parts; i < n * (p + 1) / parts; ++i)
-      for (int64_t k = a.crow[i]; k < a.crow[i + 1]; ++k) {
-        int64_t to = next[p][a.col[k]]++;
-        t.col[to] = (int32_t)i, t.cost[to] = a.cost[k];
+      for (int64_t k = crow[i]; k < crow[i + 1]; ++k) {
+        int64_t to = next[p][col[k]]++;
+        t_col[to] = (int32_t)i, t_cost[to] = cost[k];
       }
   });
+}
+
+template <class T>
+Sparse<T> transpose(const Sparse<T>& a, int64_t n, int64_t m, int threads) {
+  Sparse<T> t;
+  t.crow.resize(m + 1), t.col.resize(a.crow[n]), t.cost.resize(a.crow[n]);
+  transpose_into(a.crow.data(), a.col.data(), a.cost.data(), n, m, t.crow.data(), t.col.data(), t.cost.data(),
+                 threads);
   return t;
 }
 
-// The values of a's entries for h: val = exp(z - row max), z = h[col] - cost * inv_eps.
-template <class T>
-void absorb(Sparse<T>& a, int64_t n, const T* h, T inv_eps, int threads) {
-  a.val.resize(a.col.size()), a.row_max.resize(n);
+// The values of the entries (crow, col, cost) of n rows for h: val = exp(z - row max),
+// z = h[col] - cost * inv_eps, and the row maxima.
+template <class T, class Index>
+void absorb(const Index* crow, const int32_t* col, const T* cost, int64_t n, const T* h, T inv_eps, T* val,
+            T* row_max, int threads) {
   int64_t tasks = std::max<int64_t>(1, std::min<int64_t>(n, 64 * std::max(threads, 1)));
   parallel_for(tasks, threads, [&](int64_t task) {
     for (int64_t i = n * task / tasks; i < n * (task + 1) / tasks; ++i) {
-      T* z = a.val.data() + a.crow[i];
-      int64_t count = a.crow[i + 1] - a.crow[i];
-      for (int64_t k = 0; k < count; ++k) z[k] = h[a.col[a.crow[i] + k]] - a.cost[a.crow[i] + k] * inv_eps;
+      T* z = val + crow[i];
+      int64_t count = crow[i + 1] - crow[i];
+      for (int64_t k = 0; k < count; ++k) z[k] = h[col[crow[i] + k]] - cost[crow[i] + k] * inv_eps;
       T top = max_of(z, count);
       for (int64_t k = 0; k < count; ++k) z[k] = std::exp(z[k] - top);
-      a.row_max[i] = top;
+      row_max[i] = top;
     }
   });
 }
@@ -489,11 +497,34 @@ void absorb(Sparse<T>& a, int64_t n, const T* h, T inv_eps, int threads) {
 // The kernels x -> y and y -> x on ONE support: U = R + C^T (the union), where R (n x m) and
 // C (m x n) are the row truncations of truncate. With two different supports the f- and
 // g-updates use two different matrices: no longer Sinkhorn, and on vessel-like trees the
-// iterations diverged (measured); on U both use one matrix.
+// iterations diverged (measured); on U both use one matrix. kernel_pair finds R and C and
+// counts U's rows; take_pair writes U and its transpose straight into the caller's arrays
+// (a copy of kernels of 20M entries took 0.2-0.7 s, mostly fresh pages, measured).
 template <class T>
 struct Pair {
-  Sparse<T> xy, yx;
+  int64_t n, m;
+  Sparse<T> r, ct;
+  std::vector<int64_t> u_crow;
+  const T *h_y, *h_x;
+  T inv_eps;
+  int threads;
 };
+
+// Row i of R merged with that of C^T, in column order: emit(column, cost) per entry of U.
+template <class T, class Emit>
+void merge_row(const Sparse<T>& r, const Sparse<T>& ct, int64_t i, Emit&& emit) {
+  int64_t a = r.crow[i], a_end = r.crow[i + 1], b = ct.crow[i], b_end = ct.crow[i + 1];
+  while (a < a_end || b < b_end) {
+    int32_t ja = a < a_end ? r.col[a] : std::numeric_limits<int32_t>::max();
+    int32_t jb = b < b_end ? ct.col[b] : std::numeric_limits<int32_t>::max();
+    if (ja <= jb) {
+      emit(ja, r.cost[a++]);
+      b += ja == jb;
+    } else {
+      emit(jb, ct.cost[b++]);
+    }
+  }
+}
 
 template <class T>
 void* kernel_pair(int64_t n, const T* x, const T* x_t, int64_t m, const T* y, const T* y_t,
@@ -501,12 +532,13 @@ void* kernel_pair(int64_t n, const T* x, const T* x_t, int64_t m, const T* y, co
                   T inv_eps, T truncation, int64_t* nnz, int threads) {
   std::vector<T> row_max(std::max(n, m));
   std::vector<int64_t> counts(std::max(n, m));
+  auto* pair = new Pair<T>{n, m, {}, {}, {}, h_y, h_x, inv_eps, threads};
   void* rows = truncate<T>(n, x, m, y_t, dim, h_y, lse_x, inv_eps, truncation, row_max.data(),
                            counts.data(), threads);
-  Sparse<T> r = gather<T>(rows, counts.data(), n);
+  Sparse<T>& r = pair->r = gather<T>(rows, counts.data(), n);
   void* cols = truncate<T>(m, y, n, x_t, dim, h_x, lse_y, inv_eps, truncation, row_max.data(),
                            counts.data(), threads);
-  Sparse<T> ct = transpose(gather<T>(cols, counts.data(), m), m, n, threads);  // sorted rows
+  Sparse<T>& ct = pair->ct = transpose(gather<T>(cols, counts.data(), m), m, n, threads);  // sorted rows
   int64_t tasks = std::max<int64_t>(1, std::min<int64_t>(n, 64 * std::max(threads, 1)));
   // truncate's rows come sorted by column, but for the rows it searched on their own
   parallel_for(tasks, threads, [&](int64_t task) {
@@ -522,58 +554,40 @@ void* kernel_pair(int64_t n, const T* x, const T* x_t, int64_t m, const T* y, co
       for (int64_t k = 0; k < count; ++k) c[k] = row[k].first, v[k] = row[k].second;
     }
   });
-  // each row of R merged with that of C^T: counted, then filled
-  auto merge = [&](int64_t i, auto&& emit) {
-    int64_t a = r.crow[i], a_end = r.crow[i + 1], b = ct.crow[i], b_end = ct.crow[i + 1];
-    while (a < a_end || b < b_end) {
-      int32_t ja = a < a_end ? r.col[a] : std::numeric_limits<int32_t>::max();
-      int32_t jb = b < b_end ? ct.col[b] : std::numeric_limits<int32_t>::max();
-      if (ja <= jb) {
-        emit(ja, r.cost[a++]);
-        b += ja == jb;
-      } else {
-        emit(jb, ct.cost[b++]);
-      }
-    }
-  };
-  auto* pair = new Pair<T>();
-  Sparse<T>& u = pair->xy;
-  u.crow.assign(n + 1, 0);
+  std::vector<int64_t>& u_crow = pair->u_crow;
+  u_crow.assign(n + 1, 0);
   parallel_for(tasks, threads, [&](int64_t task) {
     for (int64_t i = n * task / tasks; i < n * (task + 1) / tasks; ++i)
-      merge(i, [&](int32_t, T) { ++u.crow[i + 1]; });
+      merge_row(r, ct, i, [&](int32_t, T) { ++u_crow[i + 1]; });
   });
-  for (int64_t i = 0; i < n; ++i) u.crow[i + 1] += u.crow[i];
-  u.col.resize(u.crow[n]), u.cost.resize(u.crow[n]);
-  parallel_for(tasks, threads, [&](int64_t task) {
-    for (int64_t i = n * task / tasks; i < n * (task + 1) / tasks; ++i) {
-      int64_t at = u.crow[i];
-      merge(i, [&](int32_t j, T c) { u.col[at] = j, u.cost[at++] = c; });
-    }
-  });
-  Sparse<T>().col.swap(r.col), Sparse<T>().col.swap(ct.col);  // free what is merged
-  pair->yx = transpose(u, n, m, threads);
-  absorb(u, n, h_y, inv_eps, threads);
-  absorb(pair->yx, m, h_x, inv_eps, threads);
-  *nnz = u.crow[n];
+  for (int64_t i = 0; i < n; ++i) u_crow[i + 1] += u_crow[i];
+  *nnz = u_crow[n];
   return pair;
 }
 
-// Copy a kernel_pair's kernels (x -> y, then y -> x; each crow (rows + 1), col, cost, val
+// Write a kernel_pair's kernels (x -> y, then y -> x; each crow (rows + 1), col, cost, val
 // (nnz), row max (rows)) and free the handle.
 template <class T>
 void take_pair(void* handle, int32_t* crow_xy, int32_t* col_xy, T* cost_xy, T* val_xy,
                T* max_xy, int32_t* crow_yx, int32_t* col_yx, T* cost_yx, T* val_yx, T* max_yx) {
   auto* pair = static_cast<Pair<T>*>(handle);
-  for (auto [a, crow, col, cost, val, top] :
-       {std::make_tuple(&pair->xy, crow_xy, col_xy, cost_xy, val_xy, max_xy),
-        std::make_tuple(&pair->yx, crow_yx, col_yx, cost_yx, val_yx, max_yx)}) {
-    std::copy(a->crow.begin(), a->crow.end(), crow);
-    std::copy(a->col.begin(), a->col.end(), col);
-    std::copy(a->cost.begin(), a->cost.end(), cost);
-    std::copy(a->val.begin(), a->val.end(), val);
-    std::copy(a->row_max.begin(), a->row_max.end(), top);
-  }
+  const int64_t n = pair->n, m = pair->m;
+  const int threads = pair->threads;
+  const std::vector<int64_t>& u_crow = pair->u_crow;
+  int64_t tasks = std::max<int64_t>(1, std::min<int64_t>(n, 64 * std::max(threads, 1)));
+  parallel_for(tasks, threads, [&](int64_t task) {
+    for (int64_t i = n * task / tasks; i < n * (task + 1) / tasks; ++i) {
+      int64_t at = u_crow[i];
+      crow_xy[i] = (int32_t)at;
+      merge_row(pair->r, pair->ct, i, [&](int32_t j, T c) { col_xy[at] = j, cost_xy[at++] = c; });
+    }
+  });
+  crow_xy[n] = (int32_t)u_crow[n];
+  Sparse<T>().col.swap(pair->r.col), Sparse<T>().col.swap(pair->ct.col);  // free what is merged
+  Sparse<T>().cost.swap(pair->r.cost), Sparse<T>().cost.swap(pair->ct.cost);
+  transpose_into(u_crow.data(), col_xy, cost_xy, n, m, crow_yx, col_yx, cost_yx, threads);
+  absorb(crow_xy, col_xy, cost_xy, n, pair->h_y, pair->inv_eps, val_xy, max_xy, threads);
+  absorb(crow_yx, col_yx, cost_yx, m, pair->h_x, pair->inv_eps, val_yx, max_yx, threads);
   delete pair;
 }
 
