@@ -190,7 +190,7 @@ def test_vessel_like_trees_converge(multiscale_from_small_sizes):
 def test_certificate_of_a_truncated_plan_contains_the_exact_cost(multiscale_from_small_sizes, seed):
     x, y = _tree_pair(1500, seed) if seed == 2 else _deformed_pair(1500, seed, torch.float32)
     s = sinkhorn(x, y, blur=0.02, tol=1e-3, max_iter=500)
-    assert s._support is not None  # the rounded plan is the truncated one
+    assert s._plan is not None  # the rounded plan is the truncated one
     a = np.full(1500, 1 / 1500)
     exact = float(ot.emd2(a, a, ot.dist(x.double().numpy(), y.double().numpy()) / 2, numItermax=10**7))
     lower, upper = s.bounds()
@@ -213,7 +213,7 @@ def test_without_compiled_kernels_every_level_is_dense(multiscale_from_small_siz
     reference = sinkhorn(x, y, **kw)
     monkeypatch.setattr(_native, "library", lambda: None)
     fallback = sinkhorn(x, y, **kw)
-    assert fallback.backend == "multiscale" and fallback._support is None
+    assert fallback.backend == "multiscale" and fallback._plan is None
     assert fallback.cost == pytest.approx(reference.cost, rel=2e-3)
 
 
@@ -226,7 +226,7 @@ def test_the_gpu_code_path_on_the_cpu(multiscale_from_small_sizes, monkeypatch):
     reference = sinkhorn(x, y, **kw)
     monkeypatch.setattr(_native, "library", lambda: None)
     keops = sinkhorn(x, y, backend="keops", **kw)
-    assert keops.backend == "multiscale" and keops._support is None
+    assert keops.backend == "multiscale" and keops._plan is None
     assert keops.cost == pytest.approx(reference.cost, rel=2e-3)
     assert torch.allclose(keops.targets, reference.targets, atol=2e-3)
 
@@ -244,3 +244,27 @@ def test_feature_columns_take_part_in_the_truncated_kernels(multiscale_from_smal
     plain = sinkhorn(x, y, **kw)
     assert multi.backend == "multiscale" and multi.cost == pytest.approx(dense.cost, rel=2e-3)
     assert multi.cost > 1.2 * plain.cost  # the feature term adds to the cost
+
+
+@needs_native
+def test_points_denser_than_the_blur_are_solved_on_clusters(multiscale_from_small_sizes, monkeypatch):
+    """A tree of 3,000 points at blur 0.04 (a few points per cluster of side < blur): the final
+    blur runs on clusters and the points are matched to them. Its bounds still contain the
+    exact cost, its lower bound stays near it, and its plan agrees with the one solved between
+    the points."""
+    x, y = (t.double() for t in _tree_pair(3000, 4))
+    kw = {"blur": 0.04, "tol": 1e-3, "max_iter": 1000}
+    clustered = sinkhorn(x, y, **kw)
+    assert clustered._plan[2].spread is not None and len(clustered._plan[2].points) < 1500
+    monkeypatch.setattr(importlib.import_module("otreg.ot.multiscale"), "CLUSTER_FINAL_BLUR", False)
+    points = sinkhorn(x, y, **kw)
+    assert points._plan[2].spread is None
+
+    a = np.full(3000, 1 / 3000)
+    exact = float(ot.emd2(a, a, ot.dist(x.numpy(), y.numpy()) / 2, numItermax=10**7))
+    lower, upper = clustered.bounds()
+    assert lower <= exact * (1 + 1e-9) and upper >= exact * (1 - 1e-9)
+    assert lower >= points.bounds()[0] - 0.002 * exact
+    assert clustered.cost == pytest.approx(points.cost, rel=0.01)
+    assert clustered.f.shape == (3000,) and clustered.g.shape == (3000,)
+    assert (clustered.targets - points.targets).norm(dim=1).mean() < 0.1 * kw["blur"]

@@ -24,12 +24,15 @@ class Level:
         weights: (n,) total weight of each cluster.
         start: (n + 1,) int64 offsets: cluster c holds the sorted points start[c]:start[c+1].
         side: voxel side (input units); 0 for the points themselves.
+        spread: (n,) weighted mean of |x - centroid|^2 over each cluster's points (input
+            units squared, all D columns); None for the points themselves.
     """
 
     points: torch.Tensor
     weights: torch.Tensor
     start: torch.Tensor
     side: float
+    spread: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.weights)
@@ -97,16 +100,21 @@ class Hierarchy:
 
 
 def _clusters(finest: Level, start: torch.Tensor, side: float) -> Level:
-    """Weighted centroids of the runs ``start`` of the finest points (sums in float64)."""
+    """Weighted centroids and spreads of the runs ``start`` of the finest points (sums in
+    float64, about the runs' first points so that no large squares cancel)."""
     w = finest.weights.double()
-    zero = w.new_zeros(1)
-    cum_w = torch.cat([zero, w.cumsum(0)])
-    cum_wx = torch.cat([zero.expand(1, finest.points.shape[1]),
-                        (w[:, None] * finest.points.double()).cumsum(0)])
-    weights = cum_w[start[1:]] - cum_w[start[:-1]]
-    sums = cum_wx[start[1:]] - cum_wx[start[:-1]]
+    first = finest.points[start[:-1]].double()
+    offsets = finest.points.double() - torch.repeat_interleave(first, start.diff(), dim=0)
+
+    def run_sums(values: torch.Tensor) -> torch.Tensor:
+        cum = torch.cat([values.new_zeros(1, *values.shape[1:]), values.cumsum(0)])
+        return cum[start[1:]] - cum[start[:-1]]
+
+    weights = run_sums(w)
+    total = weights.clamp(min=1e-300)
+    mean_offset = run_sums(w[:, None] * offsets) / total[:, None]
+    spread = (run_sums(w * (offsets * offsets).sum(1)) / total - (mean_offset * mean_offset).sum(1)).clamp(min=0)
     # a cluster of zero weight still needs a position: its first point
-    points = torch.where(weights[:, None] > 0, sums / weights.clamp(min=1e-300)[:, None],
-                         finest.points[start[:-1]].double())
+    points = first + torch.where(weights[:, None] > 0, mean_offset, 0.0)
     dtype = finest.points.dtype
-    return Level(points.to(dtype), weights.to(dtype), start, side)
+    return Level(points.to(dtype), weights.to(dtype), start, side, spread.to(dtype))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -67,7 +68,7 @@ class OTSolution:
             raise SolverError("OT bounds are defined for balanced OT only (reach = None)")
         from .certificate import ot_bounds
 
-        return ot_bounds(*self._inputs, self.blur, self._support)
+        return ot_bounds(*self._inputs, self.blur, self._plan)
 
     def unsort(self, order_x: torch.Tensor, order_y: torch.Tensor) -> None:
         """Put per-point arrays back in input order (the multiscale solver sorts the points)."""
@@ -138,8 +139,9 @@ def sinkhorn(
         backend: 'auto', 'torch' (dense blocks) or 'keops', for the dense (coarse or small)
             problems.
         multiscale: solve large problems (N * M above ``DENSE_PAIRS``) coarse to fine on
-            voxel clusters with truncated kernels (:mod:`otreg.ot.multiscale`); False solves
-            every scale densely, O(N M) per iteration.
+            voxel clusters with truncated kernels (:mod:`otreg.ot.multiscale`; where the points
+            are denser than the blur, the final blur too, and the points are then matched to
+            the clusters); False solves every scale densely, O(N M) per iteration.
         truncation: the multiscale kernels keep, per row, the entries within exp(-truncation)
             of the row's largest one (6 to 16 moved the cost by < 0.1 % on 10k-point cubes,
             shells and trees, measured).
@@ -176,9 +178,9 @@ def sinkhorn(
         x, y, problem = x[order_x], y[order_y], _Problem(a[order_x], b[order_y], reach)
         f, g = init[0][order_x], init[1][order_y]
         kxy, kyx = truncated_pair(x, y, problem.log_a, problem.log_b, reach, f, g, blur**2, truncation)
-        iterations = 0
+        iterations, annealed = 0, None
     elif multiscale and init is None and len(x) * len(y) > DENSE_PAIRS:
-        from .multiscale import anneal
+        from .multiscale import anneal, to_points
 
         annealed = anneal(x, y, problem, blurs, truncation, backend)
         order_x, order_y = annealed.order_x, annealed.order_y
@@ -186,7 +188,7 @@ def sinkhorn(
         f, g, kxy, kyx = annealed.f, annealed.g, annealed.kxy, annealed.kyx
         iterations = len(blurs)
     else:
-        order_x = order_y = None
+        order_x = order_y = annealed = None
         kxy, kyx = make_kernel(backend, x, y, blur), make_kernel(backend, y, x, blur)
         if init is not None:
             f, g = init
@@ -199,18 +201,39 @@ def sinkhorn(
                                                 make_kernel(backend, y, x, s), s, f, g)
             iterations = len(blurs) + 1
 
-    f, g, kxy, kyx, more, error = _iterate(problem, kxy, kyx, blur, f, g, tol, max_iter,
-                                           overrelaxation, truncation)
-    solution = _solution(problem, kxy, x, y, f, g, blur, iterations + more, error,
+    clustered = annealed is not None and annealed.clustered
+    solved = _Problem(annealed.x_level.weights, annealed.y_level.weights, reach) if clustered else problem
+    f, g, kxy, kyx, more, error = _iterate(solved, kxy, kyx, blur, f, g, tol, max_iter, overrelaxation,
+                                           truncation)
+    columns = _Columns(y, problem.log_b, g, None)
+    if clustered:
+        f, g, kxy, g_clusters, extra, error = to_points(x, problem, annealed, f, g, kxy, kyx, blur**2, truncation,
+                                                        tol)
+        columns = _Columns(annealed.y_level.points, solved.log_b, g_clusters, annealed.y_level.spread)
+        more += extra
+    solution = _solution(problem, kxy, x, columns, f, g, blur, iterations + more, error,
                          "multiscale" if order_x is not None else backend)
     solution.targets += center
     # what the certificate needs: the points, weights and potentials in the solver's order,
-    # and the support of a truncated plan
+    # and the support and columns of a truncated plan
     solution._inputs = (x, y, problem.a, problem.b, f, g)
-    solution._support = (kxy.crow, kxy.col) if isinstance(kxy, SparseKernel) else None
+    solution._plan = (kxy.crow, kxy.col, columns) if isinstance(kxy, SparseKernel) else None
     if order_x is not None:
         solution.unsort(order_x, order_y)
     return solution
+
+
+class _Columns(NamedTuple):
+    """The columns of a plan: the target points, or their clusters (then each cluster's mass
+    goes to its points in proportion to their weights, at the extra cost of half its spread).
+
+    points (m, D), log_weights (m,), potential g (m,), spread (m,) mm^2 or None for points.
+    """
+
+    points: torch.Tensor
+    log_weights: torch.Tensor
+    g: torch.Tensor
+    spread: torch.Tensor | None
 
 
 class _Problem:
@@ -294,16 +317,20 @@ def _iterate(problem: _Problem, kxy, kyx, blur, f, g, tol, max_iter, overrelaxat
     return f, g, kxy, kyx, done, error
 
 
-def _solution(problem: _Problem, kxy, x, y, f, g, blur, iterations, error, backend) -> OTSolution:
-    """Matches and costs of the plan P_ij = a_i b_j exp((f_i + g_j - C_ij) / eps)."""
+def _solution(problem: _Problem, kxy, x, columns: _Columns, f, g, blur, iterations, error, backend) -> OTSolution:
+    """Matches and costs of the plan P_ij = a_i b_j exp((f_i + g_j - C_ij) / eps), j over
+    ``columns``; f (N,) and g (M,) are the potentials on the points."""
     eps = blur * blur
-    h = problem.log_b + g / eps
+    h = columns.log_weights + columns.g / eps
     row_log_mass = f / eps + kxy.lse(h)  # log (sum_j P_ij / a_i)
-    averages = kxy.average(h, y)  # [E_j y_j, E_j C_ij / eps] under row i
+    dim = x.shape[1]
+    values = columns.points if columns.spread is None else torch.cat([columns.points, columns.spread[:, None] / 2], 1)
+    averages = kxy.average(h, values)  # [E_j y_j, (E_j spread_j / 2,) E_j C_ij / eps] under row i
     confidence = row_log_mass.exp()
-    cost = float((problem.a * confidence * averages[:, -1]).sum()) * eps
+    row_cost = averages[:, -1] * eps + (averages[:, dim] if columns.spread is not None else 0)
+    cost = float((problem.a * confidence * row_cost).sum())
     return OTSolution(
-        f=f, g=g, targets=averages[:, :-1], confidence=confidence, cost=cost,
+        f=f, g=g, targets=averages[:, :dim], confidence=confidence, cost=cost,
         dual=_dual_value(problem.a, problem.b, f, g, problem.reach), blur=blur,
         reach=problem.reach, iterations=iterations, marginal_error=error, backend=backend,
     )
