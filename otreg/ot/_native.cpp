@@ -741,8 +741,9 @@ double otreg_rounded_plan_cost(int64_t n, const int64_t* crow, const int32_t* co
       alpha[i] = rows > a[i] ? a[i] / rows : 1.0;
     }
   });
-  otreg_transpose_matvec(n, crow, col, plan.data(), alpha.data(), m, beta.data(), threads);
-  for (int64_t j = 0; j < m; ++j) beta[j] = beta[j] > b[j] ? b[j] / beta[j] : 1.0;
+  std::vector<double> cols(m);  // column sums of diag(alpha) P, then of diag(alpha) P diag(beta)
+  otreg_transpose_matvec(n, crow, col, plan.data(), alpha.data(), m, cols.data(), threads);
+  for (int64_t j = 0; j < m; ++j) beta[j] = cols[j] > b[j] ? b[j] / cols[j] : 1.0, cols[j] *= beta[j];
   std::vector<double> err_a(n), scaled_cost(n);
   parallel_for(blocks, threads, [&](int64_t block) {
     for (int64_t i = n * block / blocks; i < n * (block + 1) / blocks; ++i) {
@@ -756,9 +757,6 @@ double otreg_rounded_plan_cost(int64_t n, const int64_t* crow, const int32_t* co
       scaled_cost[i] = c;
     }
   });
-  std::vector<double> cols(m), scaled(n);
-  for (int64_t k = 0; k < nnz; ++k) plan[k] *= beta[col[k]];
-  otreg_transpose_matvec(n, crow, col, plan.data(), alpha.data(), m, cols.data(), threads);
   double total = 0, mass = 0;
   for (int64_t i = 0; i < n; ++i) total += scaled_cost[i], mass += err_a[i];
   if (mass <= 0) return total;

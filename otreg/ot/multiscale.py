@@ -37,6 +37,11 @@ _COARSE_TOL, _LEVEL_TOL, _COARSE_ITERATIONS = 1e-3, 1e-2, 300
 # and shells and trees of 100k points took 3 s instead of 8-77 s (measured).
 CLUSTER_FINAL_BLUR = True
 
+# The annealing takes one averaged update per blur: its kernels keep the entries within e^-6
+# of each row's largest (the final blur's, ``truncation``). A 100k-point cube solved 0.2 s
+# faster, to the same certified bounds (measured).
+_ANNEALING_TRUNCATION = 6.0
+
 
 @dataclass
 class Annealed:
@@ -96,12 +101,12 @@ def anneal(x, y, problem, blurs: list[float], truncation: float, backend: str) -
     def truncated(lx: Level, ly: Level) -> bool:
         return len(lx) * len(ly) > _dense_pairs() and _native.usable(lx.points, ly.points)
 
-    def kernels(lx: Level, ly: Level, f, g, s: float):
-        """The pair of kernels x -> y, y -> x of the levels at blur s: truncated for the
-        potentials f, g when large and possible, else dense."""
+    def kernels(lx: Level, ly: Level, f, g, s: float, cut: float):
+        """The pair of kernels x -> y, y -> x of the levels at blur s: truncated at ``cut`` for
+        the potentials f, g when large and possible, else dense."""
         if truncated(lx, ly):
             return truncated_pair(lx.points, ly.points, lx.weights.log(), ly.weights.log(),
-                                  problem.reach, f, g, s * s, truncation)
+                                  problem.reach, f, g, s * s, cut)
         return make_kernel(backend, lx.points, ly.points, s), make_kernel(backend, ly.points, lx.points, s)
 
     lx = ly = kxy = kyx = f = g = None
@@ -123,7 +128,8 @@ def anneal(x, y, problem, blurs: list[float], truncation: float, backend: str) -
             f, g = (_prolong(lx, nx, f, kxy, ly.points, ly.weights.log() + g / old_eps, damp),
                     _prolong(ly, ny, g, kyx, lx.points, lx.weights.log() + f / old_eps, damp))
             lx, ly = nx, ny
-        kxy, kyx = kernels(lx, ly, f, g, s)
+        final = step >= len(blurs) - 2  # the final blur, on clusters then on the points
+        kxy, kyx = kernels(lx, ly, f, g, s, truncation if final else min(truncation, _ANNEALING_TRUNCATION))
         f_new = -damp * eps * kxy.lse(ly.weights.log() + g / eps)
         g_new = -damp * eps * kyx.lse(lx.weights.log() + f / eps)
         f, g = (f + f_new) / 2, (g + g_new) / 2

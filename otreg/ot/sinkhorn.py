@@ -90,7 +90,7 @@ class OTSolution:
 DENSE_PAIRS = 250_000
 
 
-_DRIFT_EVERY = 5  # iterations between checks of the truncated kernels' drift (O(kept entries))
+_DRIFT_EVERY = 5  # iterations between checks of the truncated kernels' drift
 _OVERRELAX_BELOW = 0.1  # marginal error under which the updates are over-relaxed
 
 
@@ -283,8 +283,9 @@ def _iterate(problem: _Problem, kxy, kyx, blur, f, g, tol, max_iter, overrelaxat
     a_mass = float(a.sum())
     omega, error, best, done = overrelaxation, math.inf, math.inf, 0
     for _ in range(max_iter):
-        if truncation is not None and isinstance(kxy, SparseKernel) and done % _DRIFT_EVERY == 0 and max(
-                kxy.drift(problem.log_b + g / eps), kyx.drift(problem.log_a + f / eps)) > truncation / 2:
+        if truncation is not None and isinstance(kxy, SparseKernel) and done % _DRIFT_EVERY == 0 and (
+                kxy.drifted(problem.log_b + g / eps, truncation / 2)
+                or kyx.drifted(problem.log_a + f / eps, truncation / 2)):
             log.debug("the potentials moved: choosing the kernels' entries again (error %.2e)", error)
             kxy, kyx = refilter(kxy, kyx, f, g, eps, truncation)
             best = math.inf  # new entries move the error: no sign of over-relaxation trouble

@@ -74,15 +74,19 @@ class SparseKernel:
         shift = d.max()
         return (d - shift).exp_(), shift
 
-    def drift(self, h: torch.Tensor) -> float:
-        """How far ``h`` has moved, within a row, from the h the entries were chosen for: the
-        largest spread of the change over the kept columns of a row, in units of z (a change
-        that is constant over a row keeps its choice; a global tilt of the potentials moves
-        each row by far less than its spread over the whole cloud)."""
-        change = (h - self.h_search).contiguous()
+    def drifted(self, h: torch.Tensor, limit: float) -> bool:
+        """Whether ``h`` has moved, within some row, by more than ``limit`` (in units of z) from
+        the h the entries were chosen for: the spread of the change over the kept columns of a
+        row (a change that is constant over a row keeps its choice; a global tilt of the
+        potentials moves each row by far less than its spread over the whole cloud)."""
+        change = torch.nan_to_num(h - self.h_search, nan=0.0, posinf=0.0, neginf=0.0)  # as the compiled code
+        if float(change.max() - change.min()) <= limit:
+            # the spread over all columns bounds that within any row, in O(m), not O(entries):
+            # at the final blur of 100k-point cubes it stayed under half the truncation (measured)
+            return False
         return float(_native.typed("otreg_row_spread", h.dtype)(
-            self.n_rows, _native.ptr(self.crow), _native.ptr(self.col), _native.ptr(change),
-            _native.threads()))
+            self.n_rows, _native.ptr(self.crow), _native.ptr(self.col), _native.ptr(change.contiguous()),
+            _native.threads())) > limit
 
     def lse(self, h: torch.Tensor) -> torch.Tensor:
         """(n,) log sum_j exp(h_j - C_ij / eps) over the kept entries of each row."""
