@@ -38,8 +38,6 @@ FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread"]
 _i64, _i32, _f32, _f64 = (ctypes.POINTER(t) for t in (ctypes.c_int64, ctypes.c_int32,
                                                         ctypes.c_float, ctypes.c_double))
 _SIGNATURES = {
-    "otreg_transpose_matvec": (None, [ctypes.c_int64, _i64, _i32, _f64, _f64, ctypes.c_int64,
-                                      _f64, ctypes.c_int]),
     "otreg_c_transform": (None, [ctypes.c_int64, _f64, ctypes.c_int64, _f64, ctypes.c_int64, _f64,
                                  _f64, ctypes.c_int]),
     "otreg_rounded_plan_cost": (ctypes.c_double, [ctypes.c_int64, _i64, _i32, _f64, ctypes.c_int64,
@@ -52,8 +50,8 @@ for _suffix, _real, _p in (("f32", ctypes.c_float, _f32), ("f64", ctypes.c_doubl
                                                        ctypes.c_int64, _p, _p, _real, _real, _p,
                                                        _i64, ctypes.c_int]),
         f"otreg_pair_{_suffix}": (ctypes.c_void_p, [ctypes.c_int64, _p, _p, ctypes.c_int64, _p, _p,
-                                                   ctypes.c_int64, _p, _p, _p, _p, _real, _real, _i64,
-                                                   ctypes.c_int]),
+                                                   ctypes.c_int64, _p, _p, _p, _p, _real, _real,
+                                                   ctypes.c_int, _i64, ctypes.c_int]),
         f"otreg_take_pair_{_suffix}": (None, [ctypes.c_void_p, _i32, _i32, _p, _p, _p, _i32, _i32, _p,
                                               _p, _p]),
         f"otreg_select_{_suffix}": (ctypes.c_void_p, [ctypes.c_int64, _i64, _i32, _p, _p, _real,

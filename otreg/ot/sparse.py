@@ -85,7 +85,7 @@ class SparseKernel:
             # at the final blur of 100k-point cubes it stayed under half the truncation (measured)
             return False
         return float(_native.typed("otreg_row_spread", h.dtype)(
-            self.n_rows, _native.ptr(self.crow), _native.ptr(self.col), _native.ptr(change.contiguous()),
+            self.n_rows, _native.ptr(self.crow), _native.ptr(self.col), _native.ptr(change),
             _native.threads())) > limit
 
     def lse(self, h: torch.Tensor) -> torch.Tensor:
@@ -109,7 +109,7 @@ class SparseKernel:
 
 def truncated_pair(x: torch.Tensor, y: torch.Tensor, log_a: torch.Tensor, log_b: torch.Tensor,
                    reach: float | None, f: torch.Tensor, g: torch.Tensor, eps: float,
-                   truncation: float) -> tuple[SparseKernel, SparseKernel]:
+                   truncation: float, rows_only: bool = False) -> tuple[SparseKernel, SparseKernel]:
     """The kernels x -> y and y -> x at ``eps`` for the potentials f (n,), g (m,), on one support.
 
     Per row of x (n, D), ALL the columns of y (m, D) with z_ij = log b_j + (g_j - C_ij) / eps
@@ -120,6 +120,7 @@ def truncated_pair(x: torch.Tensor, y: torch.Tensor, log_a: torch.Tensor, log_b:
     Args:
         x, y: (n, D), (m, D) points; log_a, log_b: (n,), (m,) log weights.
         reach: unbalanced OT length (None: balanced); f and g are damped by it.
+        rows_only: keep the entries of the rows of x alone (y -> x is their transpose).
     """
     x, y = x.contiguous(), y.contiguous()
     damping = 1.0 if reach is None else 1.0 / (1.0 + eps / reach**2)
@@ -131,7 +132,7 @@ def truncated_pair(x: torch.Tensor, y: torch.Tensor, log_a: torch.Tensor, log_b:
     ptr = _native.ptr
     handle = _native.typed("otreg_pair", x.dtype)(
         len(x), ptr(x), ptr(x_t), len(y), ptr(y), ptr(y_t), x.shape[1], ptr(h_y), ptr(h_x),
-        ptr(lse_x), ptr(lse_y), 1 / eps, truncation, ctypes.byref(nnz), _native.threads())
+        ptr(lse_x), ptr(lse_y), 1 / eps, truncation, int(rows_only), ctypes.byref(nnz), _native.threads())
     if nnz.value >= 2**31:
         raise SolverError(f"the truncated kernels would hold {nnz.value} entries (int32 indices): "
                           "use a larger blur or fewer points")
@@ -139,7 +140,7 @@ def truncated_pair(x: torch.Tensor, y: torch.Tensor, log_a: torch.Tensor, log_b:
                 torch.empty(nnz.value, dtype=x.dtype), torch.empty(nnz.value, dtype=x.dtype),
                 torch.empty(rows, dtype=x.dtype)) for rows in (len(x), len(y))]
     _native.typed("otreg_take_pair", x.dtype)(handle, *(ptr(t) for kernel in kernels for t in kernel))
-    search = functools.partial(truncated_pair, x, y, log_a, log_b, reach)
+    search = functools.partial(truncated_pair, x, y, log_a, log_b, reach, rows_only=rows_only)
     return (SparseKernel(*kernels[0], eps, h_y, search), SparseKernel(*kernels[1], eps, h_x, search))
 
 
