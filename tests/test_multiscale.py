@@ -268,3 +268,19 @@ def test_points_denser_than_the_blur_are_solved_on_clusters(multiscale_from_smal
     assert clustered.cost == pytest.approx(points.cost, rel=0.01)
     assert clustered.f.shape == (3000,) and clustered.g.shape == (3000,)
     assert (clustered.targets - points.targets).norm(dim=1).mean() < 0.1 * kw["blur"]
+
+
+@needs_native
+def test_certificate_of_a_truncated_plan_holds_for_potentials_far_off(multiscale_from_small_sizes):
+    """Bounds hold for any potentials: f raised by 200 eps puts the plan's entries near e^200
+    (past float's range), and the rounded plan must still be a finite plan."""
+    from otreg.ot.certificate import ot_bounds
+
+    x, y = _deformed_pair(1500, 3, torch.float32)
+    s = sinkhorn(x, y, blur=0.02, tol=1e-3, max_iter=500)
+    xs, ys, a, b, f, g = s._inputs
+    exact = float(ot.emd2(a.double().numpy(), b.double().numpy(),
+                          ot.dist(xs.double().numpy(), ys.double().numpy()) / 2, numItermax=10**7))
+    lower, upper = ot_bounds(xs, ys, a, b, f + 200 * s.eps, g, s.blur, s._plan)
+    assert math.isfinite(upper) and upper >= exact * (1 - 1e-9)
+    assert lower <= exact * (1 + 1e-9)

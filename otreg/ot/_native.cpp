@@ -760,34 +760,43 @@ double otreg_rounded_plan_cost(int64_t n, const int64_t* crow, const int32_t* co
     return sq / 2;
   };
   int64_t nnz = crow[n];
-  // the plan's entries in float: any nonnegative entries rounded onto the marginals make a
-  // plan, and float halves the memory and the time of this pass (0.3 s for 22M entries in
-  // double, measured)
+  // The plan's entries in float, relative to their row's largest (P_ij = scale_i plan_ij, the
+  // scale in double: no float overflow for potentials far from converged): any nonnegative
+  // entries rounded onto the marginals make a plan, and float halves the memory and the time
+  // of this pass (0.3 s for 22M entries in double, measured). row_factor_i = alpha_i scale_i.
   std::vector<float> plan(nnz);
-  std::vector<double> alpha(n), beta(m), log_b(m);
+  std::vector<double> row_factor(n), beta(m), log_b(m);
   for (int64_t j = 0; j < m; ++j) log_b[j] = std::log(b[j]) + g[j] / eps;
   int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(n, 64 * std::max(threads, 1)));
   parallel_for(blocks, threads, [&](int64_t block) {
+    std::vector<double> z;
     for (int64_t i = n * block / blocks; i < n * (block + 1) / blocks; ++i) {
-      double rows = 0;
       const double log_a = std::log(a[i]) + f[i] / eps;
+      z.resize(crow[i + 1] - crow[i]);
+      double top = -std::numeric_limits<double>::infinity();
       for (int64_t k = crow[i]; k < crow[i + 1]; ++k) {
-        int64_t j = col[k];
-        plan[k] = std::exp((float)(log_a + log_b[j] - cost(i, j) / eps));
+        z[k - crow[i]] = log_a + log_b[col[k]] - cost(i, col[k]) / eps;
+        top = std::max(top, z[k - crow[i]]);
+      }
+      double rows = 0;
+      for (int64_t k = crow[i]; k < crow[i + 1]; ++k) {
+        plan[k] = std::exp((float)(z[k - crow[i]] - top));
         rows += plan[k];
       }
-      alpha[i] = rows > a[i] ? a[i] / rows : 1.0;
+      const double scale = std::isfinite(top) ? std::exp(top) : 0.0;
+      rows *= scale;
+      row_factor[i] = (rows > a[i] ? a[i] / rows : 1.0) * scale;
     }
   });
   std::vector<double> cols(m);  // column sums of diag(alpha) P, then of diag(alpha) P diag(beta)
-  transpose_matvec(n, crow, col, plan.data(), alpha.data(), m, cols.data(), threads);
+  transpose_matvec(n, crow, col, plan.data(), row_factor.data(), m, cols.data(), threads);
   for (int64_t j = 0; j < m; ++j) beta[j] = cols[j] > b[j] ? b[j] / cols[j] : 1.0, cols[j] *= beta[j];
   std::vector<double> err_a(n), scaled_cost(n);
   parallel_for(blocks, threads, [&](int64_t block) {
     for (int64_t i = n * block / blocks; i < n * (block + 1) / blocks; ++i) {
       double rows = 0, c = 0;
       for (int64_t k = crow[i]; k < crow[i + 1]; ++k) {
-        double q = alpha[i] * plan[k] * beta[col[k]];
+        double q = row_factor[i] * plan[k] * beta[col[k]];
         rows += q;
         c += q * cost(i, col[k]);
       }
