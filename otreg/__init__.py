@@ -3,7 +3,11 @@
 Public API (imported lazily so that ``import otreg`` stays instant and torch-free)::
 
     import otreg
-    source = otreg.load("exhale.vtk")
+    done = otreg.run("exhale.vtk", "inhale.vtk", "out/")  # what `otreg register` does
+    otreg.evaluate("out/", "exhale_landmarks.txt", "inhale_landmarks.txt")
+    otreg.warp("out/", "exhale_landmarks.txt", "moved.txt")
+
+    source = otreg.load("exhale.vtk")                # or step by step, in memory
     target = otreg.load("inhale.vtk")
     result = otreg.register(source, target)          # RegistrationResult
     moved = result.transform(source.points)          # (N, 3) mm, world RAS
@@ -22,6 +26,10 @@ _LAZY = {
     "preset_for": ("otreg.presets", "preset_for"),
     "load": ("otreg.io", "load"),
     "register": ("otreg.pipeline", "register"),
+    "run": ("otreg.runner", "run"),
+    "RunResult": ("otreg.runner", "RunResult"),
+    "evaluate": ("otreg.evaluation", "evaluate"),
+    "warp": ("otreg.warping", "warp"),
     "RegistrationResult": ("otreg.pipeline", "RegistrationResult"),
     "Transform": ("otreg.transforms", "Transform"),
 }

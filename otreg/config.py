@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple, Optional, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
@@ -25,9 +26,24 @@ else:  # pragma: no cover
 
 PRESET_DIR = Path(__file__).parent / "configs"
 
+#: the fewest points a cloud may have (a rigid fit needs 4 points in general position)
+MIN_POINTS = 4
+
+
+def check_point_count(n: int) -> int:
+    """The rule for a number of points to keep: 0 (keep all) or at least :data:`MIN_POINTS`.
+
+    Raises:
+        ValueError: otherwise (the schema reports it as a ConfigError naming the key).
+    """
+    if n < 0 or 0 < n < MIN_POINTS:
+        raise ValueError(f"must be 0 (keep all) or at least {MIN_POINTS}")
+    return n
+
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # every number of the schema is finite: inf and nan are refused where they are read
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -44,7 +60,7 @@ class InputConfig(_Section):
     """How files become weighted point clouds (both source and target)."""
 
     points: int = Field(
-        20000, ge=0, description="down-sample each cloud to at most this many points (0 = keep all)"
+        20000, description="down-sample each cloud to at most this many points (0 = keep all; else at least 4)"
     )
     weight_by: Optional[str] = Field(
         None, description="multiply weights by this point array (e.g. 'radius')"
@@ -58,7 +74,9 @@ class InputConfig(_Section):
     intensity_range: Optional[tuple[float, float]] = Field(
         None, description="NIfTI: keep voxels with low <= value <= high"
     )
-    volume: Optional[int] = Field(None, description="NIfTI: index of the volume of a 4D image")
+    volume: Optional[int] = Field(None, ge=0, description="NIfTI: index of the volume of a 4D image")
+
+    _point_count = field_validator("points")(check_point_count)
 
 
 class SolverConfig(_Section):
@@ -89,8 +107,8 @@ class RigidConfig(_Section):
 
     enabled: bool = True
     scale: bool = Field(False, description="also fit one isotropic scale (similarity)")
-    points: PositiveInt = Field(
-        4000, description="points per cloud at the final blur (the coarser blurs use fewer)"
+    points: int = Field(
+        4000, ge=MIN_POINTS, description="points per cloud at the final blur (the coarser blurs use fewer)"
     )
     blur: PositiveFloat = Field(4.0, description="final blur of the rigid matching, mm")
     reach: Optional[PositiveFloat] = Field(
@@ -176,7 +194,7 @@ class SmoothConfig(_Section):
         description="ridge: the kernel is the mean of Gaussians of these multiples of sigma",
     )
     ridge_points: int = Field(
-        1500, ge=0, description="ridge: fit the matches averaged over voxel cells, at most this "
+        1500, description="ridge: fit the matches averaged over voxel cells, at most this "
         "many (the fit costs O(points^2) per CG iteration; 0 = every match)",
     )
     anisotropic: bool = Field(
@@ -194,12 +212,7 @@ class SmoothConfig(_Section):
     _scalar_to_list = field_validator("sigma", "regression", mode="before")(
         MatchConfig._scalar_to_list.__func__)
 
-    @field_validator("ridge_points")
-    @classmethod
-    def _enough_controls(cls, v: int) -> int:
-        if 0 < v < 4:
-            raise ValueError("must be 0 (every match) or at least 4")
-        return v
+    _point_count = field_validator("ridge_points")(check_point_count)
 
 
 class OutputConfig(_Section):
@@ -226,7 +239,7 @@ class Config(_Section):
     """The whole effective configuration of one registration."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="random seed (down-sampling grid offsets)")
     input: InputConfig = Field(default_factory=InputConfig)
     solver: SolverConfig = Field(default_factory=SolverConfig)
     rigid: RigidConfig = Field(default_factory=RigidConfig)
@@ -282,14 +295,15 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
 
 
 def load_config(
-    config: str | Path | None = None,
-    overrides: list[str] | None = None,
+    config: str | Path | Config | None = None,
+    overrides: Sequence[str] | None = None,
     **values: Any,
 ) -> Config:
     """Build the effective :class:`Config`.
 
     Args:
-        config: a TOML path or a preset name; ``None`` for the schema defaults.
+        config: a TOML path, a preset name or a :class:`Config` to start from; ``None`` for
+            the schema defaults.
         overrides: ``"section.key=value"`` strings, value in TOML syntax (``none`` unsets).
         values: settings applied last, as keyword arguments with ``__`` for the dot
             (``device="cpu"``, ``input__points=5000``); ``None`` values are ignored (the CLI
@@ -297,7 +311,9 @@ def load_config(
     """
     data: dict[str, Any] = {}
     where = "defaults"
-    if config is not None:
+    if isinstance(config, Config):
+        data, where = config.model_dump(), "settings"
+    elif config is not None:
         path = resolve_config_path(config)
         where = str(path)
         try:
@@ -307,11 +323,13 @@ def load_config(
     for item in overrides or []:
         key, value = _parse_override(item)
         _set_dotted(data, key, value)
-    if overrides:  # name where a bad key or value may come from, not just "defaults"
-        where = "--set" if config is None else f"{where} (with --set)"
-    for key, value in values.items():
-        if value is not None:
-            _set_dotted(data, key.replace("__", "."), value)
+    given = {key: value for key, value in values.items() if value is not None}
+    for key, value in given.items():
+        _set_dotted(data, key.replace("__", "."), value)
+    # name where a bad key or value may come from, not just "defaults"
+    extras = [name for name, used in (("--set", overrides), ("options", given)) if used]
+    if extras:
+        where = ", ".join(extras) if config is None else f"{where} (with {', '.join(extras)})"
     try:
         return Config.model_validate(data)
     except ValidationError as err:
@@ -348,7 +366,8 @@ def _describe(err: ValidationError, where: str) -> str:
         if e["type"] == "extra_forbidden":
             lines.append(f"unknown key {key!r}")
         else:
-            lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
+            message = e["msg"].removeprefix("Value error, ")
+            lines.append(f"{key}: {message} (got {e.get('input')!r})")
     return f"{where}: invalid config: " + "; ".join(lines)
 
 

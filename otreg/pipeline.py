@@ -183,18 +183,13 @@ def register(
 
 def _quality(transform: Transform, src: PointCloud, cfg: Config, times: dict[str, float],
              step: Callable[[str], None]) -> dict[str, Any]:
-    """metrics.json's "jacobian" (det of D phi on a grid over the source, if
-    ``output.jacobian``) and "inverse_consistency_mm" (at the source points; SVF fields only)."""
-    from .quality import inverse_consistency, jacobian_summary
+    """metrics.json's transform quality (:func:`otreg.quality.transform_quality`), timed."""
+    from .quality import transform_quality
 
-    out: dict[str, Any] = {}
     t0 = time.perf_counter()
     if cfg.output.jacobian:
         step("Jacobian determinant")
-        out["jacobian"] = jacobian_summary(transform, src.points, cfg.output.grid_spacing)
-    consistency = inverse_consistency(transform, src.points)
-    if consistency is not None:
-        out["inverse_consistency_mm"] = consistency
+    out = transform_quality(transform, src.points, cfg.output.grid_spacing, jacobian=cfg.output.jacobian)
     if out:
         times["quality_s"] = time.perf_counter() - t0
     return out

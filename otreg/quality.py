@@ -70,3 +70,18 @@ def inverse_consistency(transform, points: np.ndarray) -> dict[str, float] | Non
         return None
     x = np.asarray(points, dtype=np.float64)
     return distance_summary(np.linalg.norm(transform.inverse(transform(x)) - x, axis=1))
+
+
+def transform_quality(transform, points: np.ndarray, grid_spacing: float, *,
+                      jacobian: bool = True) -> dict[str, Any]:
+    """What ``metrics.json`` and ``otreg evaluate`` report of a transform over a source cloud:
+    "jacobian" (:func:`jacobian_summary` on a ``grid_spacing`` mm grid over the (N, 3)
+    ``points``, if ``jacobian``) and "inverse_consistency_mm" (:func:`inverse_consistency`, for
+    transforms with an inverse of their own)."""
+    out: dict[str, Any] = {}
+    if jacobian:
+        out["jacobian"] = jacobian_summary(transform, points, grid_spacing)
+    consistency = inverse_consistency(transform, points)
+    if consistency is not None:
+        out["inverse_consistency_mm"] = consistency
+    return out

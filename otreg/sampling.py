@@ -13,6 +13,7 @@ import logging
 
 import numpy as np
 
+from .config import MIN_POINTS, check_point_count
 from .pointcloud import PointCloud
 
 log = logging.getLogger(__name__)
@@ -218,12 +219,9 @@ def downsample(cloud: PointCloud, n: int, *, seed: int = 0) -> PointCloud:
         ValueError: ``n`` is negative or 1 to 3, or the grid cannot make 4 to ``n`` cells
             (only for tiny ``n``: the number of occupied cells jumps as the cell size changes).
     """
-    if n < 0:
-        raise ValueError(f"n must be >= 0 (0 keeps all points), got {n}")
+    check_point_count(n)
     if n == 0 or len(cloud) <= n:
         return cloud
-    if n < 4:
-        raise ValueError(f"n must be 0 (keep all) or at least 4, got {n}")
     positive = cloud.weights > 0
     if not positive.all():
         log.debug(
@@ -239,7 +237,7 @@ def downsample(cloud: PointCloud, n: int, *, seed: int = 0) -> PointCloud:
         return out
     offset = np.random.default_rng(seed).random(3)
     size = _search_size(_Grid(cloud_pos.points, offset), n)
-    out = cluster(cloud_pos, size, offset, min_points=4)
+    out = cluster(cloud_pos, size, offset, min_points=MIN_POINTS)
     out.meta["downsampled_from"] = len(cloud)
     log.debug("%s: %d -> %d points (cells of %.3g mm)", cloud.source, len(cloud), len(out), size)
     return out

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -34,24 +33,3 @@ def setup_logging(verbose: int) -> None:
 
 def print_json(document: Any) -> None:
     typer.echo(json.dumps(document, indent=2, default=str))
-
-
-def landmark_options(fmt: str, spacing: Optional[list[float]], where: str) -> dict[str, Any]:
-    """Check --format/--spacing and return the keyword arguments of ``read_landmarks``."""
-    from ..errors import ConfigError
-
-    if fmt not in ("mm", "dirlab"):
-        raise ConfigError(f"{where}: --format must be 'mm' or 'dirlab', got {fmt!r}")
-    if fmt == "dirlab" and not spacing:
-        raise ConfigError(f"{where}: --format dirlab needs --spacing SX SY SZ (mm)")
-    return {"format": fmt, "spacing": tuple(spacing) if spacing else None}
-
-
-def transform_path(out: Path) -> Path:
-    """The transform file of a registration folder (or the file itself)."""
-    from ..errors import InputError
-
-    path = out / "transform.npz" if out.is_dir() else out
-    if not path.is_file():
-        raise InputError(out, "no transform.npz here: give the output folder of 'otreg register'")
-    return path

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
 from . import app
-from ._common import JsonOption, VerboseOption, landmark_options, print_json, setup_logging, transform_path
+from ._common import JsonOption, VerboseOption, print_json, setup_logging
 
 
 @app.command()
@@ -23,7 +22,7 @@ def evaluate(
         None, "--source", help="Source cloud for the Jacobian grid (default: the source recorded in OUT/run.json)."
     ),
     grid_spacing: Optional[float] = typer.Option(
-        None, "--grid-spacing", min=0.1, help="Jacobian grid spacing, mm (default: output.grid_spacing of the run)."
+        None, "--grid-spacing", help="Jacobian grid spacing, mm (default: output.grid_spacing of the run)."
     ),
     jacobian: bool = typer.Option(True, "--jacobian/--no-jacobian", help="Measure the Jacobian determinant."),
     json_: bool = JsonOption,
@@ -33,71 +32,15 @@ def evaluate(
     the quality of the transform: Jacobian determinant on a grid over the source (folding) and,
     for diffeomorphic (svf) transforms, inverse consistency at the source points."""
     setup_logging(verbose)
-    from ..errors import ConfigError, InputError
-    from ..transforms import Transform
+    from ..evaluation import evaluate as evaluate_registration
 
-    if (source_landmarks is None) != (target_landmarks is None):
-        raise ConfigError("give both --source-landmarks and --target-landmarks, or neither")
-    transform = Transform.load(transform_path(registration))
-    result: dict[str, Any] = {}
-    if source_landmarks is not None:
-        from ..io import read_landmarks
-        from ..metrics import distance_summary, target_registration_error
-
-        options = landmark_options(fmt, spacing, str(source_landmarks))
-        src = read_landmarks(source_landmarks, **options)
-        tgt = read_landmarks(target_landmarks, **options)
-        if len(src) != len(tgt):
-            raise InputError(target_landmarks, f"has {len(tgt)} landmarks but {source_landmarks} has {len(src)}")
-        result["landmarks"] = len(src)
-        result["before"] = distance_summary(target_registration_error(src, tgt))
-        result["after"] = distance_summary(target_registration_error(transform(src), tgt))
-    if jacobian or transform.invertible:
-        result.update(_quality(registration, transform, source, grid_spacing, jacobian))
+    result = evaluate_registration(registration, source_landmarks, target_landmarks,
+                                   landmark_format=fmt, spacing=spacing, source=source,
+                                   grid_spacing=grid_spacing, jacobian=jacobian)
     if json_:
         print_json(result)
         return
     _print_tables(result)
-
-
-def _quality(registration: Path, transform, source: Optional[Path], grid_spacing: Optional[float],
-             jacobian: bool) -> dict[str, Any]:
-    """"jacobian" and "inverse_consistency_mm" over the source cloud, as in metrics.json: the
-    source is loaded and down-sampled with the run's config (``config.resolved.toml``), so
-    that the same settings give the same numbers."""
-    import logging
-
-    from ..config import Config, load_config
-    from ..io import load, load_options
-    from ..quality import inverse_consistency, jacobian_summary
-    from ..sampling import downsample
-
-    log = logging.getLogger("otreg.evaluate")
-    folder = registration if registration.is_dir() else registration.parent
-    resolved = folder / "config.resolved.toml"
-    cfg = load_config(resolved) if resolved.is_file() else Config()
-    if source is None:
-        recorded = _recorded_source(folder)
-        if recorded is None or not recorded.is_file():
-            log.warning("no transform quality: the source cloud recorded in %s is not found; pass --source",
-                        folder / "run.json")
-            return {}
-        source = recorded
-    cloud = downsample(load(source, **load_options(cfg.input)), cfg.input.points, seed=cfg.seed)
-    out: dict[str, Any] = {}
-    if jacobian:
-        out["jacobian"] = jacobian_summary(transform, cloud.points, grid_spacing or cfg.output.grid_spacing)
-    consistency = inverse_consistency(transform, cloud.points)
-    if consistency is not None:
-        out["inverse_consistency_mm"] = consistency
-    return out
-
-
-def _recorded_source(folder: Path) -> Optional[Path]:
-    try:
-        return Path(json.loads((folder / "run.json").read_text())["inputs"]["source"]["path"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def _print_tables(result: dict[str, Any]) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -40,62 +38,20 @@ def register(
     lung_mask for NIfTI masks.
     """
     setup_logging(verbose)
-    from ..config import load_config
-    from ..io import load, load_options
-    from ..report.outputs import check_output_dir, write_registration
+    from ..runner import run
     from .console import stderr
 
-    flags = dict(
-        device=device,
-        seed=seed,
-        input__points=points,
-        input__label=label or None,
-        input__intensity_range=intensity_range,
-        input__volume=volume,
-        input__weight_by=weight_by,
-    )
-    if config is not None:
-        cfg = load_config(config, set_, **flags)
-        options = load_options(cfg.input)
-    else:  # the preset depends on the files: read them as the input settings given say
-        input_settings = [item for item in set_ or [] if item.strip().startswith("input.")]
-        options = load_options(load_config(None, input_settings, **flags).input)
-    check_output_dir(out, overwrite)
-    started = time.perf_counter()
     with stderr.status("loading") as status:
-        source_cloud = load(source, **options)
-        target_cloud = load(target, **options)
-        if config is None:
-            from ..presets import preset_for
-
-            preset, why = preset_for(source_cloud, target_cloud)
-            # the packaged presets leave the load options alone (tests/test_config.py): the
-            # clouds read above are the preset's
-            cfg = load_config(preset, set_, **flags)
-        else:
-            preset, why = config, "-c"
-        logging.getLogger("otreg").info("config: %s (%s)", preset, why)
-        from ..pipeline import register as run_registration  # torch: only once inputs are good
-
-        result = run_registration(source_cloud, target_cloud, cfg, on_step=lambda s: status.update(s))
-        status.update("writing outputs")
-        write_registration(out, result, cfg, source, target, load_kwargs=options, overwrite=overwrite,
-                           preset={"name": preset, "chosen_by": why})
-    metrics = result.metrics
-    summary = {
-        "out": str(out),
-        "preset": preset,
-        "seconds": round(time.perf_counter() - started, 3),
-        "residual_before_mm": metrics["residual_before"]["mean_mm"],
-        "residual_after_rigid_mm": metrics["residual_after_rigid"]["mean_mm"],
-        "residual_after_mm": metrics["residual_after"]["mean_mm"],
-        "transported_mass": metrics["transported_mass"],
-    }
+        done = run(source, target, out, config, overrides=set_ or (), overwrite=overwrite,
+                   on_step=status.update, device=device, seed=seed, input__points=points,
+                   input__label=label or None, input__intensity_range=intensity_range,
+                   input__volume=volume, input__weight_by=weight_by)
+    summary = done.summary()
     if json_:
-        print_json({**summary, "metrics": metrics})
+        print_json({**summary, "metrics": done.registration.metrics})
     else:
         typer.echo(
-            f"{out} ({preset}): residual {summary['residual_before_mm']:.2f} mm -> rigid "
+            f"{out} ({summary['preset']}): residual {summary['residual_before_mm']:.2f} mm -> rigid "
             f"{summary['residual_after_rigid_mm']:.2f} mm -> {summary['residual_after_mm']:.2f} mm "
             f"in {summary['seconds']:.1f} s"
         )

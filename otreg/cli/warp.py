@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from . import app
-from ._common import VerboseOption, landmark_options, setup_logging, transform_path
+from ._common import VerboseOption, setup_logging
 
 
 @app.command()
@@ -23,18 +23,7 @@ def warp(
 ) -> None:
     """Move FILE from source space to target space with a computed registration."""
     setup_logging(verbose)
-    from ..errors import OutputError
-    from ..io import warp_file
-    from ..transforms import Transform
+    from ..warping import warp as warp_registration
 
-    options = landmark_options(fmt, spacing, str(file))
-    transform = Transform.load(transform_path(registration))
-    if output.exists() and not overwrite:
-        raise OutputError(f"{output}: exists; pass --overwrite to replace it")
-
-    def mapping(points):
-        moved, confidence = transform.apply(points)
-        return moved, {"displacement": moved - points, "confidence": confidence}
-
-    warp_file(file, output, mapping, landmark_format=options["format"], spacing=options["spacing"])
-    typer.echo(str(output))
+    typer.echo(str(warp_registration(registration, file, output, landmark_format=fmt, spacing=spacing,
+                                      overwrite=overwrite)))

@@ -195,10 +195,8 @@ def _read_native(
     path: Path, landmark_format: str, spacing: Sequence[float] | None, load_kwargs: Mapping[str, Any]
 ) -> tuple[np.ndarray, str]:
     """(N, 3) RAS points of ``path`` in file order and its kind ('landmarks', 'mesh', ...)."""
-    if landmark_format == "dirlab":
-        return read_landmarks(path, "dirlab", spacing), "landmarks"
-    if landmark_format != "mm":
-        raise InputError(path, f"unknown landmark format {landmark_format!r} (formats: mm, dirlab)")
+    if landmark_format != "mm":  # DIR-LAB indices; read_landmarks names an unknown format
+        return read_landmarks(path, landmark_format, spacing), "landmarks"
     _check_readable(path)
     kind = _kind(path)
     if kind == "mesh":

@@ -67,7 +67,7 @@ def read_landmarks(
 
 def _check_spacing(path: Path, spacing: Sequence[float] | None) -> np.ndarray:
     if spacing is None:
-        raise InputError(path, "DIR-LAB landmarks are voxel indices: give spacing=(sx, sy, sz) in mm")
+        raise InputError(path, "DIR-LAB landmarks are voxel indices: give their voxel spacing (--spacing SX SY SZ, mm)")
     try:
         step = np.asarray(spacing, dtype=np.float64).reshape(3)
     except (TypeError, ValueError):

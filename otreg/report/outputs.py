@@ -28,6 +28,7 @@ from ..config import Config
 from ..errors import OutputError
 from ..io import warp_file, warped_suffix
 from ..io.frames import matrix_ras_to_lps
+from ..warping import point_mapping
 from .markdown import render_report
 from .provenance import run_record
 
@@ -100,12 +101,7 @@ def write_registration(
     tmp.mkdir()
     try:
         transform = result.transform
-
-        def mapping(points):
-            moved, confidence = transform.apply(points)
-            return moved, {"displacement": moved - points, "confidence": confidence}
-
-        warp_file(source_path, tmp / f"warped_source{warped_suffix(source_path)}", mapping,
+        warp_file(source_path, tmp / f"warped_source{warped_suffix(source_path)}", point_mapping(transform),
                   load_kwargs=load_kwargs)
         transform.save(tmp / "transform.npz")
         np.savetxt(tmp / "rigid.txt", transform.rigid, fmt="%.10f",
