@@ -14,6 +14,7 @@ import logging
 import numpy as np
 
 from .config import MIN_POINTS, check_point_count
+from .errors import InputError
 from .pointcloud import PointCloud
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ def cluster(
         cloud: the cloud to coarsen.
         size: cell edge, mm.
         offset: (3,) grid shift in cells, in [0, 1); default none.
-        min_points: fewest clusters accepted (a PointCloud needs 4); ValueError below.
+        min_points: fewest clusters accepted (a PointCloud needs 4); InputError below.
 
     Returns:
         One point per cell with positive total weight: position and features are the weighted
@@ -180,9 +181,9 @@ def cluster(
             cloud.source, int((~keep).sum()), m,
         )
     if int(keep.sum()) < min_points:
-        raise ValueError(
-            f"{cloud.source}: cells of {size:.3g} mm leave {int(keep.sum())} cluster(s) with mass, "
-            f"fewer than {min_points}: use more points or smaller cells"
+        raise InputError(
+            cloud.source, f"cells of {size:.3g} mm leave {int(keep.sum())} cluster(s) with mass, "
+            f"fewer than {min_points}: keep more points (input.points)"
         )
     mass_kept = mass[keep]
     points = _weighted_sums(inverse, m, w, cloud.points)[keep] / mass_kept[:, None]
@@ -216,8 +217,9 @@ def downsample(cloud: PointCloud, n: int, *, seed: int = 0) -> PointCloud:
     zero-weight points this leaves out is logged at debug level.
 
     Raises:
-        ValueError: ``n`` is negative or 1 to 3, or the grid cannot make 4 to ``n`` cells
-            (only for tiny ``n``: the number of occupied cells jumps as the cell size changes).
+        ValueError: ``n`` is negative or 1 to 3.
+        InputError: the grid cannot make 4 to ``n`` cells (only for tiny ``n``: the number of
+            occupied cells jumps as the cell size changes).
     """
     check_point_count(n)
     if n == 0 or len(cloud) <= n:
