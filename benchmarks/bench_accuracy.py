@@ -61,7 +61,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 DIRLAB = DATA / "dirlab4dct"
-SPACING = {1: (0.97, 0.97, 2.5), 2: (1.16, 1.16, 2.5), 3: (1.15, 1.15, 2.5), 4: (1.13, 1.13, 2.5), 5: (1.10, 1.10, 2.5)}
+SPACING = {
+    1: (0.97, 0.97, 2.5),
+    2: (1.16, 1.16, 2.5),
+    3: (1.15, 1.15, 2.5),
+    4: (1.13, 1.13, 2.5),
+    5: (1.10, 1.10, 2.5),
+}
 CASES = [f"dirlab{c}" for c in SPACING] + ["sample"]
 METHODS = ["otreg", "otreg-displacement", "otreg-gaussian", "cpd", "geomloss"]
 #: --set overrides of the otreg methods
@@ -76,7 +82,9 @@ CPD_W = 0.0
 CPD_GRID = [(alpha, beta) for alpha in (0.5, 2.0) for beta in (20.0, 40.0)]  # (alpha, beta mm)
 CPD_QUICK = [(0.5, 40.0)]
 GEOMLOSS_POINTS = 10_000
-GEOMLOSS_GRID = [(blur, sigma) for blur in (1.0, 2.0) for sigma in (5.0, 10.0, 15.0)]  # (blur mm, sigma mm)
+GEOMLOSS_GRID = [
+    (blur, sigma) for blur in (1.0, 2.0) for sigma in (5.0, 10.0, 15.0)
+]  # (blur mm, sigma mm)
 GEOMLOSS_QUICK = [(1.0, 10.0)]
 
 
@@ -92,13 +100,21 @@ class Case:
         self.name = name
         if name == "sample":
             folder = ROOT / "sample_data"
-            self.paths = (folder / "exhale_vessels.vtk", folder / "inhale_vessels.vtk",
-                          folder / "exhale_landmarks.txt", folder / "inhale_landmarks.txt")
+            self.paths = (
+                folder / "exhale_vessels.vtk",
+                folder / "inhale_vessels.vtk",
+                folder / "exhale_landmarks.txt",
+                folder / "inhale_landmarks.txt",
+            )
             self.preset, self.spacing = "lung_vessels", None
         else:
             n = int(name.removeprefix("dirlab"))
-            self.paths = (DIRLAB / f"case{n}_exhale_points.vtk", DIRLAB / f"case{n}_inhale_points.vtk",
-                          DIRLAB / f"case{n}_300_T50_xyz.txt", DIRLAB / f"case{n}_300_T00_xyz.txt")
+            self.paths = (
+                DIRLAB / f"case{n}_exhale_points.vtk",
+                DIRLAB / f"case{n}_inhale_points.vtk",
+                DIRLAB / f"case{n}_300_T50_xyz.txt",
+                DIRLAB / f"case{n}_300_T00_xyz.txt",
+            )
             self.preset, self.spacing = "lung_points", SPACING[n]
 
     def missing(self) -> list[Path]:
@@ -195,8 +211,11 @@ def fit_cpd(case: Case, alpha: float, beta: float):
     x = downsample(case.target, CPD_POINTS, seed=0).points.astype(np.float64)
     reg = Registration(X=x, Y=y, alpha=alpha, beta=beta, w=CPD_W)
     reg.register()
-    print(f"cpd {case.name}: {reg.iteration} EM iterations, {time.perf_counter() - t0:.0f} s",
-          file=sys.stderr, flush=True)
+    print(
+        f"cpd {case.name}: {reg.iteration} EM iterations, {time.perf_counter() - t0:.0f} s",
+        file=sys.stderr,
+        flush=True,
+    )
     _, w = reg.get_registration_parameters()
     return PointMap(CPDDisplacement(y, w, beta)), time.perf_counter() - t0, f"{len(y)}/{len(x)}"
 
@@ -216,8 +235,9 @@ def fit_geomloss(case: Case, blur: float, sigma: float):
     center = tgt.mean(0)
     x = torch.as_tensor(src - center, dtype=torch.float32)
     y = torch.as_tensor(tgt - center, dtype=torch.float32)
-    loss = SamplesLoss("sinkhorn", p=2, blur=blur, scaling=0.9, potentials=True, debias=False,
-                       backend="tensorized")
+    loss = SamplesLoss(
+        "sinkhorn", p=2, blur=blur, scaling=0.9, potentials=True, debias=False, backend="tensorized"
+    )
     _, g = loss(x, y)  # GeomLoss: cost |x - y|^2 / 2, eps = blur^2
     g = g.reshape(-1)
     moved = torch.empty_like(x)
@@ -236,8 +256,10 @@ def row(case: Case, method: str, points: str, tre, jac_min: float, runtime: floa
     from otreg.metrics import target_registration_error
 
     before = target_registration_error(case.lm_source, case.lm_target).mean()
-    return (f"| {case.name} | {method} | {points} | {before:.2f} | {tre.mean():.2f} | "
-            f"{np.percentile(tre, 95):.2f} | {jac_min:.3f} | {runtime:.1f} |")
+    return (
+        f"| {case.name} | {method} | {points} | {before:.2f} | {tre.mean():.2f} | "
+        f"{np.percentile(tre, 95):.2f} | {jac_min:.3f} | {runtime:.1f} |"
+    )
 
 
 def avg_row(method: str, results: dict) -> str | None:
@@ -248,11 +270,15 @@ def avg_row(method: str, results: dict) -> str | None:
     dirlab = {name: r for name, r in results.items() if name.startswith("dirlab")}
     if len(dirlab) < 2:
         return None
-    label = "dirlab avg" + ("" if len(dirlab) == 5 else f" ({', '.join(n.removeprefix('dirlab') for n in dirlab)})")
+    label = "dirlab avg" + (
+        "" if len(dirlab) == 5 else f" ({', '.join(n.removeprefix('dirlab') for n in dirlab)})"
+    )
     tres = [r[0] for r in dirlab.values()]
-    return (f"| **{label}** | {method} | | | **{np.mean([t.mean() for t in tres]):.2f}** | "
-            f"{np.mean([np.percentile(t, 95) for t in tres]):.2f} | "
-            f"{min(r[1] for r in dirlab.values()):.3f} | {sum(r[2] for r in dirlab.values()):.1f} |")
+    return (
+        f"| **{label}** | {method} | | | **{np.mean([t.mean() for t in tres]):.2f}** | "
+        f"{np.mean([np.percentile(t, 95) for t in tres]):.2f} | "
+        f"{min(r[1] for r in dirlab.values()):.3f} | {sum(r[2] for r in dirlab.values()):.1f} |"
+    )
 
 
 def run_peer(method: str, cases: list[Case], grid, fit, names: tuple[str, str]):
@@ -267,14 +293,24 @@ def run_peer(method: str, cases: list[Case], grid, fit, names: tuple[str, str]):
         try:
             for case in cases:
                 fits[setting, case.name] = fit(case, *setting)
-        except Exception as error:  # noqa: BLE001 (a setting failing on one case is out of the running)
-            print(f"{method} {setting} failed on {case.name}: {error!r}", file=sys.stderr, flush=True)
+        except Exception as error:
+            print(
+                f"{method} {setting} failed on {case.name}: {error!r}", file=sys.stderr, flush=True
+            )
             scores[setting] = np.inf
             continue
-        score = np.mean([target_registration_error(fits[setting, c.name][0](c.lm_source), c.lm_target).mean()
-                         for c in cases])
-        print(f"{method} {names[0]}={setting[0]:g} {names[1]}={setting[1]:g} mm: mean TRE {score:.3f} mm "
-              "over the cases run", file=sys.stderr, flush=True)
+        score = np.mean(
+            [
+                target_registration_error(fits[setting, c.name][0](c.lm_source), c.lm_target).mean()
+                for c in cases
+            ]
+        )
+        print(
+            f"{method} {names[0]}={setting[0]:g} {names[1]}={setting[1]:g} mm: mean TRE {score:.3f} mm "
+            "over the cases run",
+            file=sys.stderr,
+            flush=True,
+        )
         scores[setting] = score
     best = min(grid, key=scores.get)
     if not np.isfinite(scores[best]):
@@ -284,7 +320,9 @@ def run_peer(method: str, cases: list[Case], grid, fit, names: tuple[str, str]):
     for case in cases:
         transform, runtime, points = fits[best, case.name]
         tre = target_registration_error(transform(case.lm_source), case.lm_target)
-        jac = jacobian_summary(transform, case.grid_points(), case.config.output.grid_spacing)["min"]
+        jac = jacobian_summary(transform, case.grid_points(), case.config.output.grid_spacing)[
+            "min"
+        ]
         results[case.name] = (tre, jac, runtime, points)
     return label, results
 
@@ -293,9 +331,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=CASES, choices=CASES)
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count()),
-                        help="torch/OpenMP/BLAS threads (default: $OMP_NUM_THREADS, else all cores)")
-    parser.add_argument("--quick", action="store_true", help="a single parameter setting for each peer")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count()),
+        help="torch/OpenMP/BLAS threads (default: $OMP_NUM_THREADS, else all cores)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a single parameter setting for each peer"
+    )
     args = parser.parse_args()
     # numpy's BLAS (CPD) reads these when it loads: set them before the first numpy import
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -322,17 +366,21 @@ def main() -> None:
         return
     cpd_grid, gl_grid = (CPD_QUICK, GEOMLOSS_QUICK) if args.quick else (CPD_GRID, GEOMLOSS_GRID)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"Registration accuracy, exhale -> inhale: {platform.machine()} {os.cpu_count()} cores, "
-          f"{args.threads} thread(s), load average {os.getloadavg()[0]:.1f}, device {device}, "
-          f"torch {torch.__version__}. "
-          f"CPD (pycpd, w {CPD_W:g}, clouds > {CPD_POINTS:,} points down-sampled to {CPD_POINTS:,}): best of "
-          f"alpha {fmt(a for a, _ in cpd_grid)} x beta {fmt(b for _, b in cpd_grid)} mm; "
-          f"GeomLoss one-shot plan + Gaussian smoothing (clouds > {GEOMLOSS_POINTS:,} points down-sampled to "
-          f"{GEOMLOSS_POINTS:,}): best of blur {fmt(b for b, _ in gl_grid)} x "
-          f"sigma {fmt(s for _, s in gl_grid)} mm; peers chosen by mean TRE over the cases run "
-          f"(on these landmarks), no rigid step for the peers. min det J on a "
-          f"{cases[0].config.output.grid_spacing:g} mm grid over the source.")
-    print("| case | method | points (src/tgt) | TRE before mm | TRE mean mm | TRE p95 mm | min det J | runtime s |")
+    print(
+        f"Registration accuracy, exhale -> inhale: {platform.machine()} {os.cpu_count()} cores, "
+        f"{args.threads} thread(s), load average {os.getloadavg()[0]:.1f}, device {device}, "
+        f"torch {torch.__version__}. "
+        f"CPD (pycpd, w {CPD_W:g}, clouds > {CPD_POINTS:,} points down-sampled to {CPD_POINTS:,}): best of "
+        f"alpha {fmt(a for a, _ in cpd_grid)} x beta {fmt(b for _, b in cpd_grid)} mm; "
+        f"GeomLoss one-shot plan + Gaussian smoothing (clouds > {GEOMLOSS_POINTS:,} points down-sampled to "
+        f"{GEOMLOSS_POINTS:,}): best of blur {fmt(b for b, _ in gl_grid)} x "
+        f"sigma {fmt(s for _, s in gl_grid)} mm; peers chosen by mean TRE over the cases run "
+        f"(on these landmarks), no rigid step for the peers. min det J on a "
+        f"{cases[0].config.output.grid_spacing:g} mm grid over the source."
+    )
+    print(
+        "| case | method | points (src/tgt) | TRE before mm | TRE mean mm | TRE p95 mm | min det J | runtime s |"
+    )
     print("|---|---|---|---|---|---|---|---|", flush=True)
     # One method at a time, its rows as its cases end (a peer's only after its whole grid).
     for method in args.methods:
@@ -341,7 +389,7 @@ def main() -> None:
             for case in cases:
                 try:
                     results[case.name] = run_otreg(case, OTREG_SETTINGS[method])
-                except Exception as error:  # noqa: BLE001 (a benchmark reports and goes on)
+                except Exception as error:
                     print(f"{method} failed on {case.name}: {error!r}", file=sys.stderr, flush=True)
                     continue
                 tre, jac, runtime, points = results[case.name]
@@ -350,7 +398,9 @@ def main() -> None:
             if method == "cpd":
                 label, results = run_peer("cpd", cases, cpd_grid, fit_cpd, ("alpha", "beta"))
             else:
-                label, results = run_peer("geomloss", cases, gl_grid, fit_geomloss, ("blur", "sigma"))
+                label, results = run_peer(
+                    "geomloss", cases, gl_grid, fit_geomloss, ("blur", "sigma")
+                )
             for case in cases:
                 if case.name in results:
                     tre, jac, runtime, points = results[case.name]

@@ -18,8 +18,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 CASES = {
-    "copd1": (DATA / "copd1_vessels" / "copd1_exhale_vessels.vtk", DATA / "copd1_vessels" / "copd1_inhale_vessels.vtk", "lung_vessels"),
-    "sample": (ROOT / "sample_data" / "exhale_vessels.vtk", ROOT / "sample_data" / "inhale_vessels.vtk", "lung_vessels"),
+    "copd1": (
+        DATA / "copd1_vessels" / "copd1_exhale_vessels.vtk",
+        DATA / "copd1_vessels" / "copd1_inhale_vessels.vtk",
+        "lung_vessels",
+    ),
+    "sample": (
+        ROOT / "sample_data" / "exhale_vessels.vtk",
+        ROOT / "sample_data" / "inhale_vessels.vtk",
+        "lung_vessels",
+    ),
 }
 
 _CHILD = r"""
@@ -44,24 +52,34 @@ def main() -> None:
     args = parser.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     # Rows are printed as each case ends, so a run cut short still shows what it measured.
-    print(f"otreg pipeline, {args.threads} thread(s), input.points={args.points}, load average {os.getloadavg()[0]:.1f}")
-    print("| case | points in (src/tgt) | registered | load s | sampling s | rigid s | non-rigid s | total s | peak RSS MB | residual mm before -> after |")
+    print(
+        f"otreg pipeline, {args.threads} thread(s), input.points={args.points}, load average {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        "| case | points in (src/tgt) | registered | load s | sampling s | rigid s | non-rigid s | total s | peak RSS MB | residual mm before -> after |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
     for name in args.cases:
         src, tgt, preset = CASES[name]
         if not src.exists():
             print(f"skip {name}: {src} not found (../shared/data is absent)", file=sys.stderr)
             continue
-        out = subprocess.run([sys.executable, "-c", _CHILD, str(src), str(tgt), preset, str(args.points)],
-                             env=env, capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, "-c", _CHILD, str(src), str(tgt), preset, str(args.points)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         if out.returncode:
             print(f"{name} failed:\n{out.stderr}", file=sys.stderr)
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"| {name} | {r['n_source']}/{r['n_target']} | {r['points']['source']}/{r['points']['target']} | "
-              f"{r['load_s']:.2f} | {r['sampling_s']:.2f} | {r.get('rigid_s', 0):.1f} | {r['nonrigid_s']:.1f} | "
-              f"{r['total_s']:.1f} | {r['peak_rss_mb']:.0f} | {r['residual_before']:.2f} -> {r['residual_after']:.2f} |",
-              flush=True)
+        print(
+            f"| {name} | {r['n_source']}/{r['n_target']} | {r['points']['source']}/{r['points']['target']} | "
+            f"{r['load_s']:.2f} | {r['sampling_s']:.2f} | {r.get('rigid_s', 0):.1f} | {r['nonrigid_s']:.1f} | "
+            f"{r['total_s']:.1f} | {r['peak_rss_mb']:.0f} | {r['residual_before']:.2f} -> {r['residual_after']:.2f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -51,7 +51,9 @@ def cloud(kind: str, n: int, gen):
         return 0.5 + d / d.norm(dim=1, keepdim=True) * torch.tensor([0.45, 0.3, 0.4])
     # tree: points along 64 random segments from a common trunk, like a vessel tree
     ends = torch.rand(64, 3, generator=gen)
-    starts = torch.cat([torch.full((1, 3), 0.5), ends[:-1]])[torch.randint(0, 64, (64,), generator=gen)]
+    starts = torch.cat([torch.full((1, 3), 0.5), ends[:-1]])[
+        torch.randint(0, 64, (64,), generator=gen)
+    ]
     seg = torch.randint(0, 64, (n,), generator=gen)
     t = torch.rand(n, 1, generator=gen)
     return starts[seg] + t * (ends[seg] - starts[seg]) + 0.003 * torch.randn(n, 3, generator=gen)
@@ -113,8 +115,17 @@ def child(kind: str, n: int, solver: str, repeats: int) -> None:
         result = _solve(solver, x, y, blur)
         times.append(time.perf_counter() - t0)
     peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
-    print(json.dumps({**result, "first": first, "median": statistics.median(times) if times else first,
-                      "peak_mb": peak, "threads": torch.get_num_threads()}))
+    print(
+        json.dumps(
+            {
+                **result,
+                "first": first,
+                "median": statistics.median(times) if times else first,
+                "peak_mb": peak,
+                "threads": torch.get_num_threads(),
+            }
+        )
+    )
 
 
 # ----------------------------------------------------------------------------- parent side
@@ -130,10 +141,16 @@ def run_child(kind: str, n: int, solver: str, repeats: int, env: dict) -> dict |
 def compile_seconds(env: dict) -> float:
     """Time to build otreg's compiled kernels from scratch (into an empty cache)."""
     with tempfile.TemporaryDirectory() as cache:
-        code = "import time; t = time.perf_counter(); from otreg.ot import _native; " \
-               "assert _native.library() is not None; print(time.perf_counter() - t)"
-        out = subprocess.run([sys.executable, "-c", code], env={**env, "OTREG_CACHE_DIR": cache},
-                             capture_output=True, text=True)
+        code = (
+            "import time; t = time.perf_counter(); from otreg.ot import _native; "
+            "assert _native.library() is not None; print(time.perf_counter() - t)"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**env, "OTREG_CACHE_DIR": cache},
+            capture_output=True,
+            text=True,
+        )
         return float(out.stdout.strip()) if out.returncode == 0 else math.nan
 
 
@@ -145,28 +162,49 @@ def main() -> None:
     parser.add_argument("--peers", nargs="+", default=PEERS, choices=PEERS)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--repeats", type=int, default=3, help="timed calls after the first")
-    parser.add_argument("--exact-up-to", type=int, default=10_000, help="POT exact EMD as reference up to N")
-    parser.add_argument("--geomloss-repeats-above", type=int, nargs=2, default=[10_000, 0], metavar=("N", "R"),
-                        help="GeomLoss: only R timed calls after the first above N points (minutes per "
-                             "call on a CPU; R = 0: the first call is the figure)")
-    parser.add_argument("--online-up-to", type=int, default=10_000, help="GeomLoss online only up to N points")
+    parser.add_argument(
+        "--exact-up-to", type=int, default=10_000, help="POT exact EMD as reference up to N"
+    )
+    parser.add_argument(
+        "--geomloss-repeats-above",
+        type=int,
+        nargs=2,
+        default=[10_000, 0],
+        metavar=("N", "R"),
+        help="GeomLoss: only R timed calls after the first above N points (minutes per "
+        "call on a CPU; R = 0: the first call is the figure)",
+    )
+    parser.add_argument(
+        "--online-up-to", type=int, default=10_000, help="GeomLoss online only up to N points"
+    )
     args = parser.parse_args()
     if args.child:
         kind, n, solver, repeats = args.child
         child(kind, int(n), solver, int(repeats))
         return
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": ROOT}
-    print(f"OT solvers, {args.threads} thread(s), load average {os.getloadavg()[0]:.1f}, CPU "
-          f"(otreg's kernels compile in {compile_seconds(env):.1f} s, once)", flush=True)
-    print("| cloud | N | solver | first s | median s | estimate | reference | rel. error | "
-          "otreg primal / upper | peak MB |")
+    print(
+        f"OT solvers, {args.threads} thread(s), load average {os.getloadavg()[0]:.1f}, CPU "
+        f"(otreg's kernels compile in {compile_seconds(env):.1f} s, once)",
+        flush=True,
+    )
+    print(
+        "| cloud | N | solver | first s | median s | estimate | reference | rel. error | "
+        "otreg primal / upper | peak MB |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
     median = {}
     for n in args.sizes:  # every cloud at a size before the next size: the slowest come last
         for kind in args.kinds:
             ref = run_child(kind, n, "exact" if n <= args.exact_up_to else "reference", 0, env)
             reference = ref["value"] if ref else math.nan
-            ref_text = "POT exact" if n <= args.exact_up_to else f"±{ref['halfwidth'] / reference:.2%}" if ref else "-"
+            ref_text = (
+                "POT exact"
+                if n <= args.exact_up_to
+                else f"±{ref['halfwidth'] / reference:.2%}"
+                if ref
+                else "-"
+            )
             for solver in args.peers:
                 repeats = args.repeats
                 if solver.startswith("geomloss"):
@@ -179,13 +217,23 @@ def main() -> None:
                     continue
                 median[kind, n, solver] = r["median"]
                 error = abs(r["value"] - reference) / reference
-                extra = (f"{(r['primal'] - reference) / reference:+.2%} / {(r['upper'] - reference) / reference:+.2%}"
-                         if solver == "otreg" else "")
-                print(f"| {kind} | {n} | {solver} | {r['first']:.2f} | {r['median']:.2f} | {r['value']:.6g} | "
-                      f"{reference:.6g} ({ref_text}) | {error:.2%} | {extra} | {r['peak_mb']:.0f} |", flush=True)
+                extra = (
+                    f"{(r['primal'] - reference) / reference:+.2%} / {(r['upper'] - reference) / reference:+.2%}"
+                    if solver == "otreg"
+                    else ""
+                )
+                print(
+                    f"| {kind} | {n} | {solver} | {r['first']:.2f} | {r['median']:.2f} | {r['value']:.6g} | "
+                    f"{reference:.6g} ({ref_text}) | {error:.2%} | {extra} | {r['peak_mb']:.0f} |",
+                    flush=True,
+                )
     big = [n for n in args.sizes if n >= 25_000]
     for kind in args.kinds:
-        if len(big) >= 2 and (kind, big[0], "otreg") in median and (kind, big[-1], "otreg") in median:
+        if (
+            len(big) >= 2
+            and (kind, big[0], "otreg") in median
+            and (kind, big[-1], "otreg") in median
+        ):
             ratio = median[kind, big[-1], "otreg"] / median[kind, big[0], "otreg"]
             exponent = math.log(ratio) / math.log(big[-1] / big[0])
             print(f"{kind}: otreg time grows as N^{exponent:.2f} from {big[0]} to {big[-1]} points")

@@ -38,9 +38,13 @@ def breathing(points: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     (high y) moves forward by up to 3 mm and the sides widen by up to 2 mm."""
     x, y, z = ((points - lo) / (hi - lo)).T  # 0-1 across the box
     base = (1 - z) ** 2
-    return np.column_stack([2.0 * (x - 0.5) * 2 * (0.5 + 0.5 * base),
-                            3.0 * y * (0.5 + 0.5 * base),
-                            -(2.0 + 18.0 * base)])
+    return np.column_stack(
+        [
+            2.0 * (x - 0.5) * 2 * (0.5 + 0.5 * base),
+            3.0 * y * (0.5 + 0.5 * base),
+            -(2.0 + 18.0 * base),
+        ]
+    )
 
 
 def make_pair(path: Path, folder: Path) -> tuple[Path, Path, np.ndarray, np.ndarray]:
@@ -62,7 +66,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", type=int, default=3, help="first N subjects (sorted by name)")
     parser.add_argument("--config", default="lung_surface", help="preset or TOML file")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="section.key=value"
+    )
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -77,7 +83,9 @@ def main() -> None:
         return
     config = otreg.load_config(args.config, args.overrides)
     print(f"config {args.config} {' '.join(args.overrides)}; {args.threads} thread(s)")
-    print("| subject | vertices src/tgt | error before mm | mean mm | p95 mm | min det J | runtime s |")
+    print(
+        "| subject | vertices src/tgt | error before mm | mean mm | p95 mm | min det J | runtime s |"
+    )
     print("|---|---|---|---|---|---|---|", flush=True)
     means = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -91,9 +99,11 @@ def main() -> None:
             before = np.linalg.norm(points - truth, axis=1).mean()
             jacobian = result.metrics.get("jacobian", {}).get("min", float("nan"))
             means.append(error.mean())
-            print(f"| {path.stem.split('_')[0]} | {len(source)}/{len(target)} | {before:.2f} | "
-                  f"{error.mean():.2f} | {np.percentile(error, 95):.2f} | {jacobian:.2f} | {runtime:.1f} |",
-                  flush=True)
+            print(
+                f"| {path.stem.split('_')[0]} | {len(source)}/{len(target)} | {before:.2f} | "
+                f"{error.mean():.2f} | {np.percentile(error, 95):.2f} | {jacobian:.2f} | {runtime:.1f} |",
+                flush=True,
+            )
     print(f"| mean | | | {np.mean(means):.2f} | | | |")
 
 

@@ -34,7 +34,7 @@ _LAZY = {
     "Transform": ("otreg.transforms", "Transform"),
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["__version__", *_LAZY]  # noqa: PLE0604 (a dict's keys are strings)
 
 
 def __getattr__(name: str) -> Any:

@@ -10,12 +10,20 @@ the entropic OT problem (cost |x - y|^2 / 2, epsilon = blur^2), ``reach`` the un
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from collections.abc import Sequence
-from typing import Any, Literal, NamedTuple, Optional, get_args
+from pathlib import Path
+from typing import Any, Literal, NamedTuple, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
-from pydantic import ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError
 
@@ -60,21 +68,23 @@ class InputConfig(_Section):
     """How files become weighted point clouds (both source and target)."""
 
     points: int = Field(
-        20000, description="down-sample each cloud to at most this many points (0 = keep all; else at least 4)"
+        20000,
+        description="down-sample each cloud to at most this many points (0 = keep all; else at least 4)",
     )
-    weight_by: Optional[str] = Field(
+    weight_by: str | None = Field(
         None, description="multiply weights by this point array (e.g. 'radius')"
     )
     surface_weights: Literal["area", "uniform"] = Field(
         "area", description="mesh vertices weighted by their share of triangle area, or 1 each"
     )
     label: list[int] = Field(
-        default_factory=list, description="NIfTI: keep voxels with these values (default: all non-zero of a mask)"
+        default_factory=list,
+        description="NIfTI: keep voxels with these values (default: all non-zero of a mask)",
     )
-    intensity_range: Optional[tuple[float, float]] = Field(
+    intensity_range: tuple[float, float] | None = Field(
         None, description="NIfTI: keep voxels with low <= value <= high"
     )
-    volume: Optional[int] = Field(None, ge=0, description="NIfTI: index of the volume of a 4D image")
+    volume: int | None = Field(None, ge=0, description="NIfTI: index of the volume of a 4D image")
 
     _point_count = field_validator("points")(check_point_count)
 
@@ -95,10 +105,12 @@ class SolverConfig(_Section):
     )
     dtype: Literal["float32", "float64"] = "float32"
     multiscale: bool = Field(
-        True, description="solve large problems coarse to fine with truncated kernels (false: dense)"
+        True,
+        description="solve large problems coarse to fine with truncated kernels (false: dense)",
     )
     truncation: PositiveFloat = Field(
-        10.0, description="multiscale kernels keep entries within exp(-truncation) of their row's largest"
+        10.0,
+        description="multiscale kernels keep entries within exp(-truncation) of their row's largest",
     )
 
 
@@ -108,17 +120,21 @@ class RigidConfig(_Section):
     enabled: bool = True
     scale: bool = Field(False, description="also fit one isotropic scale (similarity)")
     points: int = Field(
-        4000, ge=MIN_POINTS, description="points per cloud at the final blur (the coarser blurs use fewer)"
+        4000,
+        ge=MIN_POINTS,
+        description="points per cloud at the final blur (the coarser blurs use fewer)",
     )
     blur: PositiveFloat = Field(4.0, description="final blur of the rigid matching, mm")
-    reach: Optional[PositiveFloat] = Field(
+    reach: PositiveFloat | None = Field(
         20.0, description="unbalanced OT for partial overlap, mm (none = balanced)"
     )
     solver_tol: PositiveFloat = Field(
-        1e-2, description="Sinkhorn marginal tolerance in the rigid rounds (Procrustes averages the rest)"
+        1e-2,
+        description="Sinkhorn marginal tolerance in the rigid rounds (Procrustes averages the rest)",
     )
     iterations: PositiveInt = Field(
-        30, description="matching/Procrustes rounds at the final blur, at most (they also stop when the updates stop shrinking)"
+        30,
+        description="matching/Procrustes rounds at the final blur, at most (they also stop when the updates stop shrinking)",
     )
     tol_deg: PositiveFloat = Field(0.01, description="stop when the rotation update is below, deg")
     tol_mm: PositiveFloat = Field(0.01, description="stop when the translation update is below, mm")
@@ -135,8 +151,9 @@ class MatchConfig(_Section):
     """
 
     blur: list[PositiveFloat] = Field(default_factory=lambda: [3.0, 1.0], min_length=1)
-    reach: Optional[list[PositiveFloat]] = Field(
-        default_factory=lambda: [10.0], min_length=1,
+    reach: list[PositiveFloat] | None = Field(
+        default_factory=lambda: [10.0],
+        min_length=1,
         description="unbalanced OT, mm, one or one per round: unmatched structures may be left out (none = balanced)",
     )
     feature_weights: dict[str, PositiveFloat] = Field(
@@ -146,12 +163,15 @@ class MatchConfig(_Section):
         "both clouds need them",
     )
     extrapolation: float = Field(
-        1.0, ge=1, le=2,
+        1.0,
+        ge=1,
+        le=2,
         description="move the points this many times the way to each round's new fit, except in the "
         "last round (over-relaxation of the rounds' fixed point; 1 = plain)",
     )
     tolerance: float = Field(
-        0.0, ge=0,
+        0.0,
+        ge=0,
         description="mm: skip a round that repeats the settings of the round before once that one "
         "moved the points by less than this on average (repeats iterate towards a fixed point); "
         "the last round always runs; 0 = run every round",
@@ -181,36 +201,43 @@ class SmoothConfig(_Section):
         default_factory=lambda: [10.0, 5.0], min_length=1, description="kernel width per round, mm"
     )
     regression: list[Literal["gaussian", "ridge"]] = Field(
-        default_factory=lambda: ["gaussian"], min_length=1,
+        default_factory=lambda: ["gaussian"],
+        min_length=1,
         description="per round: gaussian (kernel average of the matches) or ridge (kernel ridge "
         "regression: less biased where the sampling is uneven, e.g. at the lung's border)",
     )
     regularization: PositiveFloat = Field(
-        1.0, description="ridge: smoothness weight lambda, about (match error / non-affine "
+        1.0,
+        description="ridge: smoothness weight lambda, about (match error / non-affine "
         "motion)^2: larger is smoother",
     )
     ridge_widths: list[PositiveFloat] = Field(
-        default_factory=lambda: [1.0, 2.0, 4.0, 8.0], min_length=1,
+        default_factory=lambda: [1.0, 2.0, 4.0, 8.0],
+        min_length=1,
         description="ridge: the kernel is the mean of Gaussians of these multiples of sigma",
     )
     ridge_points: int = Field(
-        1500, description="ridge: fit the matches averaged over voxel cells, at most this "
+        1500,
+        description="ridge: fit the matches averaged over voxel cells, at most this "
         "many (the fit costs O(points^2) per CG iteration; 0 = every match)",
     )
     anisotropic: bool = Field(
-        False, description="ridge: trust matches less along the local structure of the source "
+        False,
+        description="ridge: trust matches less along the local structure of the source "
         "(within a surface, along a vessel), where OT matching between independent samplings slides",
     )
     model: Literal["displacement", "svf"] = Field(
-        "displacement", description="displacement: the last round's regression is the "
-        "displacement; svf: a velocity whose exponential has that displacement (fold-free)"
+        "displacement",
+        description="displacement: the last round's regression is the "
+        "displacement; svf: a velocity whose exponential has that displacement (fold-free)",
     )
-    svf_spacing: Optional[PositiveFloat] = Field(
+    svf_spacing: PositiveFloat | None = Field(
         None, description="svf: grid spacing of the velocity field, mm (none = sigma / 2 per round)"
     )
 
     _scalar_to_list = field_validator("sigma", "regression", mode="before")(
-        MatchConfig._scalar_to_list.__func__)
+        MatchConfig._scalar_to_list.__func__
+    )
 
     _point_count = field_validator("ridge_points")(check_point_count)
 
@@ -222,7 +249,8 @@ class OutputConfig(_Section):
     grid_spacing: PositiveFloat = Field(4.0, description="spacing of the dense fields, mm")
     grid_margin: float = Field(10.0, ge=0, description="margin around the clouds, mm")
     jacobian: bool = Field(
-        True, description="Jacobian determinant of the transform on a grid_spacing grid over the source (metrics.json)"
+        True,
+        description="Jacobian determinant of the transform on a grid_spacing grid over the source (metrics.json)",
     )
 
 
@@ -231,7 +259,7 @@ class Round(NamedTuple):
 
     blur: float
     sigma: float
-    reach: Optional[float]
+    reach: float | None
     regression: str
 
 
@@ -248,19 +276,29 @@ class Config(_Section):
     output: OutputConfig = Field(default_factory=OutputConfig)
 
     @model_validator(mode="after")
-    def _rounds_agree(self) -> "Config":
-        lengths = {"match.blur": len(self.match.blur), "smooth.sigma": len(self.smooth.sigma),
-                   "match.reach": len(self.match.reach or [None]),
-                   "smooth.regression": len(self.smooth.regression)}
+    def _rounds_agree(self) -> Config:
+        lengths = {
+            "match.blur": len(self.match.blur),
+            "smooth.sigma": len(self.smooth.sigma),
+            "match.reach": len(self.match.reach or [None]),
+            "smooth.regression": len(self.smooth.regression),
+        }
         if len(set(lengths.values()) - {1}) > 1:
             given = ", ".join(f"{key} has {n}" for key, n in lengths.items())
-            raise ValueError(f"the per-round lists disagree ({given}): give as many of each (or one)")
+            raise ValueError(
+                f"the per-round lists disagree ({given}): give as many of each (or one)"
+            )
         return self
 
     @property
     def rounds(self) -> list[Round]:
         """(blur, sigma, reach, regression) of each non-rigid round (reach None: balanced)."""
-        lists = [self.match.blur, self.smooth.sigma, self.match.reach or [None], self.smooth.regression]
+        lists = [
+            self.match.blur,
+            self.smooth.sigma,
+            self.match.reach or [None],
+            self.smooth.regression,
+        ]
         n = max(map(len, lists))
         return [Round(*values) for values in zip(*(v * n if len(v) == 1 else v for v in lists))]
 

@@ -26,7 +26,9 @@ def transform_file(registration: str | Path) -> Path:
     registration = Path(registration)
     path = registration / "transform.npz" if registration.is_dir() else registration
     if not path.is_file():
-        raise InputError(registration, "no transform.npz here: give the output folder of 'otreg register'")
+        raise InputError(
+            registration, "no transform.npz here: give the output folder of 'otreg register'"
+        )
     return path
 
 
@@ -75,7 +77,9 @@ def evaluate(
         src = read_landmarks(source_landmarks, landmark_format, spacing)
         tgt = read_landmarks(target_landmarks, landmark_format, spacing)
         if len(src) != len(tgt):
-            raise InputError(target_landmarks, f"has {len(tgt)} landmarks but {source_landmarks} has {len(src)}")
+            raise InputError(
+                target_landmarks, f"has {len(tgt)} landmarks but {source_landmarks} has {len(src)}"
+            )
         result["landmarks"] = len(src)
         result["before"] = distance_summary(target_registration_error(src, tgt))
         result["after"] = distance_summary(target_registration_error(transform(src), tgt))
@@ -84,8 +88,13 @@ def evaluate(
     return result
 
 
-def _quality(registration: Path, transform, source: str | Path | None, grid_spacing: float | None,
-             jacobian: bool) -> dict[str, Any]:
+def _quality(
+    registration: Path,
+    transform,
+    source: str | Path | None,
+    grid_spacing: float | None,
+    jacobian: bool,
+) -> dict[str, Any]:
     from .config import load_config
     from .io import load, load_options
     from .quality import transform_quality
@@ -99,12 +108,13 @@ def _quality(registration: Path, transform, source: str | Path | None, grid_spac
     if source is None:
         source = recorded_source(folder)
         if source is None or not source.is_file():
-            log.warning("no transform quality: the source cloud recorded in %s is not found; pass --source",
-                        folder / "run.json")
+            log.warning(
+                "no transform quality: the source cloud recorded in %s is not found; pass --source",
+                folder / "run.json",
+            )
             return {}
     cloud = downsample(load(source, **load_options(cfg.input)), cfg.input.points, seed=cfg.seed)
-    return transform_quality(transform, cloud.points, cfg.output.grid_spacing,
-                             jacobian=jacobian)
+    return transform_quality(transform, cloud.points, cfg.output.grid_spacing, jacobian=jacobian)
 
 
 def recorded_source(folder: Path) -> Path | None:

@@ -35,7 +35,10 @@ def residual(x: np.ndarray, wx: np.ndarray, y: np.ndarray) -> dict[str, float]:
     d = nearest_distances(x, y)
     order = np.argsort(d)
     cdf = np.cumsum(wx[order]) / wx.sum()
-    return {"mean_mm": float(wx @ d / wx.sum()), "p95_mm": float(d[order][np.searchsorted(cdf, 0.95)])}
+    return {
+        "mean_mm": float(wx @ d / wx.sum()),
+        "p95_mm": float(d[order][np.searchsorted(cdf, 0.95)]),
+    }
 
 
 def distance_summary(d: np.ndarray) -> dict[str, float]:

@@ -61,7 +61,10 @@ def _certificate(solution, *, last: bool) -> dict[str, Any]:
     if not last or solution.reach is not None:
         return {}
     lower, upper = solution.bounds()
-    return {"ot_bounds_mm2": [lower, upper], "ot_relative_gap": (upper - lower) / max(abs(lower), 1e-300)}
+    return {
+        "ot_bounds_mm2": [lower, upper],
+        "ot_relative_gap": (upper - lower) / max(abs(lower), 1e-300),
+    }
 
 
 def register(
@@ -125,23 +128,49 @@ def register(
     t0 = time.perf_counter()
     for k, (blur, sigma, reach, regression) in enumerate(planned, start=1):
         last = k == len(planned)
-        if not last and k > 1 and planned[k - 1] == planned[k - 2] and last_move < cfg.match.tolerance:
-            log.info("round %d skipped: the round before moved the points by %.3f mm (< match.tolerance)",
-                     k, last_move)
+        if (
+            not last
+            and k > 1
+            and planned[k - 1] == planned[k - 2]
+            and last_move < cfg.match.tolerance
+        ):
+            log.info(
+                "round %d skipped: the round before moved the points by %.3f mm (< match.tolerance)",
+                k,
+                last_move,
+            )
             skipped.append(k)
             continue
         step(f"OT matching, round {k}/{len(cfg.rounds)} (blur {blur:g} mm, sigma {sigma:g} mm)")
         t1 = time.perf_counter()
-        matches = match(moved, src.weights, tgt.points, tgt.weights, blur=blur, reach=reach,
-                        solver=cfg.solver, device=device, source_features=src_features,
-                        target_features=tgt_features)
+        matches = match(
+            moved,
+            src.weights,
+            tgt.points,
+            tgt.weights,
+            blur=blur,
+            reach=reach,
+            solver=cfg.solver,
+            device=device,
+            source_features=src_features,
+            target_features=tgt_features,
+        )
         # Only the last round's field becomes the transform: the rounds before need the
         # regression at the points alone, not the svf model's velocity grid.
-        field_k = smooth(aligned, src.weights, matches, sigma, regression=regression,
-                         model=cfg.smooth.model if last else "displacement",
-                         regularization=cfg.smooth.regularization, widths=cfg.smooth.ridge_widths,
-                         ridge_points=cfg.smooth.ridge_points, anisotropic=cfg.smooth.anisotropic,
-                         spacing=cfg.smooth.svf_spacing, device=device)
+        field_k = smooth(
+            aligned,
+            src.weights,
+            matches,
+            sigma,
+            regression=regression,
+            model=cfg.smooth.model if last else "displacement",
+            regularization=cfg.smooth.regularization,
+            widths=cfg.smooth.ridge_widths,
+            ridge_points=cfg.smooth.ridge_points,
+            anisotropic=cfg.smooth.anisotropic,
+            spacing=cfg.smooth.svf_spacing,
+            device=device,
+        )
         fitted = aligned + field_k(aligned)[:, :3]
         # Matching and fitting converge slowly to their joint fixed point (each round closes
         # a fraction of the gap); intermediate rounds may overshoot towards it.
@@ -151,23 +180,25 @@ def register(
         last_move = float(src.weights @ np.linalg.norm(update, axis=1) / src.weights.sum())
         confidence = matches.confidence
         sol = matches.solution
-        rounds.append({
-            "round": k,
-            "blur_mm": blur,
-            "sigma_mm": sigma,
-            "reach_mm": reach,
-            "regression": regression,
-            "ot_cost_mm2": sol.cost,
-            "ot_dual_mm2": sol.dual,
-            "iterations": sol.iterations,
-            "marginal_error": sol.marginal_error,
-            "transported_mass": sol.transported_mass,
-            "backend": sol.backend,
-            **_certificate(sol, last=last),
-            "residual_after": residual(moved, src.weights, tgt.points),
-            "moved_mm": last_move,
-            "time_s": time.perf_counter() - t1,
-        })
+        rounds.append(
+            {
+                "round": k,
+                "blur_mm": blur,
+                "sigma_mm": sigma,
+                "reach_mm": reach,
+                "regression": regression,
+                "ot_cost_mm2": sol.cost,
+                "ot_dual_mm2": sol.dual,
+                "iterations": sol.iterations,
+                "marginal_error": sol.marginal_error,
+                "transported_mass": sol.transported_mass,
+                "backend": sol.backend,
+                **_certificate(sol, last=last),
+                "residual_after": residual(moved, src.weights, tgt.points),
+                "moved_mm": last_move,
+                "time_s": time.perf_counter() - t1,
+            }
+        )
     times["nonrigid_s"] = time.perf_counter() - t0
     metrics["rounds"] = rounds
     metrics["rounds_skipped"] = skipped
@@ -176,20 +207,32 @@ def register(
     transform = Transform(rigid, [] if field_k is None else [field_k])
     metrics.update(_quality(transform, src, cfg, times, step))
     metrics["times"] = times
-    log.info("registered %s -> %s: residual %.2f -> %.2f mm", source.source, target.source,
-             metrics["residual_before"]["mean_mm"], metrics["residual_after"]["mean_mm"])
+    log.info(
+        "registered %s -> %s: residual %.2f -> %.2f mm",
+        source.source,
+        target.source,
+        metrics["residual_before"]["mean_mm"],
+        metrics["residual_after"]["mean_mm"],
+    )
     return RegistrationResult(transform, metrics, src, tgt, moved, confidence)
 
 
-def _quality(transform: Transform, src: PointCloud, cfg: Config, times: dict[str, float],
-             step: Callable[[str], None]) -> dict[str, Any]:
+def _quality(
+    transform: Transform,
+    src: PointCloud,
+    cfg: Config,
+    times: dict[str, float],
+    step: Callable[[str], None],
+) -> dict[str, Any]:
     """metrics.json's transform quality (:func:`otreg.quality.transform_quality`), timed."""
     from .quality import transform_quality
 
     t0 = time.perf_counter()
     if cfg.output.jacobian:
         step("Jacobian determinant")
-    out = transform_quality(transform, src.points, cfg.output.grid_spacing, jacobian=cfg.output.jacobian)
+    out = transform_quality(
+        transform, src.points, cfg.output.grid_spacing, jacobian=cfg.output.jacobian
+    )
     if out:
         times["quality_s"] = time.perf_counter() - t0
     return out

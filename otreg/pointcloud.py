@@ -89,7 +89,7 @@ class PointCloud:
         """Diagonal of the axis-aligned bounding box, mm."""
         return float(np.linalg.norm(self.points.max(0) - self.points.min(0)))
 
-    def subset(self, index: np.ndarray) -> "PointCloud":
+    def subset(self, index: np.ndarray) -> PointCloud:
         """The cloud restricted to ``index`` (bool mask or integer indices), weights kept."""
         return PointCloud(
             self.points[index],
@@ -99,7 +99,7 @@ class PointCloud:
             dict(self.meta),
         )
 
-    def with_points(self, points: np.ndarray) -> "PointCloud":
+    def with_points(self, points: np.ndarray) -> PointCloud:
         """A copy with new (N, 3) positions and everything else unchanged."""
         return PointCloud(points, self.weights, dict(self.features), self.source, dict(self.meta))
 

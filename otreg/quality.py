@@ -30,8 +30,9 @@ def jacobian_determinants(
     """
     from .transforms.itk import grid_over, grid_points
 
-    shape, affine = grid_over(np.asarray(points, dtype=np.float64), spacing,
-                              spacing if margin is None else margin)
+    shape, affine = grid_over(
+        np.asarray(points, dtype=np.float64), spacing, spacing if margin is None else margin
+    )
     x = grid_points(shape, affine)
     return determinants_at(transform, x, STEP_FRACTION * spacing), shape, affine
 
@@ -72,8 +73,9 @@ def inverse_consistency(transform, points: np.ndarray) -> dict[str, float] | Non
     return distance_summary(np.linalg.norm(transform.inverse(transform(x)) - x, axis=1))
 
 
-def transform_quality(transform, points: np.ndarray, grid_spacing: float, *,
-                      jacobian: bool = True) -> dict[str, Any]:
+def transform_quality(
+    transform, points: np.ndarray, grid_spacing: float, *, jacobian: bool = True
+) -> dict[str, Any]:
     """What ``metrics.json`` and ``otreg evaluate`` report of a transform over a source cloud:
     "jacobian" (:func:`jacobian_summary` on a ``grid_spacing`` mm grid over the (N, 3)
     ``points``, if ``jacobian``) and "inverse_consistency_mm" (:func:`inverse_consistency`, for

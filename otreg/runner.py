@@ -94,8 +94,11 @@ def run(
         # The preset depends on the files, read as the input settings given say: the packaged
         # presets leave the load options alone (tests/test_presets.py). The other settings are
         # checked against the preset, whose rounds they may have to agree with.
-        loading = load_config(None, [o for o in overrides if o.strip().startswith("input.")],
-                              **{k: v for k, v in settings.items() if k.startswith("input__")})
+        loading = load_config(
+            None,
+            [o for o in overrides if o.strip().startswith("input.")],
+            **{k: v for k, v in settings.items() if k.startswith("input__")},
+        )
     else:
         loading = cfg = load_config(config, overrides, **settings)
     options = load_options(loading.input)
@@ -117,6 +120,15 @@ def run(
 
     registration = register(source_cloud, target_cloud, cfg, on_step=step)
     step("writing outputs")
-    write_registration(out, registration, cfg, Path(source), Path(target), load_kwargs=options,
-                       overwrite=overwrite, argv=argv, preset=preset)
+    write_registration(
+        out,
+        registration,
+        cfg,
+        Path(source),
+        Path(target),
+        load_kwargs=options,
+        overwrite=overwrite,
+        argv=argv,
+        preset=preset,
+    )
     return RunResult(out, registration, cfg, preset, time.perf_counter() - started)

@@ -147,7 +147,8 @@ def _weighted_sums(inverse: np.ndarray, m: int, w: np.ndarray, values: np.ndarra
         return np.bincount(inverse, weights=w * values, minlength=m)
     flat = values.reshape(len(values), -1)
     sums = np.stack(
-        [np.bincount(inverse, weights=w * flat[:, j], minlength=m) for j in range(flat.shape[1])], axis=1
+        [np.bincount(inverse, weights=w * flat[:, j], minlength=m) for j in range(flat.shape[1])],
+        axis=1,
     )
     return sums.reshape((m, *values.shape[1:]))
 
@@ -167,7 +168,9 @@ def cluster(
         One point per cell with positive total weight: position and features are the weighted
         means of the cell's points, weight the sum. Cells whose points all weigh 0 are dropped.
     """
-    grid = _Grid(cloud.points, np.zeros(3) if offset is None else np.asarray(offset, dtype=np.float64))
+    grid = _Grid(
+        cloud.points, np.zeros(3) if offset is None else np.asarray(offset, dtype=np.float64)
+    )
     keys = grid.keys(size)
     _, inverse = np.unique(keys, return_inverse=True)
     inverse = inverse.ravel()
@@ -178,12 +181,15 @@ def cluster(
     if not keep.all():
         log.debug(
             "%s: %d of %d cells hold only zero-weight points and are dropped",
-            cloud.source, int((~keep).sum()), m,
+            cloud.source,
+            int((~keep).sum()),
+            m,
         )
     if int(keep.sum()) < min_points:
         raise InputError(
-            cloud.source, f"cells of {size:.3g} mm leave {int(keep.sum())} cluster(s) with mass, "
-            f"fewer than {min_points}: keep more points (input.points)"
+            cloud.source,
+            f"cells of {size:.3g} mm leave {int(keep.sum())} cluster(s) with mass, "
+            f"fewer than {min_points}: keep more points (input.points)",
         )
     mass_kept = mass[keep]
     points = _weighted_sums(inverse, m, w, cloud.points)[keep] / mass_kept[:, None]
@@ -228,7 +234,8 @@ def downsample(cloud: PointCloud, n: int, *, seed: int = 0) -> PointCloud:
     if not positive.all():
         log.debug(
             "%s: %d zero-weight point(s) carry no mass and are left out",
-            cloud.source, int((~positive).sum()),
+            cloud.source,
+            int((~positive).sum()),
         )
         cloud_pos = cloud.subset(positive)
     else:

@@ -48,5 +48,11 @@ def warp(
     transform = Transform.load(transform_file(registration))
     if output.exists() and not overwrite:
         raise OutputError(f"{output}: exists; pass --overwrite to replace it")
-    return warp_file(file, output, point_mapping(transform), landmark_format=landmark_format,
-                     spacing=spacing, load_kwargs=load_kwargs)
+    return warp_file(
+        file,
+        output,
+        point_mapping(transform),
+        landmark_format=landmark_format,
+        spacing=spacing,
+        load_kwargs=load_kwargs,
+    )

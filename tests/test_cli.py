@@ -33,12 +33,18 @@ TARGET_LANDMARKS = SAMPLE / "inhale_landmarks.txt"
 # Fast but meaningful on the sample pair (about 15 s on a loaded 2-core CPU): TRE
 # ~13.9 mm -> ~2.0 mm. principal_axes is off: the sample pair has no large rotation.
 FAST = [
-    "--points", "1500",
-    "--set", "rigid.points=500",
-    "--set", "rigid.iterations=10",
-    "--set", "rigid.principal_axes=false",
-    "--set", "solver.max_iter=100",
-    "--set", "output.grid_spacing=16",
+    "--points",
+    "1500",
+    "--set",
+    "rigid.points=500",
+    "--set",
+    "rigid.iterations=10",
+    "--set",
+    "rigid.principal_axes=false",
+    "--set",
+    "solver.max_iter=100",
+    "--set",
+    "output.grid_spacing=16",
 ]
 OUTPUT_FILES = {
     "warped_source.vtk",
@@ -54,12 +60,18 @@ OUTPUT_FILES = {
 }
 
 
-def run_otreg(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def run_otreg(
+    *args: str, cwd: Path | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
     """``python -m otreg ARGS``, one thread per process (the machine is shared)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "200"}
     result = subprocess.run(
         [sys.executable, "-m", "otreg", *args],
-        cwd=cwd or REPO, env=env, capture_output=True, text=True, timeout=600,
+        cwd=cwd or REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     if check:
         assert result.returncode == 0, (args, result.returncode, result.stdout, result.stderr)
@@ -125,7 +137,16 @@ def test_config_show_preset_with_override():
     result = run_otreg("config", "show", "-c", "lung_vessels", "--set", "match.blur=2")
     parsed = tomllib.loads(result.stdout)
     assert parsed["match"]["blur"] == [2.0]
-    assert parsed["match"]["reach"] == [20.0, 10.0, 10.0, 5.0, 5.0, 5.0, 3.0, 3.0]  # from the preset
+    assert parsed["match"]["reach"] == [
+        20.0,
+        10.0,
+        10.0,
+        5.0,
+        5.0,
+        5.0,
+        3.0,
+        3.0,
+    ]  # from the preset
     assert parsed["rigid"]["blur"] == 4.0
 
 
@@ -143,15 +164,28 @@ def registration(tmp_path_factory):
     """(OUT, parsed --json stdout) of one fast registration of the sample pair."""
     out = tmp_path_factory.mktemp("sample") / "out"
     # the displacement model: tests/test_quality.py runs the preset's svf model
-    result = run_otreg("register", str(SOURCE), str(TARGET), "-o", str(out), *FAST,
-                       "--set", "smooth.model=displacement", "--json")
+    result = run_otreg(
+        "register",
+        str(SOURCE),
+        str(TARGET),
+        "-o",
+        str(out),
+        *FAST,
+        "--set",
+        "smooth.model=displacement",
+        "--json",
+    )
     return out, json.loads(result.stdout)
 
 
 def test_register_json_summary(registration):
     out, summary = registration
     assert summary["out"] == str(out)
-    assert summary["residual_after_mm"] < summary["residual_after_rigid_mm"] < summary["residual_before_mm"]
+    assert (
+        summary["residual_after_mm"]
+        < summary["residual_after_rigid_mm"]
+        < summary["residual_before_mm"]
+    )
     points = summary["metrics"]["points"]
     assert set(points) == {"source", "target"}
     assert all(1400 <= n <= 1500 for n in points.values()), points  # at most --points
@@ -179,7 +213,9 @@ def test_warped_source_has_arrays(registration):
     assert "radius" in warped.point_data  # the input's arrays are kept
     # positions = source + displacement (the file is RAS, like the input)
     moved = mesh_points(out / "warped_source.vtk")
-    np.testing.assert_allclose(moved, mesh_points(SOURCE) + warped.point_data["displacement"], atol=1e-3)
+    np.testing.assert_allclose(
+        moved, mesh_points(SOURCE) + warped.point_data["displacement"], atol=1e-3
+    )
 
 
 def test_transform_matches_warped_source(registration):
@@ -218,13 +254,17 @@ def test_metrics_run_config_report(registration):
     assert run["seed"] == 0 and run["device"] == metrics["device"]
     assert "register" in run["argv"]
     # no -c: the preset of vessel clouds with a radius array, the command line's settings on top
-    assert run["preset"] == {"name": "lung_vessels", "chosen_by": "input type: vessel clouds with a 'radius' array"}
+    assert run["preset"] == {
+        "name": "lung_vessels",
+        "chosen_by": "input type: vessel clouds with a 'radius' array",
+    }
     assert summary["preset"] == "lung_vessels"
     resolved = (out / "config.resolved.toml").read_text()
     assert resolved.startswith("# from lung_vessels (input type: vessel clouds")
     config = otreg.load_config(out / "config.resolved.toml")
-    assert config == otreg.load_config("lung_vessels", [*FAST[3::2], "smooth.model=displacement"],
-                                       input__points=1500)
+    assert config == otreg.load_config(
+        "lung_vessels", [*FAST[3::2], "smooth.model=displacement"], input__points=1500
+    )
     assert config.match.feature_weights == {"radius": 2.0} and len(config.rounds) == 8
     assert (out / "report.md").read_text().strip()
     # transform quality: the displacement model has no inverse of its own (see test_quality.py)
@@ -234,8 +274,15 @@ def test_metrics_run_config_report(registration):
 
 def test_evaluate_tre_improves(registration):
     out, _ = registration
-    result = run_otreg("evaluate", str(out), "--source-landmarks", str(SOURCE_LANDMARKS),
-                       "--target-landmarks", str(TARGET_LANDMARKS), "--json")
+    result = run_otreg(
+        "evaluate",
+        str(out),
+        "--source-landmarks",
+        str(SOURCE_LANDMARKS),
+        "--target-landmarks",
+        str(TARGET_LANDMARKS),
+        "--json",
+    )
     tre = json.loads(result.stdout)
     assert tre["landmarks"] == 80
     before, after = tre["before"]["mean_mm"], tre["after"]["mean_mm"]
@@ -244,8 +291,14 @@ def test_evaluate_tre_improves(registration):
     assert after < 3.5, tre
     assert after < before / 3
     # the table form prints the same numbers
-    table = run_otreg("evaluate", str(out), "--source-landmarks", str(SOURCE_LANDMARKS),
-                      "--target-landmarks", str(TARGET_LANDMARKS)).stdout
+    table = run_otreg(
+        "evaluate",
+        str(out),
+        "--source-landmarks",
+        str(SOURCE_LANDMARKS),
+        "--target-landmarks",
+        str(TARGET_LANDMARKS),
+    ).stdout
     assert f"{after:.2f}" in table and f"{before:.2f}" in table
 
 
@@ -253,15 +306,29 @@ def test_evaluate_mismatched_landmarks(registration, tmp_path):
     out, _ = registration
     fewer = tmp_path / "fewer.txt"
     np.savetxt(fewer, np.loadtxt(TARGET_LANDMARKS)[:10])
-    result = run_otreg("evaluate", str(out), "--source-landmarks", str(SOURCE_LANDMARKS),
-                       "--target-landmarks", str(fewer), check=False)
+    result = run_otreg(
+        "evaluate",
+        str(out),
+        "--source-landmarks",
+        str(SOURCE_LANDMARKS),
+        "--target-landmarks",
+        str(fewer),
+        check=False,
+    )
     assert result.returncode == 2
     assert str(fewer) in result.stderr and "Traceback" not in result.stderr
 
 
 def test_evaluate_not_a_registration(tmp_path):
-    result = run_otreg("evaluate", str(tmp_path), "--source-landmarks", str(SOURCE_LANDMARKS),
-                       "--target-landmarks", str(TARGET_LANDMARKS), check=False)
+    result = run_otreg(
+        "evaluate",
+        str(tmp_path),
+        "--source-landmarks",
+        str(SOURCE_LANDMARKS),
+        "--target-landmarks",
+        str(TARGET_LANDMARKS),
+        check=False,
+    )
     assert result.returncode == 2
     assert "transform.npz" in result.stderr and "Traceback" not in result.stderr
 
@@ -282,24 +349,41 @@ def test_warp_landmarks_equals_python_api(registration, tmp_path):
     again = run_otreg("warp", str(out), str(SOURCE_LANDMARKS), "-o", str(moved_path), check=False)
     assert again.returncode == 2 and "--overwrite" in again.stderr
     np.testing.assert_array_equal(np.loadtxt(moved_path), moved)
-    run_otreg("warp", str(out / "transform.npz"), str(SOURCE_LANDMARKS), "-o", str(moved_path),
-              "--overwrite")
+    run_otreg(
+        "warp",
+        str(out / "transform.npz"),
+        str(SOURCE_LANDMARKS),
+        "-o",
+        str(moved_path),
+        "--overwrite",
+    )
     np.testing.assert_allclose(np.loadtxt(moved_path), expected, rtol=0, atol=1e-4)
 
 
 def test_rerun_from_resolved_config_reproduces(registration, tmp_path):
     out, _ = registration
     again = tmp_path / "again"
-    run_otreg("register", str(SOURCE), str(TARGET), "-o", str(again), "-c",
-              str(out / "config.resolved.toml"))
+    run_otreg(
+        "register",
+        str(SOURCE),
+        str(TARGET),
+        "-o",
+        str(again),
+        "-c",
+        str(out / "config.resolved.toml"),
+    )
     settings = lambda folder: (folder / "config.resolved.toml").read_text().split("\n", 1)[1]  # noqa: E731
     assert settings(again) == settings(out)  # the first line says where the config came from
     assert json.loads((again / "run.json").read_text())["preset"]["chosen_by"] == "-c"
     first = otreg.Transform.load(out / "transform.npz")
     second = otreg.Transform.load(again / "transform.npz")
     np.testing.assert_allclose(second.rigid, first.rigid, rtol=0, atol=1e-4)
-    np.testing.assert_allclose(mesh_points(again / "warped_source.vtk"),
-                               mesh_points(out / "warped_source.vtk"), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(
+        mesh_points(again / "warped_source.vtk"),
+        mesh_points(out / "warped_source.vtk"),
+        rtol=0,
+        atol=1e-4,
+    )
 
 
 def test_register_overwrite_replaces_folder(registration, tmp_path):
@@ -308,9 +392,22 @@ def test_register_overwrite_replaces_folder(registration, tmp_path):
     out.mkdir()
     (out / "stale.txt").write_text("old\n")
     # a quick registration of the landmark sets themselves (80 points each)
-    run_otreg("register", str(SOURCE_LANDMARKS), str(TARGET_LANDMARKS), "-o", str(out), "--overwrite",
-              "--set", "rigid.principal_axes=false", "--set", "rigid.iterations=5",
-              "--set", "solver.max_iter=50", "--set", "output.dense_field=false")
+    run_otreg(
+        "register",
+        str(SOURCE_LANDMARKS),
+        str(TARGET_LANDMARKS),
+        "-o",
+        str(out),
+        "--overwrite",
+        "--set",
+        "rigid.principal_axes=false",
+        "--set",
+        "rigid.iterations=5",
+        "--set",
+        "solver.max_iter=50",
+        "--set",
+        "output.dense_field=false",
+    )
     names = {p.name for p in out.iterdir()}
     fields = {"field_fixed_to_moving.nii.gz", "field_moving_to_fixed.nii.gz"}
     # a point list is warped to a .vtp point cloud (text cannot carry the arrays)
@@ -324,19 +421,40 @@ def test_dirlab_case1_evaluate(shared_data, tmp_path):
     dirlab = shared_data / "dirlab4dct"
     out = tmp_path / "case1"
     run_otreg(
-        "register", str(dirlab / "case1_exhale_points.vtk"), str(dirlab / "case1_inhale_points.vtk"),
-        "-o", str(out), "-c", "lung_points",
-        "--points", "800",
-        "--set", "rigid.points=800",
-        "--set", "rigid.iterations=10",
-        "--set", "rigid.principal_axes=false",
-        "--set", "solver.max_iter=100",
-        "--set", "output.grid_spacing=16",
+        "register",
+        str(dirlab / "case1_exhale_points.vtk"),
+        str(dirlab / "case1_inhale_points.vtk"),
+        "-o",
+        str(out),
+        "-c",
+        "lung_points",
+        "--points",
+        "800",
+        "--set",
+        "rigid.points=800",
+        "--set",
+        "rigid.iterations=10",
+        "--set",
+        "rigid.principal_axes=false",
+        "--set",
+        "solver.max_iter=100",
+        "--set",
+        "output.grid_spacing=16",
     )
     spacing = ["--spacing", "0.97", "0.97", "2.5"]
     exhale, inhale = dirlab / "case1_300_T50_xyz.txt", dirlab / "case1_300_T00_xyz.txt"
-    result = run_otreg("evaluate", str(out), "--source-landmarks", str(exhale),
-                       "--target-landmarks", str(inhale), "--format", "dirlab", *spacing, "--json")
+    result = run_otreg(
+        "evaluate",
+        str(out),
+        "--source-landmarks",
+        str(exhale),
+        "--target-landmarks",
+        str(inhale),
+        "--format",
+        "dirlab",
+        *spacing,
+        "--json",
+    )
     tre = json.loads(result.stdout)
     assert tre["landmarks"] == 300
     assert tre["before"]["mean_mm"] == pytest.approx(3.89, abs=0.02)  # the README's table
@@ -351,8 +469,17 @@ def test_dirlab_case1_evaluate(shared_data, tmp_path):
     np.testing.assert_allclose(np.loadtxt(moved), expected, rtol=0, atol=1e-6)
 
     # --format dirlab without --spacing is a usage error
-    bad = run_otreg("evaluate", str(out), "--source-landmarks", str(exhale),
-                    "--target-landmarks", str(inhale), "--format", "dirlab", check=False)
+    bad = run_otreg(
+        "evaluate",
+        str(out),
+        "--source-landmarks",
+        str(exhale),
+        "--target-landmarks",
+        str(inhale),
+        "--format",
+        "dirlab",
+        check=False,
+    )
     assert bad.returncode == 2 and "--spacing" in bad.stderr
 
 
@@ -364,9 +491,24 @@ def test_interrupt_exits_130_and_leaves_nothing(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "200"}
     # all 10,000 points and default settings: minutes of work, interrupted once it has begun
     process = subprocess.Popen(
-        [sys.executable, "-m", "otreg", "register", str(SOURCE), str(TARGET), "-o", str(out),
-         "--points", "0", "-vv"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "otreg",
+            "register",
+            str(SOURCE),
+            str(TARGET),
+            "-o",
+            str(out),
+            "--points",
+            "0",
+            "-vv",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # in case we run in bg
     )
     try:

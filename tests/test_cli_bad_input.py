@@ -19,12 +19,18 @@ nib = pytest.importorskip("nibabel")
 
 # Settings that make a registration fast, should a bad input ever get through to one.
 FAST = [
-    "--points", "300",
-    "--set", "rigid.points=300",
-    "--set", "rigid.iterations=5",
-    "--set", "rigid.principal_axes=false",
-    "--set", "output.grid_spacing=16",
-    "--set", "solver.max_iter=50",
+    "--points",
+    "300",
+    "--set",
+    "rigid.points=300",
+    "--set",
+    "rigid.iterations=5",
+    "--set",
+    "rigid.principal_axes=false",
+    "--set",
+    "output.grid_spacing=16",
+    "--set",
+    "solver.max_iter=50",
 ]
 
 
@@ -33,7 +39,11 @@ def run_otreg(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "200"}
     return subprocess.run(
         [sys.executable, "-m", "otreg", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -143,9 +153,16 @@ CASES = {
     "nan_coordinates": (nan_coordinates, [], ["nan"]),
     "negative_weights": (negative_weights, ["--weight-by", "w"], ["negative", "'w'"]),
     "zero_weights": (zero_weights, ["--weight-by", "w"], ["weight 0", "'w'"]),
-    "weight_by_absent_array": (zero_weights, ["--weight-by", "radius"], ["no point array", "'radius'"]),
-    "feature_array_absent": (plain_points, ["--set", "match.feature_weights.radius=1"],
-                             ["no point array 'radius'", "match.feature_weights"]),
+    "weight_by_absent_array": (
+        zero_weights,
+        ["--weight-by", "radius"],
+        ["no point array", "'radius'"],
+    ),
+    "feature_array_absent": (
+        plain_points,
+        ["--set", "match.feature_weights.radius=1"],
+        ["no point array 'radius'", "match.feature_weights"],
+    ),
     "4d_without_volume": (mask_4d, [], ["4d", "volume"]),
     "4d_volume_out_of_range": (mask_4d, ["--volume", "5"], ["volume=5", "out of range"]),
     "label_not_in_mask": (binary_mask, ["--label", "7"], ["label 7", "not found"]),
@@ -182,8 +199,9 @@ def test_bad_source(case, tmp_path, valid_target):
     make, options, keywords = CASES[case]
     bad = make(tmp_path)
     out = tmp_path / "out"
-    result = run_otreg("register", str(bad), str(valid_target), "-o", str(out), *options, *FAST,
-                       cwd=tmp_path)
+    result = run_otreg(
+        "register", str(bad), str(valid_target), "-o", str(out), *options, *FAST, cwd=tmp_path
+    )
     message = assert_one_error(result, str(bad), *keywords)
     assert str(valid_target) not in message  # the good file is not blamed
     assert_nothing_left(tmp_path, out)
@@ -210,8 +228,17 @@ def test_bad_target_is_named(tmp_path, valid_target):
 )
 def test_bad_config_setting(setting, keywords, tmp_path, valid_target):
     out = tmp_path / "out"
-    result = run_otreg("register", str(valid_target), str(valid_target), "-o", str(out),
-                       *FAST, "--set", setting, cwd=tmp_path)
+    result = run_otreg(
+        "register",
+        str(valid_target),
+        str(valid_target),
+        "-o",
+        str(out),
+        *FAST,
+        "--set",
+        setting,
+        cwd=tmp_path,
+    )
     assert_one_error(result, *keywords)
     assert_nothing_left(tmp_path, out)
 
@@ -220,16 +247,34 @@ def test_bad_config_file_is_named(tmp_path, valid_target):
     config = tmp_path / "my config.toml"
     config.write_text("[match]\nblur = 2.0\nreeach = 10.0\n")
     out = tmp_path / "out"
-    result = run_otreg("register", str(valid_target), str(valid_target), "-o", str(out),
-                       "-c", str(config), *FAST, cwd=tmp_path)
+    result = run_otreg(
+        "register",
+        str(valid_target),
+        str(valid_target),
+        "-o",
+        str(out),
+        "-c",
+        str(config),
+        *FAST,
+        cwd=tmp_path,
+    )
     assert_one_error(result, str(config), "unknown key", "match.reeach")
     assert_nothing_left(tmp_path, out)
 
 
 def test_missing_config_file(tmp_path, valid_target):
     out = tmp_path / "out"
-    result = run_otreg("register", str(valid_target), str(valid_target), "-o", str(out),
-                       "-c", "no_such_preset", *FAST, cwd=tmp_path)
+    result = run_otreg(
+        "register",
+        str(valid_target),
+        str(valid_target),
+        "-o",
+        str(out),
+        "-c",
+        "no_such_preset",
+        *FAST,
+        cwd=tmp_path,
+    )
     assert_one_error(result, "no_such_preset", "lung_vessels")  # names the presets there are
     assert_nothing_left(tmp_path, out)
 
@@ -240,11 +285,16 @@ def test_existing_output_folder_needs_overwrite(tmp_path, valid_target):
     (out / "keep.txt").write_text("old result\n")
     (out / "sub").mkdir()
     (out / "sub" / "x.txt").write_text("x\n")
-    before = sorted((p.relative_to(out).as_posix(), p.is_file() and p.read_text()) for p in out.rglob("*"))
-    result = run_otreg("register", str(valid_target), str(valid_target), "-o", str(out), *FAST,
-                       cwd=tmp_path)
+    before = sorted(
+        (p.relative_to(out).as_posix(), p.is_file() and p.read_text()) for p in out.rglob("*")
+    )
+    result = run_otreg(
+        "register", str(valid_target), str(valid_target), "-o", str(out), *FAST, cwd=tmp_path
+    )
     assert_one_error(result, str(out), "--overwrite")
-    after = sorted((p.relative_to(out).as_posix(), p.is_file() and p.read_text()) for p in out.rglob("*"))
+    after = sorted(
+        (p.relative_to(out).as_posix(), p.is_file() and p.read_text()) for p in out.rglob("*")
+    )
     assert after == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")] == []
 
@@ -252,7 +302,8 @@ def test_existing_output_folder_needs_overwrite(tmp_path, valid_target):
 def test_output_is_a_file(tmp_path, valid_target):
     out = tmp_path / "out"
     out.write_text("not a folder\n")
-    result = run_otreg("register", str(valid_target), str(valid_target), "-o", str(out), *FAST,
-                       cwd=tmp_path)
+    result = run_otreg(
+        "register", str(valid_target), str(valid_target), "-o", str(out), *FAST, cwd=tmp_path
+    )
     assert_one_error(result, str(out), "not a folder")
     assert out.read_text() == "not a folder\n"

@@ -250,7 +250,9 @@ def _optional_keys(model: type[BaseModel] = Config, where: str = "") -> list[str
 
 
 def test_there_are_optional_keys():
-    assert {"match.reach", "rigid.reach", "input.weight_by", "input.volume"} <= set(_optional_keys())
+    assert {"match.reach", "rigid.reach", "input.weight_by", "input.volume"} <= set(
+        _optional_keys()
+    )
 
 
 @pytest.mark.parametrize("key", _optional_keys())
@@ -314,7 +316,9 @@ def test_rounds_check_applies_to_files(tmp_path):
 
 
 def test_reach_per_round_and_balanced():
-    config = load_config(overrides=["match.blur=[4, 2, 1]", "smooth.sigma=8", "match.reach=[20, 10, 3]"])
+    config = load_config(
+        overrides=["match.blur=[4, 2, 1]", "smooth.sigma=8", "match.reach=[20, 10, 3]"]
+    )
     assert [r[:3] for r in config.rounds] == [(4.0, 8.0, 20.0), (2.0, 8.0, 10.0), (1.0, 8.0, 3.0)]
     assert all(r.reach is None for r in load_config(overrides=["match.reach=none"]).rounds)
     with pytest.raises(ConfigError, match="match.reach has 2"):
@@ -322,10 +326,17 @@ def test_reach_per_round_and_balanced():
 
 
 def test_regression_per_round():
-    config = load_config(overrides=["match.blur=[4, 2, 1]", "smooth.sigma=8",
-                                    'smooth.regression=["gaussian", "gaussian", "ridge"]'])
+    config = load_config(
+        overrides=[
+            "match.blur=[4, 2, 1]",
+            "smooth.sigma=8",
+            'smooth.regression=["gaussian", "gaussian", "ridge"]',
+        ]
+    )
     assert [r.regression for r in config.rounds] == ["gaussian", "gaussian", "ridge"]
-    assert {r.regression for r in load_config(overrides=["smooth.regression=ridge"]).rounds} == {"ridge"}
+    assert {r.regression for r in load_config(overrides=["smooth.regression=ridge"]).rounds} == {
+        "ridge"
+    }
     with pytest.raises(ConfigError, match="smooth.regression has 3"):
         load_config(overrides=['smooth.regression=["gaussian", "ridge", "ridge"]'])
     with pytest.raises(ConfigError, match="smooth.regression"):

@@ -38,4 +38,6 @@ def test_debiased_cost_is_closer_to_exact_ot(n):
 
 def test_unbalanced_divergence_vanishes_between_equal_clouds():
     x = _cloud(600, 2)
-    assert sinkhorn_divergence(x, x.clone(), blur=0.05, reach=0.3, tol=1e-6) == pytest.approx(0, abs=1e-9)
+    assert sinkhorn_divergence(x, x.clone(), blur=0.05, reach=0.3, tol=1e-6) == pytest.approx(
+        0, abs=1e-9
+    )

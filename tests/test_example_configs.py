@@ -23,4 +23,6 @@ def test_the_vessel_study_repeats_its_preset():
 def test_the_mask_study_is_its_preset_with_labels():
     example = load_config(CONFIGS / "mask_study.toml")
     assert example.input.label == [1, 2]
-    assert example.model_copy(update={"input": example.input.model_copy(update={"label": []})}) == load_config("lung_mask")
+    assert example.model_copy(
+        update={"input": example.input.model_copy(update={"label": []})}
+    ) == load_config("lung_mask")

@@ -25,14 +25,23 @@ def test_features_pair_points_with_their_kind():
     sqrt(1 + 4^2) mm)."""
     source = line(0.0, 1.0)
     thick, thin = line(-1.0, 3.0), line(3.0, 1.0)
-    target = PointCloud(np.vstack([thick.points, thin.points]), np.ones(120),
-                        {"radius": np.concatenate([thick.features["radius"], thin.features["radius"]])})
+    target = PointCloud(
+        np.vstack([thick.points, thin.points]),
+        np.ones(120),
+        {"radius": np.concatenate([thick.features["radius"], thin.features["radius"]])},
+    )
     common = dict(blur=0.5, reach=1.0, solver=SolverConfig())  # local: each line may take all
     plain = match(source.points, source.weights, target.points, target.weights, **common)
     weights = {"radius": 2.0}
-    featured = match(source.points, source.weights, target.points, target.weights, **common,
-                     source_features=feature_columns(source, weights),
-                     target_features=feature_columns(target, weights))
+    featured = match(
+        source.points,
+        source.weights,
+        target.points,
+        target.weights,
+        **common,
+        source_features=feature_columns(source, weights),
+        target_features=feature_columns(target, weights),
+    )
     assert featured.targets.shape == (60, 3)
     assert np.median(plain.targets[:, 1]) < -0.5
     assert np.median(featured.targets[:, 1]) > 2.5

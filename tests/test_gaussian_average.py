@@ -9,7 +9,9 @@ from otreg.metrics import nearest_distances
 from otreg.ot import _native, gaussian_average
 from otreg.transforms.field import KernelField
 
-pytestmark = pytest.mark.skipif(_native.library() is None, reason="otreg's compiled kernels did not build here")
+pytestmark = pytest.mark.skipif(
+    _native.library() is None, reason="otreg's compiled kernels did not build here"
+)
 
 
 @pytest.mark.parametrize("entries", [None, 50_000])  # one compiled call; many (runs of 16 queries)

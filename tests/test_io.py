@@ -22,13 +22,13 @@ nib = pytest.importorskip("nibabel")
 
 
 # ----------------------------------------------------------------------------- helpers
-def unit_square() -> "pv.PolyData":
+def unit_square() -> pv.PolyData:
     """Unit square in z = 0 made of two triangles sharing the diagonal 0-2: area 1."""
     points = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], dtype=float)
     return pv.PolyData(points, faces=[3, 0, 1, 2, 3, 0, 2, 3])
 
 
-def sphere() -> "pv.PolyData":
+def sphere() -> pv.PolyData:
     s = pv.Sphere(radius=10.0, theta_resolution=10, phi_resolution=8)
     s.point_data["radius"] = np.linspace(0.5, 2.0, s.n_points)
     return s
@@ -78,7 +78,9 @@ def test_frames_points_and_matrices():
     m_lps = frames.matrix_ras_to_lps(m)
     homog = np.c_[p, np.ones(len(p))]
     # Same physical motion: map in RAS then convert == convert then map in LPS.
-    np.testing.assert_allclose(frames.ras_to_lps((homog @ m.T)[:, :3]), (np.c_[lps, np.ones(2)] @ m_lps.T)[:, :3])
+    np.testing.assert_allclose(
+        frames.ras_to_lps((homog @ m.T)[:, :3]), (np.c_[lps, np.ones(2)] @ m_lps.T)[:, :3]
+    )
     np.testing.assert_allclose(frames.matrix_lps_to_ras(m_lps), m)
 
 
@@ -96,10 +98,9 @@ def test_atomic_path_success_keeps_suffix(tmp_path):
 def test_atomic_path_failure_leaves_old_file(tmp_path):
     target = tmp_path / "out.txt"
     write_text_atomic(target, "old\n")
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("writer crashed")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("writer crashed")
     assert target.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
 
@@ -139,7 +140,10 @@ def test_unstructured_grid_round_trip(tmp_path, suffix):
 
 
 def test_unstructured_grid_of_quads_and_tetra(tmp_path):
-    points = np.array([[0, 0, 0], [2, 0, 0], [2, 3, 0], [0, 3, 0], [0, 0, 1], [1, 0, 1], [0, 1, 1], [0, 0, 2]], float)
+    points = np.array(
+        [[0, 0, 0], [2, 0, 0], [2, 3, 0], [0, 3, 0], [0, 0, 1], [1, 0, 1], [0, 1, 1], [0, 0, 2]],
+        float,
+    )
     cells = np.array([4, 0, 1, 2, 3, 4, 4, 5, 6, 7])
     ug = pv.UnstructuredGrid(cells, np.array([9, 10], dtype=np.uint8), points)  # quad, tetra
     path = tmp_path / "mixed.vtk"
@@ -170,7 +174,10 @@ def test_area_weights_polygon_isolated_vertex_and_degenerate(tmp_path):
     cloud = io.load(tmp_path / "quad.vtk")
     assert cloud.mass == pytest.approx(1.0)
     assert cloud.weights[4] == 0.0
-    flat = pv.PolyData(np.array([[0, 0, 0], [1, 0, 0], [2, 0, 0], [3, 0, 0]], float), faces=[3, 0, 1, 2, 3, 1, 2, 3])
+    flat = pv.PolyData(
+        np.array([[0, 0, 0], [1, 0, 0], [2, 0, 0], [3, 0, 0]], float),
+        faces=[3, 0, 1, 2, 3, 1, 2, 3],
+    )
     flat.save(tmp_path / "flat.vtp")  # zero-area triangles only: uniform fallback
     np.testing.assert_array_equal(io.load(tmp_path / "flat.vtp").weights, np.ones(4))
 
@@ -199,8 +206,12 @@ def test_lps_header_detection(tmp_path):
     cloud = io.load(path)
     assert cloud.meta["space"] == "LPS"
     np.testing.assert_allclose(cloud.points, s.points * [-1, -1, 1], atol=1e-6)
-    np.testing.assert_allclose(cloud.features["flow"], s.point_data["flow"] * [-1, -1, 1], atol=1e-6)
-    np.testing.assert_allclose(cloud.features["radius"], s.point_data["radius"])  # scalars unchanged
+    np.testing.assert_allclose(
+        cloud.features["flow"], s.point_data["flow"] * [-1, -1, 1], atol=1e-6
+    )
+    np.testing.assert_allclose(
+        cloud.features["radius"], s.point_data["radius"]
+    )  # scalars unchanged
     set_header_line(path, b"3D Slicer output. SPACE=RAS")
     ras = io.load(path)
     assert ras.meta["space"] == "RAS" and ras.meta["space_declared"]
@@ -218,7 +229,10 @@ def test_vtp_space_field_detection(tmp_path):
 
 def shift_mapping(points):
     shift = np.array([1.0, 2.0, 3.0])
-    return points + shift, {"displacement": np.tile(shift, (len(points), 1)), "confidence": np.full(len(points), 0.5)}
+    return points + shift, {
+        "displacement": np.tile(shift, (len(points), 1)),
+        "confidence": np.full(len(points), 0.5),
+    }
 
 
 def test_warped_copy_keeps_lps_and_cells(tmp_path):
@@ -233,14 +247,18 @@ def test_warped_copy_keeps_lps_and_cells(tmp_path):
     raw = pv.read(path_out)
     np.testing.assert_array_equal(raw.faces, s.faces)  # cells kept
     np.testing.assert_allclose(raw.points, (original.points + [1, 2, 3]) * [-1, -1, 1], atol=1e-6)
-    np.testing.assert_allclose(raw.point_data["displacement"], np.tile([-1.0, -2.0, 3.0], (s.n_points, 1)))
+    np.testing.assert_allclose(
+        raw.point_data["displacement"], np.tile([-1.0, -2.0, 3.0], (s.n_points, 1))
+    )
     np.testing.assert_allclose(raw.point_data["confidence"], 0.5)
     np.testing.assert_allclose(raw.point_data["radius"], s.point_data["radius"])
     assert "Normals" not in raw.point_data  # stale normals dropped
     again = io.load(path_out)
     assert again.meta["space"] == "LPS"
     np.testing.assert_allclose(again.points, original.points + [1, 2, 3], atol=1e-6)
-    np.testing.assert_allclose(again.features["displacement"], np.tile([1.0, 2.0, 3.0], (s.n_points, 1)))
+    np.testing.assert_allclose(
+        again.features["displacement"], np.tile([1.0, 2.0, 3.0], (s.n_points, 1))
+    )
     # Same input written as .vtp: the tag becomes Slicer's SPACE field.
     vtp = io.warp_file(path_in, tmp_path / "out.vtp", shift_mapping)
     assert str(pv.read(vtp).field_data["SPACE"][0]) == "LPS"
@@ -411,14 +429,20 @@ def test_dirlab_landmarks(tmp_path):
     path.write_bytes(b"211\t139\t66\r\n27\t131\t72\r\n1\t1\t1\r\n")
     spacing = (0.97, 0.97, 2.5)
     mm = io.read_landmarks(path, "dirlab", spacing)
-    np.testing.assert_allclose(mm, [[210 * 0.97, 138 * 0.97, 65 * 2.5], [26 * 0.97, 130 * 0.97, 71 * 2.5], [0, 0, 0]])
+    np.testing.assert_allclose(
+        mm, [[210 * 0.97, 138 * 0.97, 65 * 2.5], [26 * 0.97, 130 * 0.97, 71 * 2.5], [0, 0, 0]]
+    )
     with pytest.raises(InputError, match="spacing") as err:
         io.read_landmarks(path, "dirlab")
     assert str(path) in str(err.value)
-    out = io.warp_file(path, tmp_path / "moved.txt", lambda p: p + 1, landmark_format="dirlab", spacing=spacing)
+    out = io.warp_file(
+        path, tmp_path / "moved.txt", lambda p: p + 1, landmark_format="dirlab", spacing=spacing
+    )
     np.testing.assert_allclose(np.loadtxt(out), mm + 1, atol=1e-6)
     with pytest.raises(OutputError):
-        io.warp_file(path, tmp_path / "moved.vtk", lambda p: p, landmark_format="dirlab", spacing=spacing)
+        io.warp_file(
+            path, tmp_path / "moved.vtk", lambda p: p, landmark_format="dirlab", spacing=spacing
+        )
     zero = tmp_path / "zero.txt"
     zero.write_text("0 5 5\n")
     with pytest.raises(InputError, match="1-based"):
@@ -445,7 +469,9 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, dict, str]]:
     cases["unknown suffix"] = (tmp / "data.xyz", {}, ".nii.gz")
     for suffix in (".vtk", ".vtp", ".vtu", ".stl", ".ply", ".obj"):
         (tmp / f"garbage{suffix}").write_bytes(b"garbage\nnot a mesh\n\x00\x01\x02")
-        word = "not" if suffix in (".stl", ".ply") else "read"  # "not an STL file", "not a valid PLY"
+        word = (
+            "not" if suffix in (".stl", ".ply") else "read"
+        )  # "not an STL file", "not a valid PLY"
         cases[f"garbage {suffix}"] = (tmp / f"garbage{suffix}", {}, word)
     (tmp / "empty.vtk").write_bytes(b"")
     cases["empty file"] = (tmp / "empty.vtk", {}, "read")
@@ -460,7 +486,11 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, dict, str]]:
         blob = (tmp / f"full{suffix}").read_bytes()
         name = f"truncated{keep}{suffix}"
         (tmp / name).write_bytes(blob[: int(len(blob) * keep)])
-        cases[f"truncated {suffix} ({keep:.0%})"] = (tmp / name, {}, "PLY" if keep < 0.1 else "truncated")
+        cases[f"truncated {suffix} ({keep:.0%})"] = (
+            tmp / name,
+            {},
+            "PLY" if keep < 0.1 else "truncated",
+        )
     s.save(tmp / "ascii.ply", binary=False)
     blob = (tmp / "ascii.ply").read_bytes()
     (tmp / "truncated_ascii.ply").write_bytes(blob[: int(len(blob) * 0.9)])
@@ -489,7 +519,11 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, dict, str]]:
     cloud_pv.save(tmp / "radius.vtk")
     cases["negative weight_by"] = (tmp / "radius.vtk", {"weight_by": "radius"}, "negative")
     cases["all-zero weight_by"] = (tmp / "radius.vtk", {"weight_by": "zero"}, "weight 0")
-    cases["missing weight_by array"] = (tmp / "radius.vtk", {"weight_by": "diameter"}, "'radius', 'zero'")
+    cases["missing weight_by array"] = (
+        tmp / "radius.vtk",
+        {"weight_by": "diameter"},
+        "'radius', 'zero'",
+    )
     save_nifti(tmp / "zeros.nii.gz", np.zeros((4, 4, 4), np.uint8), np.eye(4))
     cases["empty mask"] = (tmp / "zeros.nii.gz", {}, "no voxel selected")
     save_nifti(tmp / "ok.nii.gz", np.ones((4, 4, 4), np.uint8), np.eye(4))
@@ -523,7 +557,19 @@ def test_unknown_suffix_lists_supported(tmp_path):
     for suffix in io.supported_suffixes():
         assert suffix in str(err.value)
     assert io.file_suffix("A.NII.GZ") == ".nii.gz"
-    assert set(io.supported_suffixes()) >= {".vtk", ".vtp", ".vtu", ".stl", ".ply", ".obj", ".txt", ".csv", ".npy", ".nii", ".nii.gz"}
+    assert set(io.supported_suffixes()) >= {
+        ".vtk",
+        ".vtp",
+        ".vtu",
+        ".stl",
+        ".ply",
+        ".obj",
+        ".txt",
+        ".csv",
+        ".npy",
+        ".nii",
+        ".nii.gz",
+    }
 
 
 def test_bad_input_is_silent(tmp_path, capfd, caplog):
@@ -564,7 +610,9 @@ def test_import_is_light():
 # ----------------------------------------------------------------------------- real data
 @pytest.mark.realdata
 def test_real_files(shared_data):
-    vessels = io.load(shared_data / "copd1_vessels" / "copd1_exhale_vessels.vtk", weight_by="radius")
+    vessels = io.load(
+        shared_data / "copd1_vessels" / "copd1_exhale_vessels.vtk", weight_by="radius"
+    )
     assert len(vessels) == 60000 and "radius" in vessels.features
     np.testing.assert_allclose(vessels.weights, vessels.features["radius"])
     lungs = io.load(shared_data / "cip_chest" / "lunglabels_fixed.nii.gz")
@@ -582,4 +630,6 @@ def test_real_files(shared_data):
     landmarks = io.read_landmarks(dirlab / "case1_300_T00_xyz.txt", "dirlab", (0.97, 0.97, 2.5))
     inhale = io.load(dirlab / "case1_inhale_points.vtk")
     assert landmarks.shape == (300, 3)
-    assert (landmarks > inhale.points.min(0) - 20).all() and (landmarks < inhale.points.max(0) + 20).all()
+    assert (landmarks > inhale.points.min(0) - 20).all() and (
+        landmarks < inhale.points.max(0) + 20
+    ).all()

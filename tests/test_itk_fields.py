@@ -46,7 +46,7 @@ def fields(tmp_path_factory):
 def test_nifti_layout_and_values(fields):
     import nibabel as nib
 
-    folder, transform, source, _, _ = fields
+    folder, transform, _, _, _ = fields
     image = nib.load(folder / "field_moving_to_fixed.nii.gz")
     assert image.shape[3:] == (1, 3) and image.header.get_intent()[0] == "vector"
     data = np.asarray(image.dataobj)
@@ -63,7 +63,7 @@ def test_inverse_field_inverts_near_the_data(fields):
 
 def test_simpleitk_reads_both_directions(fields):
     sitk = pytest.importorskip("SimpleITK", reason="SimpleITK checks that ITK reads our fields")
-    folder, transform, source, target, _ = fields
+    folder, transform, source, _, _ = fields
 
     def itk_transform(name):
         image = sitk.ReadImage(str(folder / name), sitk.sitkVectorFloat64)

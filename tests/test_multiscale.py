@@ -16,7 +16,9 @@ from otreg.ot.certificate import c_transform
 from otreg.ot.hierarchy import Hierarchy
 from otreg.ot.sparse import truncated_pair
 
-sinkhorn_module = importlib.import_module("otreg.ot.sinkhorn")  # the name `sinkhorn` is the function
+sinkhorn_module = importlib.import_module(
+    "otreg.ot.sinkhorn"
+)  # the name `sinkhorn` is the function
 ot = pytest.importorskip("ot", reason="POT (pip install pot) is the exact-OT oracle of these tests")
 
 
@@ -25,7 +27,9 @@ def _deformed_pair(n: int, seed: int, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(n, 3, generator=g, dtype=dtype)
     y = torch.rand(n, 3, generator=g, dtype=dtype)
-    y = y + 0.07 * torch.stack([torch.sin(3 * y[:, 1]), torch.sin(3 * y[:, 2]), torch.sin(3 * y[:, 0])], 1)
+    y = y + 0.07 * torch.stack(
+        [torch.sin(3 * y[:, 1]), torch.sin(3 * y[:, 2]), torch.sin(3 * y[:, 0])], 1
+    )
     return x, y
 
 
@@ -72,8 +76,9 @@ def dense_reference():
 
 
 @pytest.mark.parametrize("truncation", [8.0, 12.0, 16.0, 24.0])
-def test_truncation_changes_the_cost_by_less_than_half_a_percent(multiscale_from_small_sizes,
-                                                                 dense_reference, truncation):
+def test_truncation_changes_the_cost_by_less_than_half_a_percent(
+    multiscale_from_small_sizes, dense_reference, truncation
+):
     x, y, dense = dense_reference
     multi = sinkhorn(x, y, truncation=truncation, **_TRUNCATION_CASE)
     assert multi.backend == "multiscale"
@@ -99,8 +104,12 @@ def test_multiscale_unbalanced_tends_to_balanced(multiscale_from_small_sizes):
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 10_000), n=st.integers(5, 120), blur=st.sampled_from([0.02, 0.1, 0.5]),
-       weighted=st.booleans())
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(5, 120),
+    blur=st.sampled_from([0.02, 0.1, 0.5]),
+    weighted=st.booleans(),
+)
 def test_certificate_contains_the_exact_cost(seed, n, blur, weighted):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, 3))
@@ -109,7 +118,10 @@ def test_certificate_contains_the_exact_cost(seed, n, blur, weighted):
     b = rng.uniform(0.1, 1, n + 7) if weighted else np.ones(n + 7)
     a, b = a / a.sum(), b / b.sum()
     exact = float(ot.emd2(a, b, ot.dist(x, y) / 2))
-    t = lambda v: torch.tensor(v, dtype=torch.float64)
+
+    def t(v):
+        return torch.tensor(v, dtype=torch.float64)
+
     # a loose tolerance on purpose: the bounds must hold for any potentials, converged or not
     s = sinkhorn(t(x), t(y), t(a), t(b), blur=blur, tol=1e-2, max_iter=50)
     lower, upper = s.bounds()
@@ -127,7 +139,9 @@ def test_certificate_is_tight_at_small_blur():
     assert (upper - lower) / lower < 0.06
 
 
-needs_native = pytest.mark.skipif(_native.library() is None, reason="otreg's compiled kernels did not build here")
+needs_native = pytest.mark.skipif(
+    _native.library() is None, reason="otreg's compiled kernels did not build here"
+)
 
 
 def _tree_pair(n: int, seed: int):
@@ -142,7 +156,9 @@ def _tree_pair(n: int, seed: int):
         return starts[seg] + t * (ends[seg] - starts[seg]) + 0.003 * torch.randn(n, 3, generator=g)
 
     ends = torch.rand(64, 3, generator=g)
-    starts = torch.cat([torch.full((1, 3), 0.5), ends[:-1]])[torch.randint(0, 64, (64,), generator=g)]
+    starts = torch.cat([torch.full((1, 3), 0.5), ends[:-1]])[
+        torch.randint(0, 64, (64,), generator=g)
+    ]
     x, y = sample(), sample()
     return x, y + 0.07 * torch.sin(3 * y[:, [1, 2, 0]])
 
@@ -163,13 +179,21 @@ def test_truncated_kernels_keep_every_entry_near_each_row_max_on_one_support(dty
     kxy, kyx = truncated_pair(x, y, log_w, log_w, None, f, gy, eps, truncation)
 
     def dense(kernel):
-        return torch.sparse_csr_tensor(kernel.crow, kernel.col, torch.ones(kernel.nnz, dtype=dtype),
-                                       (700, 700)).to_dense().bool()
+        return (
+            torch.sparse_csr_tensor(
+                kernel.crow, kernel.col, torch.ones(kernel.nnz, dtype=dtype), (700, 700)
+            )
+            .to_dense()
+            .bool()
+        )
 
     support = dense(kxy)
     assert torch.equal(support, dense(kyx).T)
     cost = torch.cdist(x.double(), y.double()) ** 2 / 2
-    for z, kept in ((gy.double()[None, :] - cost) / eps, support), (((f.double()[:, None] - cost) / eps).T, support.T):
+    for z, kept in (
+        ((gy.double()[None, :] - cost) / eps, support),
+        (((f.double()[:, None] - cost) / eps).T, support.T),
+    ):
         needed = z >= z.amax(1, keepdim=True) - truncation + 1e-3  # float32: not at the edge
         assert bool((kept | ~needed).all()), f"{int((needed & ~kept).sum())} entries missed"
     assert support.sum() < 0.2 * support.numel()  # and it is sparse
@@ -192,7 +216,9 @@ def test_certificate_of_a_truncated_plan_contains_the_exact_cost(multiscale_from
     s = sinkhorn(x, y, blur=0.02, tol=1e-3, max_iter=500)
     assert s._plan is not None  # the rounded plan is the truncated one
     a = np.full(1500, 1 / 1500)
-    exact = float(ot.emd2(a, a, ot.dist(x.double().numpy(), y.double().numpy()) / 2, numItermax=10**7))
+    exact = float(
+        ot.emd2(a, a, ot.dist(x.double().numpy(), y.double().numpy()) / 2, numItermax=10**7)
+    )
     lower, upper = s.bounds()
     assert lower <= exact * (1 + 1e-9) and upper >= exact * (1 - 1e-9)
     assert (upper - lower) / exact < 0.1
@@ -237,17 +263,24 @@ def test_feature_columns_take_part_in_the_truncated_kernels(multiscale_from_smal
     agrees with the dense one, and the feature changes the plan."""
     x, y = _deformed_pair(1200, 9)
     g = torch.Generator().manual_seed(9)
-    fx, fy = torch.rand(1200, 1, generator=g, dtype=x.dtype), torch.rand(1200, 1, generator=g, dtype=x.dtype)
+    fx, fy = (
+        torch.rand(1200, 1, generator=g, dtype=x.dtype),
+        torch.rand(1200, 1, generator=g, dtype=x.dtype),
+    )
     kw = {"blur": 0.03, "tol": 1e-4, "max_iter": 2000}
     multi = sinkhorn(torch.cat([x, 0.2 * fx], 1), torch.cat([y, 0.2 * fy], 1), **kw)
-    dense = sinkhorn(torch.cat([x, 0.2 * fx], 1), torch.cat([y, 0.2 * fy], 1), multiscale=False, **kw)
+    dense = sinkhorn(
+        torch.cat([x, 0.2 * fx], 1), torch.cat([y, 0.2 * fy], 1), multiscale=False, **kw
+    )
     plain = sinkhorn(x, y, **kw)
     assert multi.backend == "multiscale" and multi.cost == pytest.approx(dense.cost, rel=2e-3)
     assert multi.cost > 1.2 * plain.cost  # the feature term adds to the cost
 
 
 @needs_native
-def test_points_denser_than_the_blur_are_solved_on_clusters(multiscale_from_small_sizes, monkeypatch):
+def test_points_denser_than_the_blur_are_solved_on_clusters(
+    multiscale_from_small_sizes, monkeypatch
+):
     """A tree of 3,000 points at blur 0.04 (a few points per cluster of side < blur): the final
     blur runs on clusters and the points are matched to them. Its bounds still contain the
     exact cost, its lower bound stays near it, and its plan agrees with the one solved between
@@ -279,8 +312,14 @@ def test_certificate_of_a_truncated_plan_holds_for_potentials_far_off(multiscale
     x, y = _deformed_pair(1500, 3, torch.float32)
     s = sinkhorn(x, y, blur=0.02, tol=1e-3, max_iter=500)
     xs, ys, a, b, f, g = s._inputs
-    exact = float(ot.emd2(a.double().numpy(), b.double().numpy(),
-                          ot.dist(xs.double().numpy(), ys.double().numpy()) / 2, numItermax=10**7))
+    exact = float(
+        ot.emd2(
+            a.double().numpy(),
+            b.double().numpy(),
+            ot.dist(xs.double().numpy(), ys.double().numpy()) / 2,
+            numItermax=10**7,
+        )
+    )
     lower, upper = ot_bounds(xs, ys, a, b, f + 200 * s.eps, g, s.blur, s._plan)
     assert math.isfinite(upper) and upper >= exact * (1 - 1e-9)
     assert lower <= exact * (1 + 1e-9)

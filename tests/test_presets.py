@@ -18,9 +18,22 @@ from otreg.presets import input_kind, preset_for
 pv = pytest.importorskip("pyvista")
 nib = pytest.importorskip("nibabel")
 
-FAST = ["--points", "300", "--set", "rigid.points=300", "--set", "rigid.iterations=5",
-        "--set", "rigid.principal_axes=false", "--set", "solver.max_iter=50",
-        "--set", "output.dense_field=false", "--set", "output.jacobian=false"]
+FAST = [
+    "--points",
+    "300",
+    "--set",
+    "rigid.points=300",
+    "--set",
+    "rigid.iterations=5",
+    "--set",
+    "rigid.principal_axes=false",
+    "--set",
+    "solver.max_iter=50",
+    "--set",
+    "output.dense_field=false",
+    "--set",
+    "output.jacobian=false",
+]
 
 
 def cloud_with_radius(folder: Path) -> Path:
@@ -71,18 +84,28 @@ def test_vessels_need_radius_in_both_clouds(tmp_path):
 
 def run_otreg(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "200"}
-    result = subprocess.run([sys.executable, "-m", "otreg", *args], cwd=cwd, env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "otreg", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, (args, result.stdout, result.stderr)
     return result
 
 
-@pytest.mark.parametrize("name", ["points", "surface", "mask"])  # vessels: test_cli.py's registration
+@pytest.mark.parametrize(
+    "name", ["points", "surface", "mask"]
+)  # vessels: test_cli.py's registration
 def test_register_picks_the_preset_of_the_input(name, tmp_path):
     make, _, preset = KINDS[name]
     path = make(tmp_path)
     out = tmp_path / "out"
-    result = run_otreg("register", str(path), str(path), "-o", str(out), *FAST, "--json", "-v", cwd=tmp_path)
+    result = run_otreg(
+        "register", str(path), str(path), "-o", str(out), *FAST, "--json", "-v", cwd=tmp_path
+    )
     assert json.loads(result.stdout)["preset"] == preset
     assert f"config: {preset} (input type" in result.stderr  # logged
     run = json.loads((out / "run.json").read_text())
@@ -94,8 +117,21 @@ def test_register_picks_the_preset_of_the_input(name, tmp_path):
 def test_config_option_overrides_the_choice(tmp_path):
     path = cloud_with_radius(tmp_path)
     out = tmp_path / "out"
-    result = run_otreg("register", str(path), str(path), "-o", str(out), "-c", "lung_points", *FAST,
-                       "--json", cwd=tmp_path)
+    result = run_otreg(
+        "register",
+        str(path),
+        str(path),
+        "-o",
+        str(out),
+        "-c",
+        "lung_points",
+        *FAST,
+        "--json",
+        cwd=tmp_path,
+    )
     assert json.loads(result.stdout)["preset"] == "lung_points"
-    assert json.loads((out / "run.json").read_text())["preset"] == {"name": "lung_points", "chosen_by": "-c"}
+    assert json.loads((out / "run.json").read_text())["preset"] == {
+        "name": "lung_points",
+        "chosen_by": "-c",
+    }
     assert otreg.load_config(out / "config.resolved.toml").match.feature_weights == {}

@@ -23,7 +23,9 @@ CLOUD = np.random.default_rng(0).uniform([-50, -40, 0], [50, 40, 80], size=(300,
 
 def test_identity_and_linear_maps_have_known_determinants():
     summary = jacobian_summary(Transform(), CLOUD, 8.0)
-    assert summary["min"] == pytest.approx(1, abs=1e-9) and summary["max"] == pytest.approx(1, abs=1e-9)
+    assert summary["min"] == pytest.approx(1, abs=1e-9) and summary["max"] == pytest.approx(
+        1, abs=1e-9
+    )
     assert summary["folding_fraction"] == 0 and summary["grid_spacing_mm"] == 8.0
     # the grid: the bounding box plus one spacing on each side
     assert summary["points"] == np.prod(np.ceil((np.ptp(CLOUD, 0) + 16) / 8).astype(int) + 1)
@@ -43,7 +45,9 @@ def test_a_folding_kernel_field_is_detected():
     regression u_x = 20 tanh(-5 x / sigma^2) folds between them, det = 1 - 100 / sigma^2
     sech^2(5 x / sigma^2) (u_y = u_z = 0); a gentle field (1 mm each way) does not."""
     controls = np.array([[-5.0, 0, 0], [5.0, 0, 0]])
-    crossing = Transform(fields=[KernelField(controls, [[20.0, 0, 0], [-20.0, 0, 0]], np.ones(2), 3.0)])
+    crossing = Transform(
+        fields=[KernelField(controls, [[20.0, 0, 0], [-20.0, 0, 0]], np.ones(2), 3.0)]
+    )
     summary = jacobian_summary(crossing, controls, 1.0)
     assert summary["min"] < 0 and 0 < summary["folding_fraction"] < 1
 
@@ -70,8 +74,17 @@ def test_inverse_consistency_only_with_an_inverse():
 def svf_registration(tmp_path_factory):
     """(OUT, parsed --json stdout) of one fast diffeomorphic registration of the sample pair."""
     out = tmp_path_factory.mktemp("svf") / "out"
-    result = run_otreg("register", str(SOURCE), str(TARGET), "-o", str(out), *FAST,
-                       "--set", "smooth.model=svf", "--json")
+    result = run_otreg(
+        "register",
+        str(SOURCE),
+        str(TARGET),
+        "-o",
+        str(out),
+        *FAST,
+        "--set",
+        "smooth.model=svf",
+        "--json",
+    )
     return out, json.loads(result.stdout)
 
 
@@ -89,7 +102,11 @@ def test_svf_registration_is_fold_free_and_invertible(svf_registration):
     assert consistency["mean_mm"] < 0.1 and consistency["max_mm"] < 1.0
     assert summary["residual_after_mm"] < summary["residual_after_rigid_mm"]
     report = (out / "report.md").read_text()
-    assert "Jacobian determinant" in report and "no folding" in report and "Inverse consistency" in report
+    assert (
+        "Jacobian determinant" in report
+        and "no folding" in report
+        and "Inverse consistency" in report
+    )
     # the fixed -> moving field starts from exp(-v): it inverts the transform near the data
     assert metrics["dense_field"]["inverse_residual_mm"]["median"] < 0.01
 
@@ -102,8 +119,16 @@ def test_evaluate_reports_the_same_quality(svf_registration):
     assert result["jacobian"] == metrics["jacobian"]  # same source sampling, same grid
     assert result["inverse_consistency_mm"] == metrics["inverse_consistency_mm"]
 
-    table = run_otreg("evaluate", str(out), "--source-landmarks", str(SOURCE_LANDMARKS),
-                      "--target-landmarks", str(TARGET_LANDMARKS), "--grid-spacing", "20").stdout
+    table = run_otreg(
+        "evaluate",
+        str(out),
+        "--source-landmarks",
+        str(SOURCE_LANDMARKS),
+        "--target-landmarks",
+        str(TARGET_LANDMARKS),
+        "--grid-spacing",
+        "20",
+    ).stdout
     assert "Target registration error" in table and "Jacobian determinant" in table
     words = " ".join(table.split())  # rich wraps long titles
     assert "of a 20 mm grid" in words and "Inverse consistency" in words
@@ -111,5 +136,7 @@ def test_evaluate_reports_the_same_quality(svf_registration):
 
 def test_evaluate_needs_both_landmark_files(svf_registration):
     out, _ = svf_registration
-    result = run_otreg("evaluate", str(out), "--source-landmarks", str(SOURCE_LANDMARKS), check=False)
+    result = run_otreg(
+        "evaluate", str(out), "--source-landmarks", str(SOURCE_LANDMARKS), check=False
+    )
     assert result.returncode == 2 and "--target-landmarks" in result.stderr

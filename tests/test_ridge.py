@@ -25,35 +25,47 @@ def dense_solution(points, values, weights, sigmas, lam):
     design = np.einsum("kl,ij->kijl", position, np.eye(3)).reshape(3 * n, 12)  # u = A^T [x, 1]
     w = np.zeros((3 * n, 3 * n))
     for k in range(n):
-        w[3 * k:3 * k + 3, 3 * k:3 * k + 3] = weights[k]
+        w[3 * k : 3 * k + 3, 3 * k : 3 * k + 3] = weights[k]
     basis = np.hstack([kernel, design])
     normal = basis.T @ w @ basis
-    normal[:3 * n, :3 * n] += lam * kernel
+    normal[: 3 * n, : 3 * n] += lam * kernel
     solution = np.linalg.lstsq(normal, basis.T @ w @ values.ravel(), rcond=None)[0]
-    return solution[:3 * n].reshape(n, 3), solution[3 * n:].reshape(3, 4).T
+    return solution[: 3 * n].reshape(n, 3), solution[3 * n :].reshape(3, 4).T
 
 
 def test_gaussian_kernel_product_equals_the_dense_matrix():
     import torch
 
     rng = np.random.default_rng(0)
-    x, y, v = rng.normal(size=(300, 3)) * 10, rng.normal(size=(250, 3)) * 10, rng.normal(size=(250, 2))
+    x, y, v = (
+        rng.normal(size=(300, 3)) * 10,
+        rng.normal(size=(250, 3)) * 10,
+        rng.normal(size=(250, 2)),
+    )
     d2 = ((x[:, None] - y[None]) ** 2).sum(-1)
     expected = np.mean([np.exp(-d2 / (2 * s * s)) for s in (3.0, 12.0)], axis=0) @ v
-    kernel = GaussianKernel(torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32), [3.0, 12.0])
-    np.testing.assert_allclose((kernel @ torch.tensor(v, dtype=torch.float32)).numpy(), expected, atol=1e-4)
+    kernel = GaussianKernel(
+        torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32), [3.0, 12.0]
+    )
+    np.testing.assert_allclose(
+        (kernel @ torch.tensor(v, dtype=torch.float32)).numpy(), expected, atol=1e-4
+    )
 
 
 @pytest.mark.parametrize("anisotropic", [False, True])
 def test_fit_equals_the_direct_solve(anisotropic):
     rng = np.random.default_rng(1)
     points = rng.uniform(0, 60, size=(150, 3))
-    values = np.column_stack([np.sin(points[:, 0] / 10), points[:, 1] ** 2 / 100, points[:, 2] * 0.1])
+    values = np.column_stack(
+        [np.sin(points[:, 0] / 10), points[:, 1] ** 2 / 100, points[:, 2] * 0.1]
+    )
     values += rng.normal(0, 0.1, values.shape)
     weights = rng.uniform(0.2, 1.0, 150)
     if anisotropic:  # random symmetric positive definite weights
         factors = rng.normal(size=(150, 3, 3))
-        weights = weights[:, None, None] * (factors @ factors.transpose(0, 2, 1) / 3 + 0.1 * np.eye(3))
+        weights = weights[:, None, None] * (
+            factors @ factors.transpose(0, 2, 1) / 3 + 0.1 * np.eye(3)
+        )
     matrices = weights if anisotropic else weights[:, None, None] * np.eye(3)
     alpha, affine = fit_ridge(points, values, weights, [8.0, 16.0], 0.5, tol=1e-6)
     expected_alpha, expected_affine = dense_solution(points, values, matrices, [8.0, 16.0], 0.5)
@@ -89,9 +101,13 @@ def test_less_biased_than_a_kernel_average_at_the_border():
     motion = lambda x: np.column_stack([0 * x[:, 0], 0 * x[:, 0], -25 * (1 - x[:, 2] / 250) ** 2])  # noqa: E731
     values = motion(points) + rng.normal(0, 1.0, (3000, 3))
     border = np.column_stack([rng.uniform(20, 60, (200, 2)), np.zeros(200)])  # the base, z = 0
-    kernel_error = np.abs(KernelField(points, values, np.ones(3000), 7.0)(border) - motion(border)).mean()
+    kernel_error = np.abs(
+        KernelField(points, values, np.ones(3000), 7.0)(border) - motion(border)
+    ).mean()
     alpha, affine = fit_ridge(points, values, np.ones(3000), [7.0, 14.0, 28.0, 56.0], 10.0)
-    ridge_error = np.abs(RidgeField(points, alpha, affine, [7.0, 14.0, 28.0, 56.0])(border) - motion(border)).mean()
+    ridge_error = np.abs(
+        RidgeField(points, alpha, affine, [7.0, 14.0, 28.0, 56.0])(border) - motion(border)
+    ).mean()
     assert ridge_error < kernel_error / 2, (ridge_error, kernel_error)
 
 
@@ -111,13 +127,17 @@ def test_zero_weights_get_no_coefficient():
 def matches():
     rng = np.random.default_rng(5)
     points = rng.uniform(0, 40, size=(300, 3))
-    targets = points + np.column_stack([np.sin(points[:, 2] / 8), np.zeros(300), 0.05 * points[:, 0]])
+    targets = points + np.column_stack(
+        [np.sin(points[:, 2] / 8), np.zeros(300), 0.05 * points[:, 0]]
+    )
     return points, SimpleNamespace(targets=targets, confidence=rng.uniform(0.5, 1.0, 300))
 
 
 def test_smooth_stage_ridge_and_save_load(matches, tmp_path):
     points, m = matches
-    field = smooth(points, np.ones(300), m, 6.0, regression="ridge", regularization=0.1, widths=[1, 2])
+    field = smooth(
+        points, np.ones(300), m, 6.0, regression="ridge", regularization=0.1, widths=[1, 2]
+    )
     assert isinstance(field, RidgeField) and field.sigmas == [6.0, 12.0]
     values = field(points)
     assert np.abs(values[:, :3] - (m.targets - points)).mean() < 0.1

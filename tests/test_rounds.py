@@ -19,22 +19,32 @@ def _pair():
 
 def _register(tolerance: float):
     source, target = _pair()
-    config = otreg.load_config(overrides=["match.blur=[4, 2, 2, 2, 1]", "smooth.sigma=10",
-                                          f"match.tolerance={tolerance}"])
+    config = otreg.load_config(
+        overrides=["match.blur=[4, 2, 2, 2, 1]", "smooth.sigma=10", f"match.tolerance={tolerance}"]
+    )
     return otreg.register(source, target, config).metrics
 
 
 def test_repeated_rounds_stop_once_the_points_stop_moving():
     every = _register(0.0)
-    assert [r["round"] for r in every["rounds"]] == [1, 2, 3, 4, 5] and every["rounds_skipped"] == []
+    assert [r["round"] for r in every["rounds"]] == [1, 2, 3, 4, 5] and every[
+        "rounds_skipped"
+    ] == []
     # a tolerance above what round 2 moves: its repeats 3 and 4 are skipped, never the last
     # round nor a round with new settings
     loose = _register(every["rounds"][1]["moved_mm"] + 1.0)
     assert [r["round"] for r in loose["rounds"]] == [1, 2, 5] and loose["rounds_skipped"] == [3, 4]
-    run = {"inputs": {"source": {"path": "a"}, "target": {"path": "b"}}, "device": "cpu",
-           "versions": {"otreg": "0"}, "created": "now"}
+    run = {
+        "inputs": {"source": {"path": "a"}, "target": {"path": "b"}},
+        "device": "cpu",
+        "versions": {"otreg": "0"},
+        "created": "now",
+    }
     report = render_report(loose, run)
-    assert "round 5 (blur 1" in report and "Rounds skipped (converged, `match.tolerance`): 3, 4" in report
+    assert (
+        "round 5 (blur 1" in report
+        and "Rounds skipped (converged, `match.tolerance`): 3, 4" in report
+    )
     # a tolerance between the moves of rounds 2 and 3 stops after round 3
     moves = [r["moved_mm"] for r in every["rounds"]]
     assert moves[2] < moves[1]

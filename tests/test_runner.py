@@ -21,15 +21,21 @@ SAMPLE = REPO / "sample_data"
 SOURCE = SAMPLE / "exhale_vessels.vtk"
 TARGET = SAMPLE / "inhale_vessels.vtk"
 # a quick registration of the sample pair: every step runs, on small clouds
-QUICK = ["input.points=1000", "rigid.points=400", "rigid.iterations=5", "rigid.principal_axes=false",
-         "output.grid_spacing=16"]
+QUICK = [
+    "input.points=1000",
+    "rigid.points=400",
+    "rigid.iterations=5",
+    "rigid.principal_axes=false",
+    "output.grid_spacing=16",
+]
 
 
 def _in_one_thread(args: list[str]) -> None:
     """Run a Python process as otreg's tests do: one thread, so float sums keep their order."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=900)
+    result = subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -49,8 +55,11 @@ def _contents(out: Path) -> dict[str, object]:
             contents[path.name] = metrics
         elif path.name == "report.md":
             run = json.loads((out / "run.json").read_text())
-            contents[path.name] = [line for line in path.read_text().splitlines()
-                                   if run["created"] not in line and not re.fullmatch(r"\| \w+ \| [\d.]+ \|", line)]
+            contents[path.name] = [
+                line
+                for line in path.read_text().splitlines()
+                if run["created"] not in line and not re.fullmatch(r"\| \w+ \| [\d.]+ \|", line)
+            ]
         elif path.suffix == ".npz":
             with np.load(path) as data:
                 contents[path.name] = {k: data[k].tobytes() for k in data.files}
@@ -63,38 +72,59 @@ def _contents(out: Path) -> dict[str, object]:
 
 def test_the_command_and_the_library_write_the_same_outputs(tmp_path):
     sets = [arg for item in QUICK for arg in ("--set", item)]
-    _in_one_thread(["-m", "otreg", "register", str(SOURCE), str(TARGET), "-o", str(tmp_path / "cli"), *sets])
-    _in_one_thread(["-c", f"import otreg; otreg.run({str(SOURCE)!r}, {str(TARGET)!r}, "
-                          f"{str(tmp_path / 'lib')!r}, overrides={QUICK!r})"])
+    _in_one_thread(
+        ["-m", "otreg", "register", str(SOURCE), str(TARGET), "-o", str(tmp_path / "cli"), *sets]
+    )
+    _in_one_thread(
+        [
+            "-c",
+            f"import otreg; otreg.run({str(SOURCE)!r}, {str(TARGET)!r}, "
+            f"{str(tmp_path / 'lib')!r}, overrides={QUICK!r})",
+        ]
+    )
     cli, lib = _contents(tmp_path / "cli"), _contents(tmp_path / "lib")
     assert set(cli) == set(lib) and "transform.npz" in cli
     for name in cli:
         assert cli[name] == lib[name], name
     run = json.loads((tmp_path / "lib" / "run.json").read_text())
-    assert run["preset"] == {"name": "lung_vessels", "chosen_by": "input type: vessel clouds with a 'radius' array"}
+    assert run["preset"] == {
+        "name": "lung_vessels",
+        "chosen_by": "input type: vessel clouds with a 'radius' array",
+    }
 
 
 def test_run_takes_a_preset_a_config_or_settings(tmp_path):
     config = otreg.load_config("lung_points", QUICK, device="cpu")
-    done = otreg.run(SOURCE, TARGET, tmp_path / "out", config, match__blur=[4.0], smooth__sigma=[12.0])
+    done = otreg.run(
+        SOURCE, TARGET, tmp_path / "out", config, match__blur=[4.0], smooth__sigma=[12.0]
+    )
     assert done.preset == {"name": "a Config object", "chosen_by": "-c"}
     assert done.config.match.blur == [4.0] and done.config.input.points == 1000
-    assert {r["blur_mm"] for r in done.registration.metrics["rounds"]} == {4.0}  # the preset's 6 rounds
+    assert {r["blur_mm"] for r in done.registration.metrics["rounds"]} == {
+        4.0
+    }  # the preset's 6 rounds
     assert done.summary()["residual_after_mm"] < done.summary()["residual_before_mm"]
     assert (tmp_path / "out" / "transform.npz").is_file()
 
 
-@pytest.mark.parametrize("problem, error", [
-    ({"overrides": ["input.points=3"]}, ConfigError),
-    ({"overrides": ["match.nope=1"]}, ConfigError),
-    ({"source": SAMPLE / "missing.vtk"}, InputError),
-    ({"out_exists": True}, OutputError),
-])
+@pytest.mark.parametrize(
+    "problem, error",
+    [
+        ({"overrides": ["input.points=3"]}, ConfigError),
+        ({"overrides": ["match.nope=1"]}, ConfigError),
+        ({"source": SAMPLE / "missing.vtk"}, InputError),
+        ({"out_exists": True}, OutputError),
+    ],
+)
 def test_run_refuses_bad_arguments_before_any_work(tmp_path, problem, error):
     out = tmp_path / "out"
     if problem.get("out_exists"):
         out.mkdir()
         (out / "mine.txt").write_text("not otreg's")
     with pytest.raises(error):
-        otreg.run(problem.get("source", SOURCE), TARGET, out, overrides=problem.get("overrides", ()))
-    assert sorted(p.name for p in tmp_path.iterdir()) == (["out"] if problem.get("out_exists") else [])
+        otreg.run(
+            problem.get("source", SOURCE), TARGET, out, overrides=problem.get("overrides", ())
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == (
+        ["out"] if problem.get("out_exists") else []
+    )

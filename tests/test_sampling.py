@@ -63,7 +63,9 @@ def test_mass_and_centre_of_mass_are_preserved(n_points, ratio, seed, zero_fract
     np.testing.assert_allclose(out.center_of_mass, cloud.center_of_mass, atol=1e-10 * scale)
     assert (out.weights > 0).all()
     # Feature means are weighted like the positions: their weighted totals are kept too.
-    np.testing.assert_allclose(out.weights @ out.features["radius"], cloud.weights @ cloud.features["radius"], rtol=1e-10)
+    np.testing.assert_allclose(
+        out.weights @ out.features["radius"], cloud.weights @ cloud.features["radius"], rtol=1e-10
+    )
 
 
 def test_deterministic_for_a_seed():
@@ -113,7 +115,15 @@ def test_zero_weight_clusters_are_dropped_not_nan():
 
 def test_cluster_by_cell_size():
     points = np.array(
-        [[0.1, 0.1, 0.1], [0.9, 0.9, 0.9], [1.5, 0.5, 0.5], [1.6, 0.5, 0.5], [5, 5, 5], [7.5, 5, 5], [9, 9, 9]]
+        [
+            [0.1, 0.1, 0.1],
+            [0.9, 0.9, 0.9],
+            [1.5, 0.5, 0.5],
+            [1.6, 0.5, 0.5],
+            [5, 5, 5],
+            [7.5, 5, 5],
+            [9, 9, 9],
+        ]
     )
     cloud = PointCloud(points, np.array([1.0, 3.0, 1.0, 1.0, 2.0, 1.0, 0.0]))
     out = cluster(cloud, 1.0)

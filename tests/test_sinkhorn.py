@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -10,8 +11,8 @@ import torch
 
 ot = pytest.importorskip("ot", reason="POT (pip install pot) is the exact-OT oracle of these tests")
 
-from otreg.errors import SolverError
-from otreg.ot import blur_schedule, sinkhorn
+from otreg.errors import SolverError  # noqa: E402 (after the oracle's skip)
+from otreg.ot import blur_schedule, sinkhorn  # noqa: E402
 
 
 def _pair(seed: int, n: int = 300, m: int = 280, shift: float = 0.5):
@@ -24,7 +25,9 @@ def _pair(seed: int, n: int = 300, m: int = 280, shift: float = 0.5):
 
 
 def _exact(x, y) -> float:
-    return float(ot.emd2(np.full(len(x), 1 / len(x)), np.full(len(y), 1 / len(y)), ot.dist(x, y) / 2))
+    return float(
+        ot.emd2(np.full(len(x), 1 / len(x)), np.full(len(y), 1 / len(y)), ot.dist(x, y) / 2)
+    )
 
 
 def _solve(x, y, dtype=torch.float64, **kw):
@@ -109,5 +112,5 @@ def test_weights_and_errors():
 def test_blur_schedule():
     s = blur_schedule(100.0, 1.0, 0.5)
     assert s[0] == 100.0 and s[-1] == 1.0
-    assert all(b2 < b1 for b1, b2 in zip(s, s[1:]))
+    assert all(b2 < b1 for b1, b2 in itertools.pairwise(s))
     assert blur_schedule(1.0, 2.0, 0.5) == [2.0]

@@ -54,7 +54,9 @@ def test_exp_is_fold_free_and_inverted_by_exp_minus_v(bumps):
     assert node_determinants(phi).min() > 0
 
     back = phi + sample_grid(exp_velocity(-v, H), phi / H)
-    inside = np.all((NODES > 3 * H) & (NODES < (N - 4) * H) & (phi > 3 * H) & (phi < (N - 4) * H), -1)
+    inside = np.all(
+        (NODES > 3 * H) & (NODES < (N - 4) * H) & (phi > 3 * H) & (phi < (N - 4) * H), -1
+    )
     error = np.linalg.norm(back - NODES, axis=-1)[inside]
     assert error.max() < 0.75 * H
     assert error.mean() < 0.05 * H
@@ -130,7 +132,9 @@ def test_transform_inverse_and_confidence(svf_transform):
 def test_save_load_round_trip_with_mixed_fields(svf_transform, tmp_path):
     transform, svf = svf_transform
     x = np.random.default_rng(2).uniform(8, 30, size=(100, 3))
-    kernel = KernelField(x, np.column_stack([np.ones((100, 3)), np.full(100, 0.7)]), np.ones(100), 8.0)
+    kernel = KernelField(
+        x, np.column_stack([np.ones((100, 3)), np.full(100, 0.7)]), np.ones(100), 8.0
+    )
     mixed = Transform(transform.rigid, [svf, kernel])
     path = mixed.save(tmp_path / "transform.npz")
     loaded = Transform.load(path)
@@ -143,9 +147,15 @@ def test_save_load_round_trip_with_mixed_fields(svf_transform, tmp_path):
 def test_files_without_field_kinds_still_load(tmp_path):
     """transform.npz files written before SVF fields existed (no 'kind' keys)."""
     x = np.random.default_rng(3).normal(size=(20, 3))
-    arrays = {"format": np.array("otreg-transform-1"), "rigid": np.eye(4), "n_fields": np.array(1),
-              "field0_controls": x, "field0_values": x, "field0_weights": np.ones(20),
-              "field0_sigma": np.array(4.0)}
+    arrays = {
+        "format": np.array("otreg-transform-1"),
+        "rigid": np.eye(4),
+        "n_fields": np.array(1),
+        "field0_controls": x,
+        "field0_values": x,
+        "field0_weights": np.ones(20),
+        "field0_sigma": np.array(4.0),
+    }
     np.savez(tmp_path / "old.npz", **arrays)
     loaded = Transform.load(tmp_path / "old.npz")
     np.testing.assert_allclose(loaded(x), x + KernelField(x, x, np.ones(20), 4.0)(x))

@@ -9,7 +9,10 @@ from typing import Any
 import typer
 
 ConfigOption = typer.Option(
-    None, "--config", "-c", help="A TOML config file, or a preset name (see 'otreg config presets')."
+    None,
+    "--config",
+    "-c",
+    help="A TOML config file, or a preset name (see 'otreg config presets').",
 )
 SetOption = typer.Option(
     None, "--set", help="Override one setting: section.key=value (TOML value). Repeatable."

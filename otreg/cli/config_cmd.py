@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from ._common import ConfigOption, SetOption
 
-config_app = typer.Typer(help="Show the effective configuration and the presets.", no_args_is_help=True)
+config_app = typer.Typer(
+    help="Show the effective configuration and the presets.", no_args_is_help=True
+)
 
 
 @config_app.command("show")
-def show(config: Optional[str] = ConfigOption, set_: Optional[list[str]] = SetOption) -> None:
+def show(config: str | None = ConfigOption, set_: list[str] | None = SetOption) -> None:
     """Print the effective config (defaults < file/preset < --set) as TOML."""
     from ..config import load_config
 

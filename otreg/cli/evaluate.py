@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -14,17 +14,31 @@ from ._common import JsonOption, VerboseOption, print_json, setup_logging
 @app.command()
 def evaluate(
     registration: Path = typer.Argument(..., help="Output folder of 'otreg register'."),
-    source_landmarks: Optional[Path] = typer.Option(None, "--source-landmarks", help="Landmarks in source (moving) space."),
-    target_landmarks: Optional[Path] = typer.Option(None, "--target-landmarks", help="The same landmarks in target (fixed) space, same order."),
-    fmt: str = typer.Option("mm", "--format", help="Landmark format: mm (x y z rows) or dirlab (1-based voxel indices)."),
-    spacing: Optional[tuple[float, float, float]] = typer.Option(None, "--spacing", help="DIR-LAB voxel size SX SY SZ, mm."),
-    source: Optional[Path] = typer.Option(
-        None, "--source", help="Source cloud for the Jacobian grid (default: the source recorded in OUT/run.json)."
+    source_landmarks: Path | None = typer.Option(
+        None, "--source-landmarks", help="Landmarks in source (moving) space."
     ),
-    grid_spacing: Optional[float] = typer.Option(
-        None, "--grid-spacing", help="Jacobian grid spacing, mm (default: output.grid_spacing of the run)."
+    target_landmarks: Path | None = typer.Option(
+        None, "--target-landmarks", help="The same landmarks in target (fixed) space, same order."
     ),
-    jacobian: bool = typer.Option(True, "--jacobian/--no-jacobian", help="Measure the Jacobian determinant."),
+    fmt: str = typer.Option(
+        "mm", "--format", help="Landmark format: mm (x y z rows) or dirlab (1-based voxel indices)."
+    ),
+    spacing: tuple[float, float, float] | None = typer.Option(
+        None, "--spacing", help="DIR-LAB voxel size SX SY SZ, mm."
+    ),
+    source: Path | None = typer.Option(
+        None,
+        "--source",
+        help="Source cloud for the Jacobian grid (default: the source recorded in OUT/run.json).",
+    ),
+    grid_spacing: float | None = typer.Option(
+        None,
+        "--grid-spacing",
+        help="Jacobian grid spacing, mm (default: output.grid_spacing of the run).",
+    ),
+    jacobian: bool = typer.Option(
+        True, "--jacobian/--no-jacobian", help="Measure the Jacobian determinant."
+    ),
     json_: bool = JsonOption,
     verbose: int = VerboseOption,
 ) -> None:
@@ -34,9 +48,16 @@ def evaluate(
     setup_logging(verbose)
     from ..evaluation import evaluate as evaluate_registration
 
-    result = evaluate_registration(registration, source_landmarks, target_landmarks,
-                                   landmark_format=fmt, spacing=spacing, source=source,
-                                   grid_spacing=grid_spacing, jacobian=jacobian)
+    result = evaluate_registration(
+        registration,
+        source_landmarks,
+        target_landmarks,
+        landmark_format=fmt,
+        spacing=spacing,
+        source=source,
+        grid_spacing=grid_spacing,
+        jacobian=jacobian,
+    )
     if json_:
         print_json(result)
         return
@@ -54,14 +75,21 @@ def _print_tables(result: dict[str, Any]) -> None:
         for key in ("mean", "median", "p95", "max"):
             table.add_column(key, justify="right")
         for when in ("before", "after"):
-            table.add_row(when, *(f"{result[when][k + '_mm']:.2f}" for k in ("mean", "median", "p95", "max")))
+            table.add_row(
+                when, *(f"{result[when][k + '_mm']:.2f}" for k in ("mean", "median", "p95", "max"))
+            )
         console.print(table)
     if "jacobian" in result:
         j = result["jacobian"]
-        table = Table(title=f"Jacobian determinant, {j['points']} points of a {j['grid_spacing_mm']:g} mm grid over the source")
+        table = Table(
+            title=f"Jacobian determinant, {j['points']} points of a {j['grid_spacing_mm']:g} mm grid over the source"
+        )
         for key in ("min", "p1", "median", "max", "det <= 0"):
             table.add_column(key, justify="right")
-        table.add_row(*(f"{j[k]:.3f}" for k in ("min", "p1", "median", "max")), f"{100 * j['folding_fraction']:.2f} %")
+        table.add_row(
+            *(f"{j[k]:.3f}" for k in ("min", "p1", "median", "max")),
+            f"{100 * j['folding_fraction']:.2f} %",
+        )
         console.print(table)
     if "inverse_consistency_mm" in result:
         c = result["inverse_consistency_mm"]

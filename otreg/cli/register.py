@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,20 +12,32 @@ from ._common import ConfigOption, JsonOption, SetOption, VerboseOption, print_j
 
 @app.command()
 def register(
-    source: Path = typer.Argument(..., help="Moving cloud (e.g. exhale): mesh, point list or NIfTI."),
+    source: Path = typer.Argument(
+        ..., help="Moving cloud (e.g. exhale): mesh, point list or NIfTI."
+    ),
     target: Path = typer.Argument(..., help="Fixed cloud (e.g. inhale), same kinds of file."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (created; see the README)."),
-    config: Optional[str] = ConfigOption,
-    set_: Optional[list[str]] = SetOption,
-    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda."),
-    points: Optional[int] = typer.Option(None, "--points", help="Down-sample each cloud to N points (0: all)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (down-sampling grid offsets)."),
-    label: Optional[list[int]] = typer.Option(None, "--label", help="NIfTI: keep voxels of this value. Repeatable."),
-    volume: Optional[int] = typer.Option(None, "--volume", help="NIfTI: index of the volume of a 4D image."),
-    intensity_range: Optional[tuple[float, float]] = typer.Option(
+    config: str | None = ConfigOption,
+    set_: list[str] | None = SetOption,
+    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda."),
+    points: int | None = typer.Option(
+        None, "--points", help="Down-sample each cloud to N points (0: all)."
+    ),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Random seed (down-sampling grid offsets)."
+    ),
+    label: list[int] | None = typer.Option(
+        None, "--label", help="NIfTI: keep voxels of this value. Repeatable."
+    ),
+    volume: int | None = typer.Option(
+        None, "--volume", help="NIfTI: index of the volume of a 4D image."
+    ),
+    intensity_range: tuple[float, float] | None = typer.Option(
         None, "--intensity-range", help="NIfTI: keep voxels with LOW <= value <= HIGH."
     ),
-    weight_by: Optional[str] = typer.Option(None, "--weight-by", help="Weight points by this point array (e.g. radius)."),
+    weight_by: str | None = typer.Option(
+        None, "--weight-by", help="Weight points by this point array (e.g. radius)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
     json_: bool = JsonOption,
     verbose: int = VerboseOption,
@@ -42,10 +53,22 @@ def register(
     from .console import stderr
 
     with stderr.status("loading") as status:
-        done = run(source, target, out, config, overrides=set_ or (), overwrite=overwrite,
-                   on_step=status.update, device=device, seed=seed, input__points=points,
-                   input__label=label or None, input__intensity_range=intensity_range,
-                   input__volume=volume, input__weight_by=weight_by)
+        done = run(
+            source,
+            target,
+            out,
+            config,
+            overrides=set_ or (),
+            overwrite=overwrite,
+            on_step=status.update,
+            device=device,
+            seed=seed,
+            input__points=points,
+            input__label=label or None,
+            input__intensity_range=intensity_range,
+            input__volume=volume,
+            input__weight_by=weight_by,
+        )
     summary = done.summary()
     if json_:
         print_json({**summary, "metrics": done.registration.metrics})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,11 +12,17 @@ from ._common import VerboseOption, setup_logging
 
 @app.command()
 def warp(
-    registration: Path = typer.Argument(..., help="Output folder of 'otreg register' (or its transform.npz)."),
+    registration: Path = typer.Argument(
+        ..., help="Output folder of 'otreg register' (or its transform.npz)."
+    ),
     file: Path = typer.Argument(..., help="Points, mesh, NIfTI mask or landmarks in SOURCE space."),
-    output: Path = typer.Option(..., "--output", "-o", help="Warped file; its suffix picks the format (.txt: x y z rows)."),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="Warped file; its suffix picks the format (.txt: x y z rows)."
+    ),
     fmt: str = typer.Option("mm", "--format", help="Landmark format of FILE: mm or dirlab."),
-    spacing: Optional[tuple[float, float, float]] = typer.Option(None, "--spacing", help="DIR-LAB voxel size SX SY SZ, mm."),
+    spacing: tuple[float, float, float] | None = typer.Option(
+        None, "--spacing", help="DIR-LAB voxel size SX SY SZ, mm."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
     verbose: int = VerboseOption,
 ) -> None:
@@ -25,5 +30,15 @@ def warp(
     setup_logging(verbose)
     from ..warping import warp as warp_registration
 
-    typer.echo(str(warp_registration(registration, file, output, landmark_format=fmt, spacing=spacing,
-                                      overwrite=overwrite)))
+    typer.echo(
+        str(
+            warp_registration(
+                registration,
+                file,
+                output,
+                landmark_format=fmt,
+                spacing=spacing,
+                overwrite=overwrite,
+            )
+        )
+    )

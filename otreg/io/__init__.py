@@ -30,12 +30,12 @@ from .landmarks import read_landmarks
 from .meshes import warped_suffix
 
 __all__ = [
+    "file_suffix",
     "load",
     "load_options",
-    "warp_file",
     "read_landmarks",
     "supported_suffixes",
-    "file_suffix",
+    "warp_file",
     "warped_suffix",
 ]
 
@@ -123,9 +123,15 @@ def load(
     _check_readable(path)
     kind = _kind(path)
     if kind == "volume":
-        cloud = volumes.read_volume(path, label=label, intensity_range=intensity_range, volume=volume)
+        cloud = volumes.read_volume(
+            path, label=label, intensity_range=intensity_range, volume=volume
+        )
     else:
-        volume_options = (("label", label), ("intensity_range", intensity_range), ("volume", volume))
+        volume_options = (
+            ("label", label),
+            ("intensity_range", intensity_range),
+            ("volume", volume),
+        )
         ignored = {k: v for k, v in volume_options if v}
         if ignored:
             log.debug("%s: options for volumes ignored: %s", path, ignored)
@@ -192,7 +198,10 @@ def load_options(cfg_input: Any) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- warping files
 def _read_native(
-    path: Path, landmark_format: str, spacing: Sequence[float] | None, load_kwargs: Mapping[str, Any]
+    path: Path,
+    landmark_format: str,
+    spacing: Sequence[float] | None,
+    load_kwargs: Mapping[str, Any],
 ) -> tuple[np.ndarray, str]:
     """(N, 3) RAS points of ``path`` in file order and its kind ('landmarks', 'mesh', ...)."""
     if landmark_format != "mm":  # DIR-LAB indices; read_landmarks names an unknown format
@@ -247,16 +256,22 @@ def warp_file(
         new_points, arrays = result, {}
     new_points = np.asarray(new_points, dtype=np.float64)
     if new_points.shape != points.shape:
-        raise ValueError(f"mapping returned points of shape {new_points.shape} for input {points.shape}")
+        raise ValueError(
+            f"mapping returned points of shape {new_points.shape} for input {points.shape}"
+        )
     arrays = dict(arrays or {})
 
     suffix = file_suffix(path_out)
     if suffix in pointlists.TEXT_SUFFIXES:
         if arrays:
-            log.debug("%s: text output keeps positions only; arrays %s dropped", path_out, list(arrays))
+            log.debug(
+                "%s: text output keeps positions only; arrays %s dropped", path_out, list(arrays)
+            )
         return pointlists.write_points_txt(path_out, new_points)
     if kind == "landmarks":
-        raise OutputError(f"{path_out}: DIR-LAB landmarks are written as .txt (x y z in mm), not {suffix}")
+        raise OutputError(
+            f"{path_out}: DIR-LAB landmarks are written as .txt (x y z in mm), not {suffix}"
+        )
     if kind == "mesh" and suffix in meshes.MESH_WRITE_SUFFIXES:
         return meshes.write_warped_mesh(path_in, path_out, new_points, arrays)
     if kind in ("points", "volume") and suffix in meshes.ARRAY_SUFFIXES:

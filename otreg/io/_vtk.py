@@ -64,7 +64,9 @@ class Messages:
         Pipeline messages ("Algorithm vtkPLYReader returned failure for request ...") say
         nothing to a user; they are used only when the reader itself said nothing.
         """
-        problems = [_clean(t) for t in [*self.errors, *(w for w in self.warnings if "error" in w.lower())]]
+        problems = [
+            _clean(t) for t in [*self.errors, *(w for w in self.warnings if "error" in w.lower())]
+        ]
         problems = [p for p in problems if p]  # some readers report an error with no text
         useful = [p for p in problems if not _PIPELINE.search(p)]
         if useful:
@@ -72,7 +74,9 @@ class Messages:
         return "the reader failed (not a valid file of this format?)" if problems else ""
 
 
-_PIPELINE = re.compile(r"^Algorithm \w+ .*(returned failure|did not create output)|^No update piece")
+_PIPELINE = re.compile(
+    r"^Algorithm \w+ .*(returned failure|did not create output)|^No update piece"
+)
 _FOR_FILE = re.compile(r"\s*for file:.*$")
 
 

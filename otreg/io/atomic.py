@@ -60,7 +60,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.tmp-", suffix=suffix, dir=path.parent)
     except OSError as err:
-        raise OutputError(f"{path}: cannot create a file in {path.parent}: {err.strerror or err}") from None
+        raise OutputError(
+            f"{path}: cannot create a file in {path.parent}: {err.strerror or err}"
+        ) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -53,7 +53,8 @@ def read_landmarks(
         if (index < 1).any():
             row = int(np.flatnonzero((index < 1).any(axis=1))[0])
             raise InputError(
-                path, f"row {row + 1} has an index below 1; DIR-LAB indices are 1-based voxel indices"
+                path,
+                f"row {row + 1} has an index below 1; DIR-LAB indices are 1-based voxel indices",
             )
         return (index - 1.0) * step
     suffix = path.suffix.lower()
@@ -67,7 +68,10 @@ def read_landmarks(
 
 def _check_spacing(path: Path, spacing: Sequence[float] | None) -> np.ndarray:
     if spacing is None:
-        raise InputError(path, "DIR-LAB landmarks are voxel indices: give their voxel spacing (--spacing SX SY SZ, mm)")
+        raise InputError(
+            path,
+            "DIR-LAB landmarks are voxel indices: give their voxel spacing (--spacing SX SY SZ, mm)",
+        )
     try:
         step = np.asarray(spacing, dtype=np.float64).reshape(3)
     except (TypeError, ValueError):

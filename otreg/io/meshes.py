@@ -63,7 +63,7 @@ def detect_space(path: str | Path) -> str | None:
     return match.group(1).decode().upper() if match else None
 
 
-def _field_space(mesh: "pv.DataSet") -> str | None:
+def _field_space(mesh: pv.DataSet) -> str | None:
     """The ``SPACE`` field-data string Slicer writes into .vtp/.vtu files, if any."""
     if "SPACE" not in mesh.field_data:
         return None
@@ -75,7 +75,7 @@ def _field_space(mesh: "pv.DataSet") -> str | None:
 
 
 # ----------------------------------------------------------------------------- reading
-def read_dataset(path: str | Path) -> tuple["pv.DataSet", str, bool]:
+def read_dataset(path: str | Path) -> tuple[pv.DataSet, str, bool]:
     """Read a mesh file with VTK; return ``(dataset, space, declared)``.
 
     ``dataset`` is a pyvista PolyData or UnstructuredGrid with coordinates exactly as stored
@@ -97,7 +97,15 @@ def read_dataset(path: str | Path) -> tuple["pv.DataSet", str, bool]:
     reader.SetFileName(str(path))
     if suffix == ".vtk":
         # The legacy reader keeps only the first array of each attribute kind unless told.
-        for what in ("Scalars", "Vectors", "Normals", "Tensors", "ColorScalars", "TCoords", "Fields"):
+        for what in (
+            "Scalars",
+            "Vectors",
+            "Normals",
+            "Tensors",
+            "ColorScalars",
+            "TCoords",
+            "Fields",
+        ):
             getattr(reader, f"ReadAll{what}On")()
     try:
         with _vtk.capture() as messages:
@@ -121,7 +129,7 @@ def read_dataset(path: str | Path) -> tuple["pv.DataSet", str, bool]:
     return mesh, declared_space or "RAS", declared_space is not None
 
 
-def _check_cell_ids(path: Path, mesh: "pv.DataSet") -> None:
+def _check_cell_ids(path: Path, mesh: pv.DataSet) -> None:
     """InputError if a cell refers to a point that does not exist (readers of truncated or
     corrupt files can return such cells without reporting an error)."""
     import pyvista as pv
@@ -142,7 +150,7 @@ def _check_cell_ids(path: Path, mesh: "pv.DataSet") -> None:
             )
 
 
-def _vector_names(mesh: "pv.DataSet") -> list[str]:
+def _vector_names(mesh: pv.DataSet) -> list[str]:
     """Point arrays that are directions (active vectors, normals): they change with the frame."""
     names = []
     for name in (mesh.point_data.active_vectors_name, mesh.point_data.active_normals_name):
@@ -151,11 +159,11 @@ def _vector_names(mesh: "pv.DataSet") -> list[str]:
     return names
 
 
-def point_features(mesh: "pv.DataSet", space: str) -> dict[str, np.ndarray]:
+def point_features(mesh: pv.DataSet, space: str) -> dict[str, np.ndarray]:
     """Every numeric point array as float64 (N,) or (N, k); vectors/normals converted to RAS."""
     vectors = set(_vector_names(mesh))
     features: dict[str, np.ndarray] = {}
-    for name in mesh.point_data.keys():
+    for name in mesh.point_data:
         values = np.asarray(mesh.point_data[name])
         if values.dtype.kind not in "biuf":
             log.debug("skipping non-numeric point array %r (%s)", name, values.dtype)
@@ -190,7 +198,7 @@ def _legacy_cells(offsets: np.ndarray, connectivity: np.ndarray, select: np.ndar
     return out
 
 
-def has_surface_cells(mesh: "pv.DataSet") -> bool:
+def has_surface_cells(mesh: pv.DataSet) -> bool:
     """Whether ``mesh`` has 2D cells (polygons, triangles, quads, pixels, strips)."""
     import pyvista as pv
 
@@ -199,7 +207,7 @@ def has_surface_cells(mesh: "pv.DataSet") -> bool:
     return bool(np.isin(np.asarray(mesh.celltypes), (*_POLY_TYPES, _TRIANGLE_STRIP)).any())
 
 
-def _surface_polydata(mesh: "pv.DataSet"):
+def _surface_polydata(mesh: pv.DataSet):
     """A vtkPolyData of ``mesh``'s points and 2D cells only (same point ids), or None."""
     import pyvista as pv
     from vtkmodules.util.numpy_support import numpy_to_vtkIdTypeArray
@@ -215,7 +223,10 @@ def _surface_polydata(mesh: "pv.DataSet"):
         return surface
     types = np.asarray(mesh.celltypes)
     offsets, connectivity = _cell_arrays(mesh.GetCells())
-    for setter, wanted in ((surface.SetPolys, _POLY_TYPES), (surface.SetStrips, (_TRIANGLE_STRIP,))):
+    for setter, wanted in (
+        (surface.SetPolys, _POLY_TYPES),
+        (surface.SetStrips, (_TRIANGLE_STRIP,)),
+    ):
         select = np.flatnonzero(np.isin(types, wanted))
         if not len(select):
             continue
@@ -224,14 +235,17 @@ def _surface_polydata(mesh: "pv.DataSet"):
         if len(pixels):
             # A pixel lists its corners in raster order (0, 1, 3, 2 around the square).
             heads = np.concatenate([[0], np.cumsum(np.diff(offsets)[select] + 1)[:-1]])[pixels]
-            legacy[heads + 3], legacy[heads + 4] = legacy[heads + 4].copy(), legacy[heads + 3].copy()
+            legacy[heads + 3], legacy[heads + 4] = (
+                legacy[heads + 4].copy(),
+                legacy[heads + 3].copy(),
+            )
         cells = vtkCellArray()
         cells.ImportLegacyFormat(numpy_to_vtkIdTypeArray(legacy, deep=True))
         setter(cells)
     return surface
 
 
-def surface_triangles(mesh: "pv.DataSet") -> np.ndarray | None:
+def surface_triangles(mesh: pv.DataSet) -> np.ndarray | None:
     """(M, 3) int64 point ids of the triangles of ``mesh``'s 2D cells, or None if it has none.
 
     Polygons, quads, pixels and strips are triangulated by vtkTriangleFilter (which handles
@@ -253,7 +267,9 @@ def surface_triangles(mesh: "pv.DataSet") -> np.ndarray | None:
         return np.empty((0, 3), dtype=np.int64)
     # The filter passes the input points through unchanged, so ids index mesh.points.
     if out.GetNumberOfPoints() != mesh.n_points or not (np.diff(offsets) == 3).all():
-        raise RuntimeError("vtkTriangleFilter changed the points or left non-triangles")  # pragma: no cover
+        raise RuntimeError(
+            "vtkTriangleFilter changed the points or left non-triangles"
+        )  # pragma: no cover
     return connectivity.reshape(-1, 3)
 
 
@@ -272,7 +288,7 @@ def triangle_area_weights(points: np.ndarray, triangles: np.ndarray) -> np.ndarr
 
 
 def mesh_weights(
-    mesh: "pv.DataSet", surface_weights: Literal["area", "uniform"] = "area"
+    mesh: pv.DataSet, surface_weights: Literal["area", "uniform"] = "area"
 ) -> tuple[np.ndarray, str]:
     """(N,) weights of ``mesh``'s points and how they were made ("area" or "uniform").
 
@@ -352,7 +368,7 @@ def _as_vector(name: str, values: np.ndarray, vectors: Iterable[str] | None) -> 
 
 
 def _add_arrays(
-    mesh: "pv.DataSet",
+    mesh: pv.DataSet,
     arrays: Mapping[str, Any] | None,
     space: str,
     vectors: Iterable[str] | None,
@@ -371,7 +387,7 @@ def _add_arrays(
         mesh.point_data.active_vectors_name = "displacement"
 
 
-def _drop_normals(mesh: "pv.DataSet") -> None:
+def _drop_normals(mesh: pv.DataSet) -> None:
     """Remove normals copied from the input: they do not describe the warped surface."""
     for data in (mesh.point_data, mesh.cell_data):
         name = data.active_normals_name
@@ -380,7 +396,7 @@ def _drop_normals(mesh: "pv.DataSet") -> None:
             data.remove(name)
 
 
-def write_dataset(mesh: "pv.DataSet", path: str | Path, *, space_tag: str | None = None) -> Path:
+def write_dataset(mesh: pv.DataSet, path: str | Path, *, space_tag: str | None = None) -> Path:
     """Write ``mesh`` (coordinates already in the frame ``space_tag`` names) atomically.
 
     The format comes from ``path``'s suffix: .vtk (legacy, binary, file version 4.2 that every
@@ -418,7 +434,8 @@ def write_dataset(mesh: "pv.DataSet", path: str | Path, *, space_tag: str | None
 
     if suffix == ".vtk":
         writer = _vtk.vtk_class(
-            "vtkmodules.vtkIOLegacy", "vtkPolyDataWriter" if is_poly else "vtkUnstructuredGridWriter"
+            "vtkmodules.vtkIOLegacy",
+            "vtkPolyDataWriter" if is_poly else "vtkUnstructuredGridWriter",
         )()
         writer.SetFileVersion(42)
         writer.SetFileTypeToBinary()

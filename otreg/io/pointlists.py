@@ -62,10 +62,13 @@ def read_table(path: str | Path, *, min_columns: int = 3) -> np.ndarray:
     for fields, number in zip(rows, line_numbers):
         if len(fields) != width:
             raise InputError(
-                path, f"line {number} has {len(fields)} values where line {line_numbers[0]} has {width}"
+                path,
+                f"line {number} has {len(fields)} values where line {line_numbers[0]} has {width}",
             )
     if width < min_columns:
-        raise InputError(path, f"has {width} column(s); expected at least {min_columns} (x y z in mm)")
+        raise InputError(
+            path, f"has {width} column(s); expected at least {min_columns} (x y z in mm)"
+        )
     try:
         return np.array(rows, dtype=np.float64)
     except ValueError:
@@ -94,7 +97,9 @@ def read_npy(path: str | Path) -> np.ndarray:
     if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
         raise InputError(path, f"holds a {array.dtype} array; expected numbers (x y z in mm)")
     if array.ndim != 2 or array.shape[1] < 3:
-        raise InputError(path, f"holds an array of shape {array.shape}; expected (N, 3) x y z in mm")
+        raise InputError(
+            path, f"holds an array of shape {array.shape}; expected (N, 3) x y z in mm"
+        )
     return array.astype(np.float64)
 
 

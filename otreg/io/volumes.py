@@ -54,13 +54,16 @@ def _load_image(path: Path, volume: int | None):
     if len(shape) < 3:
         raise InputError(path, f"is a {len(shape)}D image of shape {shape}; expected a 3D volume")
     if len(shape) > 4:
-        raise InputError(path, f"is a {len(shape)}D image of shape {shape}; otreg reads 3D or 4D images")
+        raise InputError(
+            path, f"is a {len(shape)}D image of shape {shape}; otreg reads 3D or 4D images"
+        )
     try:
         if len(shape) == 4:
             n_volumes = shape[3]
             if volume is None:
                 raise InputError(
-                    path, f"4D image with {n_volumes} volumes: choose one with volume=0..{n_volumes - 1}"
+                    path,
+                    f"4D image with {n_volumes} volumes: choose one with volume=0..{n_volumes - 1}",
                 )
             if not -n_volumes <= volume < n_volumes:
                 raise InputError(
@@ -120,7 +123,9 @@ def select_voxels(
     if intensity_range is not None:
         low, high = (float(v) for v in intensity_range)
         if not low <= high:
-            raise InputError(path, f"intensity_range=({low:g}, {high:g}) is empty: low must be <= high")
+            raise InputError(
+                path, f"intensity_range=({low:g}, {high:g}) is empty: low must be <= high"
+            )
         return (data >= low) & (data <= high), {"intensity_range": [low, high]}
     if not _is_integer_valued(data):
         raise InputError(

@@ -35,27 +35,81 @@ warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta"
 SOURCE = Path(__file__).with_name("_native.cpp")
 FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread"]
 
-_i64, _i32, _f32, _f64 = (ctypes.POINTER(t) for t in (ctypes.c_int64, ctypes.c_int32,
-                                                        ctypes.c_float, ctypes.c_double))
+_i64, _i32, _f32, _f64 = (
+    ctypes.POINTER(t) for t in (ctypes.c_int64, ctypes.c_int32, ctypes.c_float, ctypes.c_double)
+)
 _SIGNATURES = {
-    "otreg_c_transform": (None, [ctypes.c_int64, _f64, ctypes.c_int64, _f64, ctypes.c_int64, _f64,
-                                 _f64, ctypes.c_int]),
-    "otreg_rounded_plan_cost": (ctypes.c_double, [ctypes.c_int64, _i64, _i32, _f64, ctypes.c_int64,
-                                                  _f64, ctypes.c_int64, _f64, _f64, _f64, _f64,
-                                                  ctypes.c_double, ctypes.c_int]),
+    "otreg_c_transform": (
+        None,
+        [ctypes.c_int64, _f64, ctypes.c_int64, _f64, ctypes.c_int64, _f64, _f64, ctypes.c_int],
+    ),
+    "otreg_rounded_plan_cost": (
+        ctypes.c_double,
+        [
+            ctypes.c_int64,
+            _i64,
+            _i32,
+            _f64,
+            ctypes.c_int64,
+            _f64,
+            ctypes.c_int64,
+            _f64,
+            _f64,
+            _f64,
+            _f64,
+            ctypes.c_double,
+            ctypes.c_int,
+        ],
+    ),
 }
 for _suffix, _real, _p in (("f32", ctypes.c_float, _f32), ("f64", ctypes.c_double, _f64)):
     _SIGNATURES |= {
-        f"otreg_truncate_{_suffix}": (ctypes.c_void_p, [ctypes.c_int64, _p, ctypes.c_int64, _p,
-                                                       ctypes.c_int64, _p, _p, _real, _real, _p,
-                                                       _i64, ctypes.c_int]),
-        f"otreg_pair_{_suffix}": (ctypes.c_void_p, [ctypes.c_int64, _p, _p, ctypes.c_int64, _p, _p,
-                                                   ctypes.c_int64, _p, _p, _p, _p, _real, _real,
-                                                   ctypes.c_int, _i64, ctypes.c_int]),
-        f"otreg_take_pair_{_suffix}": (None, [ctypes.c_void_p, _i32, _i32, _p, _p, _p, _i32, _i32, _p,
-                                              _p, _p]),
-        f"otreg_select_{_suffix}": (ctypes.c_void_p, [ctypes.c_int64, _i64, _i32, _p, _p, _real,
-                                                     _real, _p, _i64, ctypes.c_int]),
+        f"otreg_truncate_{_suffix}": (
+            ctypes.c_void_p,
+            [
+                ctypes.c_int64,
+                _p,
+                ctypes.c_int64,
+                _p,
+                ctypes.c_int64,
+                _p,
+                _p,
+                _real,
+                _real,
+                _p,
+                _i64,
+                ctypes.c_int,
+            ],
+        ),
+        f"otreg_pair_{_suffix}": (
+            ctypes.c_void_p,
+            [
+                ctypes.c_int64,
+                _p,
+                _p,
+                ctypes.c_int64,
+                _p,
+                _p,
+                ctypes.c_int64,
+                _p,
+                _p,
+                _p,
+                _p,
+                _real,
+                _real,
+                ctypes.c_int,
+                _i64,
+                ctypes.c_int,
+            ],
+        ),
+        f"otreg_take_pair_{_suffix}": (
+            None,
+            [ctypes.c_void_p, _i32, _i32, _p, _p, _p, _i32, _i32, _p, _p, _p],
+        ),
+        f"otreg_select_{_suffix}": (
+            ctypes.c_void_p,
+            [ctypes.c_int64, _i64, _i32, _p, _p, _real, _real, _p, _i64, ctypes.c_int],
+        ),
         f"otreg_row_spread_{_suffix}": (_real, [ctypes.c_int64, _i32, _i32, _p, ctypes.c_int]),
         f"otreg_take_{_suffix}": (None, [ctypes.c_void_p, _i32, _p, _p]),
     }
@@ -66,14 +120,22 @@ def cache_dir() -> Path:
 
 
 def _compiler() -> str | None:
-    return os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    return (
+        os.environ.get("CXX")
+        or shutil.which("c++")
+        or shutil.which("g++")
+        or shutil.which("clang++")
+    )
 
 
 def _cpu_signature() -> str:
     """What -march=native depends on: the machine and (Linux) the CPU's feature flags."""
     try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("flags"))
+        flags = next(
+            line
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("flags")
+        )
     except (OSError, StopIteration):
         flags = platform.processor()
     return f"{platform.machine()} {flags}"
@@ -81,8 +143,9 @@ def _cpu_signature() -> str:
 
 def _compile(compiler: str) -> Path:
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
-    key = hashlib.sha256("\n".join([SOURCE.read_text(), compiler, version, *FLAGS,
-                                    _cpu_signature()]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        "\n".join([SOURCE.read_text(), compiler, version, *FLAGS, _cpu_signature()]).encode()
+    ).hexdigest()[:16]
     target = cache_dir() / f"otreg_native_{key}.so"
     if target.exists():
         return target
@@ -90,8 +153,12 @@ def _compile(compiler: str) -> Path:
     log.info("compiling otreg's CPU kernels into %s (once)", target)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         built = Path(tmp) / target.name
-        subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built)], check=True,
-                       capture_output=True, text=True)
+        subprocess.run(
+            [compiler, *FLAGS, str(SOURCE), "-o", str(built)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         os.replace(built, target)
     return target
 
@@ -109,8 +176,11 @@ def library() -> ctypes.CDLL | None:
         lib = ctypes.CDLL(str(_compile(compiler)))
     except (OSError, subprocess.CalledProcessError) as err:
         detail = (getattr(err, "stderr", "") or str(err)).strip().splitlines()[-3:]
-        log.warning("could not build otreg's CPU kernels (%s): the solver and the smoothing "
-                    "fields use dense kernels (slower)", " / ".join(detail))
+        log.warning(
+            "could not build otreg's CPU kernels (%s): the solver and the smoothing "
+            "fields use dense kernels (slower)",
+            " / ".join(detail),
+        )
         return None
     for name, (restype, argtypes) in _SIGNATURES.items():
         function = getattr(lib, name)
@@ -121,8 +191,10 @@ def library() -> ctypes.CDLL | None:
 def usable(*tensors: torch.Tensor) -> bool:
     """Whether the compiled kernels are available and can take these tensors (float32 or
     float64, on the CPU)."""
-    return (all(t.device.type == "cpu" and t.dtype in _SUFFIX for t in tensors)
-            and library() is not None)
+    return (
+        all(t.device.type == "cpu" and t.dtype in _SUFFIX for t in tensors)
+        and library() is not None
+    )
 
 
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}

@@ -33,8 +33,16 @@ def c_transform(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor) -> torch.Tens
     out = torch.empty(len(x), dtype=x.dtype, device=x.device)
     if _native.usable(x, y, g) and x.dtype == torch.float64:
         x, y, g = x.contiguous(), y.T.contiguous(), g.contiguous()
-        _native.library().otreg_c_transform(len(x), _native.ptr(x), y.shape[1], _native.ptr(y),
-                                            x.shape[1], _native.ptr(g), _native.ptr(out), _native.threads())
+        _native.library().otreg_c_transform(
+            len(x),
+            _native.ptr(x),
+            y.shape[1],
+            _native.ptr(y),
+            x.shape[1],
+            _native.ptr(g),
+            _native.ptr(out),
+            _native.threads(),
+        )
         return out
     for start, stop, c in half_sq_dist_blocks(x, y):
         out[start:stop] = (c - g[None, :]).amin(1)
@@ -67,8 +75,20 @@ def ot_bounds(x, y, a, b, f, g, blur: float, plan=None) -> tuple[float, float]:
         g_cols = columns.g.double().contiguous()
         ptr = _native.ptr
         upper = _native.library().otreg_rounded_plan_cost(
-            len(x), ptr(crow), ptr(col), ptr(x), len(y_cols), ptr(y_cols), x.shape[1], ptr(a), ptr(b_cols), ptr(f),
-            ptr(g_cols), eps, _native.threads())
+            len(x),
+            ptr(crow),
+            ptr(col),
+            ptr(x),
+            len(y_cols),
+            ptr(y_cols),
+            x.shape[1],
+            ptr(a),
+            ptr(b_cols),
+            ptr(f),
+            ptr(g_cols),
+            eps,
+            _native.threads(),
+        )
         if columns.spread is not None:  # the rounded plan gives each cluster its exact mass
             upper += float(b_cols @ columns.spread.double()) / 2
         return lower, upper
@@ -86,8 +106,12 @@ def ot_bounds(x, y, a, b, f, g, blur: float, plan=None) -> tuple[float, float]:
     err_b = (b - beta * cols).clamp(min=0)
     mass = float(err_a.sum())
     if mass > 0:  # cost of err_a err_b^T / mass, expanded: no N x M matrix
-        cost += float(
-            (err_a @ (x * x).sum(1)) * err_b.sum() / 2 + err_a.sum() * (err_b @ (y * y).sum(1)) / 2
-            - (err_a @ x) @ (err_b @ y)
-        ) / mass
+        cost += (
+            float(
+                (err_a @ (x * x).sum(1)) * err_b.sum() / 2
+                + err_a.sum() * (err_b @ (y * y).sum(1)) / 2
+                - (err_a @ x) @ (err_b @ y)
+            )
+            / mass
+        )
     return lower, cost

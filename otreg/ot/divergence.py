@@ -15,8 +15,13 @@ import torch
 from .sinkhorn import sinkhorn
 
 
-def sinkhorn_divergence(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None = None,
-                        b: torch.Tensor | None = None, **options) -> float:
+def sinkhorn_divergence(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    a: torch.Tensor | None = None,
+    b: torch.Tensor | None = None,
+    **options,
+) -> float:
     """S_eps between the weighted clouds (x, a) and (y, b), mm^2.
 
     Args:

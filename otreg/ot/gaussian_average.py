@@ -27,8 +27,13 @@ def available(*tensors: torch.Tensor) -> bool:
     return _native.usable(*tensors)
 
 
-def gaussian_average(queries: torch.Tensor, controls: torch.Tensor, log_weights: torch.Tensor,
-                     values: torch.Tensor, sigma: float) -> torch.Tensor:
+def gaussian_average(
+    queries: torch.Tensor,
+    controls: torch.Tensor,
+    log_weights: torch.Tensor,
+    values: torch.Tensor,
+    sigma: float,
+) -> torch.Tensor:
     """(N, d) softmax_k(log_weights_k - |q_i - c_k|^2 / (2 sigma^2))-weighted means of values.
 
     Args:
@@ -50,20 +55,33 @@ def gaussian_average(queries: torch.Tensor, controls: torch.Tensor, log_weights:
     # 10,000 controls at once held 24 GB)
     rows = max(1, _ENTRIES // len(c))
     for s in range(0, len(q), rows):
-        sums = _weighted_sums(q[s:s + rows], c, h, v, top[s:s + rows])
-        out[order_q[s:s + rows]] = sums[:, :-1] / sums[:, -1:]
+        sums = _weighted_sums(q[s : s + rows], c, h, v, top[s : s + rows])
+        out[order_q[s : s + rows]] = sums[:, :-1] / sums[:, -1:]
     return out
 
 
-def _weighted_sums(q: torch.Tensor, c: torch.Tensor, h: torch.Tensor, v: torch.Tensor,
-                   top: torch.Tensor) -> torch.Tensor:
+def _weighted_sums(
+    q: torch.Tensor, c: torch.Tensor, h: torch.Tensor, v: torch.Tensor, top: torch.Tensor
+) -> torch.Tensor:
     """(n, d): per row i, sum_k exp(h_k - |q_i - c_k|^2 / 2 - top_i) v_k over the controls
     within the truncation of the row's largest logit ``top_i``."""
     dtype = q.dtype
     # truncate takes a guess of each row's log-sum-exp, and expects the max 4 below it (a
     # guess at or below the max keeps the search exact; above it, slow)
     guess = top + (4.0 - 1e-3)
-    crow, col, _, vals, _ = native_entries("otreg_truncate", len(q), dtype, len(q), q, len(c),
-                                           c.T.contiguous(), 3, h, guess, 1.0, TRUNCATION)
+    crow, col, _, vals, _ = native_entries(
+        "otreg_truncate",
+        len(q),
+        dtype,
+        len(q),
+        q,
+        len(c),
+        c.T.contiguous(),
+        3,
+        h,
+        guess,
+        1.0,
+        TRUNCATION,
+    )
     weights = torch.sparse_csr_tensor(crow, col, vals, (len(q), len(c)), check_invariants=False)
     return weights @ v

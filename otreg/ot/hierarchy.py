@@ -55,7 +55,11 @@ def morton_codes(points: torch.Tensor, origin: torch.Tensor, side: float) -> tor
     """(N,) int64 Morton (Z-order) codes of the first three coordinates of (N, D) ``points`` in
     the cube (origin, side), 2**BITS cells per axis."""
     cells = ((points[:, :3] - origin) * (2**BITS / side)).long().clamp_(0, 2**BITS - 1)
-    return _spread_bits(cells[:, 0]) | (_spread_bits(cells[:, 1]) << 1) | (_spread_bits(cells[:, 2]) << 2)
+    return (
+        _spread_bits(cells[:, 0])
+        | (_spread_bits(cells[:, 1]) << 1)
+        | (_spread_bits(cells[:, 2]) << 2)
+    )
 
 
 def curve_order(points: torch.Tensor) -> torch.Tensor:
@@ -80,11 +84,17 @@ class Hierarchy:
     the points of :attr:`finest`.
     """
 
-    def __init__(self, points: torch.Tensor, weights: torch.Tensor, origin: torch.Tensor, side: float):
+    def __init__(
+        self, points: torch.Tensor, weights: torch.Tensor, origin: torch.Tensor, side: float
+    ):
         code, self.order = torch.sort(morton_codes(points, origin, side))
         self.side = side
-        self.finest = Level(points[self.order], weights[self.order],
-                            torch.arange(len(points) + 1, device=points.device), 0.0)
+        self.finest = Level(
+            points[self.order],
+            weights[self.order],
+            torch.arange(len(points) + 1, device=points.device),
+            0.0,
+        )
         self._code = code
         self._levels: dict[int, Level] = {}
 
@@ -113,7 +123,9 @@ def _clusters(finest: Level, start: torch.Tensor, side: float) -> Level:
     weights = run_sums(w)
     total = weights.clamp(min=1e-300)
     mean_offset = run_sums(w[:, None] * offsets) / total[:, None]
-    spread = (run_sums(w * (offsets * offsets).sum(1)) / total - (mean_offset * mean_offset).sum(1)).clamp(min=0)
+    spread = (
+        run_sums(w * (offsets * offsets).sum(1)) / total - (mean_offset * mean_offset).sum(1)
+    ).clamp(min=0)
     # a cluster of zero weight still needs a position: its first point
     points = first + torch.where(weights[:, None] > 0, mean_offset, 0.0)
     dtype = finest.points.dtype

@@ -39,7 +39,9 @@ def half_sq_dist_blocks(x: torch.Tensor, y: torch.Tensor):
     half_sq_y = (y * y).sum(1) / 2
     for start in range(0, len(x), rows):
         stop = min(start + rows, len(x))
-        c = torch.addmm(half_sq_y[None, :] + half_sq_x[start:stop, None], x[start:stop], y.T, alpha=-1)
+        c = torch.addmm(
+            half_sq_y[None, :] + half_sq_x[start:stop, None], x[start:stop], y.T, alpha=-1
+        )
         yield start, stop, c.clamp_(min=0)  # rounding can make the expanded form slightly negative
 
 
@@ -58,7 +60,9 @@ class TorchBlocks:
         return out
 
     def average(self, h: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        out = torch.empty(len(self.x), values.shape[1] + 1, dtype=self.x.dtype, device=self.x.device)
+        out = torch.empty(
+            len(self.x), values.shape[1] + 1, dtype=self.x.dtype, device=self.x.device
+        )
         for s, e, c in half_sq_dist_blocks(self.x, self.y):
             w = torch.softmax(h[None, :] - c, dim=1)
             out[s:e, :-1] = w @ values

@@ -76,7 +76,10 @@ def anneal(x, y, problem, blurs: list[float], truncation: float, backend: str) -
             where the truncated kernels cannot run (not on the CPU, or no compiler).
     """
     lo = torch.minimum(x[:, :3].min(0).values, y[:, :3].min(0).values)
-    side = float((torch.maximum(x[:, :3].max(0).values, y[:, :3].max(0).values) - lo).max()) * 1.001 + 1e-9
+    side = (
+        float((torch.maximum(x[:, :3].max(0).values, y[:, :3].max(0).values) - lo).max()) * 1.001
+        + 1e-9
+    )
     hx = Hierarchy(x, problem.a, lo, side)
     hy = Hierarchy(y, problem.b, lo, side)
     # the final blur is first solved on its own clusters, then on the points: a change of
@@ -105,9 +108,20 @@ def anneal(x, y, problem, blurs: list[float], truncation: float, backend: str) -
         """The pair of kernels x -> y, y -> x of the levels at blur s: truncated at ``cut`` for
         the potentials f, g when large and possible, else dense."""
         if truncated(lx, ly):
-            return truncated_pair(lx.points, ly.points, lx.weights.log(), ly.weights.log(),
-                                  problem.reach, f, g, s * s, cut)
-        return make_kernel(backend, lx.points, ly.points, s), make_kernel(backend, ly.points, lx.points, s)
+            return truncated_pair(
+                lx.points,
+                ly.points,
+                lx.weights.log(),
+                ly.weights.log(),
+                problem.reach,
+                f,
+                g,
+                s * s,
+                cut,
+            )
+        return make_kernel(backend, lx.points, ly.points, s), make_kernel(
+            backend, ly.points, lx.points, s
+        )
 
     lx = ly = kxy = kyx = f = g = None
     for step, s in enumerate(blurs):
@@ -122,14 +136,19 @@ def anneal(x, y, problem, blurs: list[float], truncation: float, backend: str) -
                 # truncated kernels keep what the potentials say matters: potentials one
                 # annealing update from the last blur's can miss mass that must travel far
                 # (vessel-like trees then stalled at marginal errors near 1, measured)
-                f, g, kxy, kyx = _converge(lx, ly, problem.reach, kxy, kyx, blurs[step - 1], f, g,
-                                           truncation, _LEVEL_TOL)
+                f, g, kxy, kyx = _converge(
+                    lx, ly, problem.reach, kxy, kyx, blurs[step - 1], f, g, truncation, _LEVEL_TOL
+                )
             old_eps = blurs[step - 1] ** 2
-            f, g = (_prolong(lx, nx, f, kxy, ly.points, ly.weights.log() + g / old_eps, damp),
-                    _prolong(ly, ny, g, kyx, lx.points, lx.weights.log() + f / old_eps, damp))
+            f, g = (
+                _prolong(lx, nx, f, kxy, ly.points, ly.weights.log() + g / old_eps, damp),
+                _prolong(ly, ny, g, kyx, lx.points, lx.weights.log() + f / old_eps, damp),
+            )
             lx, ly = nx, ny
         final = step >= len(blurs) - 2  # the final blur, on clusters then on the points
-        kxy, kyx = kernels(lx, ly, f, g, s, truncation if final else min(truncation, _ANNEALING_TRUNCATION))
+        kxy, kyx = kernels(
+            lx, ly, f, g, s, truncation if final else min(truncation, _ANNEALING_TRUNCATION)
+        )
         f_new = -damp * eps * kxy.lse(ly.weights.log() + g / eps)
         g_new = -damp * eps * kyx.lse(lx.weights.log() + f / eps)
         f, g = (f + f_new) / 2, (g + g_new) / 2
@@ -137,13 +156,22 @@ def anneal(x, y, problem, blurs: list[float], truncation: float, backend: str) -
             # converge the clusters at the final blur before going to the points: the points'
             # kernels are chosen from these potentials, and one annealing update leaves them
             # too far off (the fine iterations then stalled at marginal errors of 1e-2 - 5e-2)
-            f, g, kxy, kyx = _converge(lx, ly, problem.reach, kxy, kyx, s, f, g, truncation, _COARSE_TOL)
-        log.debug("blur %.4g: %d x %d clusters, %s entries", s, len(lx), len(ly),
-                  getattr(kxy, "nnz", "all"))
+            f, g, kxy, kyx = _converge(
+                lx, ly, problem.reach, kxy, kyx, s, f, g, truncation, _COARSE_TOL
+            )
+        log.debug(
+            "blur %.4g: %d x %d clusters, %s entries",
+            s,
+            len(lx),
+            len(ly),
+            getattr(kxy, "nnz", "all"),
+        )
     return Annealed(f, g, kxy, kyx, lx, ly, hx.finest, hy.finest, hx.order, hy.order)
 
 
-def to_points(x, problem, annealed: Annealed, f, g, kxy, kyx, eps: float, truncation: float, tol: float):
+def to_points(
+    x, problem, annealed: Annealed, f, g, kxy, kyx, eps: float, truncation: float, tol: float
+):
     """Potentials on the points from potentials f, g converged on the final clusters.
 
     At blur s, clusters of side < s blur the plan little, while between the points
@@ -171,20 +199,43 @@ def to_points(x, problem, annealed: Annealed, f, g, kxy, kyx, eps: float, trunca
     to_clusters = _Problem(problem.a, ly.weights, problem.reach)
     # the rows of the points alone choose the entries: the clusters' rows reach many more
     # points each, and their own search was 60 % of the kernels' time on a 100k shell (measured)
-    kxy, kyx = truncated_pair(x, ly.points, to_clusters.log_a, to_clusters.log_b, problem.reach, f_points, g,
-                              eps, truncation, rows_only=True)
-    f_points, g, kxy, _, done, error = _iterate(to_clusters, kxy, kyx, math.sqrt(eps), f_points, g, tol,
-                                                _COARSE_ITERATIONS, 1.8, truncation)
+    kxy, kyx = truncated_pair(
+        x,
+        ly.points,
+        to_clusters.log_a,
+        to_clusters.log_b,
+        problem.reach,
+        f_points,
+        g,
+        eps,
+        truncation,
+        rows_only=True,
+    )
+    f_points, g, kxy, _, done, error = _iterate(
+        to_clusters, kxy, kyx, math.sqrt(eps), f_points, g, tol, _COARSE_ITERATIONS, 1.8, truncation
+    )
     return f_points, g_points, kxy, g, done, error
 
 
-def _converge(lx: Level, ly: Level, reach, kxy, kyx, blur: float, f, g, truncation: float, tol: float):
+def _converge(
+    lx: Level, ly: Level, reach, kxy, kyx, blur: float, f, g, truncation: float, tol: float
+):
     """Iterate on the clusters at ``blur`` to a marginal error of ``tol``; returns
     (f, g, kxy, kyx), the kernels as last (re)selected."""
     from .sinkhorn import _iterate, _Problem
 
-    f, g, kxy, kyx, _, _ = _iterate(_Problem(lx.weights, ly.weights, reach), kxy, kyx, blur, f, g,
-                                    tol, _COARSE_ITERATIONS, 1.8, truncation)
+    f, g, kxy, kyx, _, _ = _iterate(
+        _Problem(lx.weights, ly.weights, reach),
+        kxy,
+        kyx,
+        blur,
+        f,
+        g,
+        tol,
+        _COARSE_ITERATIONS,
+        1.8,
+        truncation,
+    )
     return f, g, kxy, kyx
 
 

@@ -72,7 +72,12 @@ class OTSolution:
 
     def unsort(self, order_x: torch.Tensor, order_y: torch.Tensor) -> None:
         """Put per-point arrays back in input order (the multiscale solver sorts the points)."""
-        for name, order in (("f", order_x), ("targets", order_x), ("confidence", order_x), ("g", order_y)):
+        for name, order in (
+            ("f", order_x),
+            ("targets", order_x),
+            ("confidence", order_x),
+            ("g", order_y),
+        ):
             value = getattr(self, name)
             restored = torch.empty_like(value)
             restored[order] = value
@@ -177,7 +182,9 @@ def sinkhorn(
         order_x, order_y = curve_order(x), curve_order(y)
         x, y, problem = x[order_x], y[order_y], _Problem(a[order_x], b[order_y], reach)
         f, g = init[0][order_x], init[1][order_y]
-        kxy, kyx = truncated_pair(x, y, problem.log_a, problem.log_b, reach, f, g, blur**2, truncation)
+        kxy, kyx = truncated_pair(
+            x, y, problem.log_a, problem.log_b, reach, f, g, blur**2, truncation
+        )
         iterations, annealed = 0, None
     elif multiscale and init is None and len(x) * len(y) > DENSE_PAIRS:
         from .multiscale import anneal, to_points
@@ -194,25 +201,45 @@ def sinkhorn(
             f, g = init
             iterations = 0
         else:  # annealing: symmetric averaged updates while the blur decreases
-            f, g = problem.symmetric_start(make_kernel(backend, x, y, blurs[0]),
-                                           make_kernel(backend, y, x, blurs[0]), blurs[0])
+            f, g = problem.symmetric_start(
+                make_kernel(backend, x, y, blurs[0]), make_kernel(backend, y, x, blurs[0]), blurs[0]
+            )
             for s in blurs:
-                f, g = problem.symmetric_update(make_kernel(backend, x, y, s),
-                                                make_kernel(backend, y, x, s), s, f, g)
+                f, g = problem.symmetric_update(
+                    make_kernel(backend, x, y, s), make_kernel(backend, y, x, s), s, f, g
+                )
             iterations = len(blurs) + 1
 
     clustered = annealed is not None and annealed.clustered
-    solved = _Problem(annealed.x_level.weights, annealed.y_level.weights, reach) if clustered else problem
-    f, g, kxy, kyx, more, error = _iterate(solved, kxy, kyx, blur, f, g, tol, max_iter, overrelaxation,
-                                           truncation)
+    solved = (
+        _Problem(annealed.x_level.weights, annealed.y_level.weights, reach)
+        if clustered
+        else problem
+    )
+    f, g, kxy, kyx, more, error = _iterate(
+        solved, kxy, kyx, blur, f, g, tol, max_iter, overrelaxation, truncation
+    )
     columns = _Columns(y, problem.log_b, g, None)
     if clustered:
-        f, g, kxy, g_clusters, extra, error = to_points(x, problem, annealed, f, g, kxy, kyx, blur**2, truncation,
-                                                        tol)
-        columns = _Columns(annealed.y_level.points, solved.log_b, g_clusters, annealed.y_level.spread)
+        f, g, kxy, g_clusters, extra, error = to_points(
+            x, problem, annealed, f, g, kxy, kyx, blur**2, truncation, tol
+        )
+        columns = _Columns(
+            annealed.y_level.points, solved.log_b, g_clusters, annealed.y_level.spread
+        )
         more += extra
-    solution = _solution(problem, kxy, x, columns, f, g, blur, iterations + more, error,
-                         "multiscale" if order_x is not None else backend)
+    solution = _solution(
+        problem,
+        kxy,
+        x,
+        columns,
+        f,
+        g,
+        blur,
+        iterations + more,
+        error,
+        "multiscale" if order_x is not None else backend,
+    )
     solution.targets += center
     # what the certificate needs: the points, weights and potentials in the solver's order,
     # and the support and columns of a truncated plan
@@ -255,8 +282,10 @@ class _Problem:
 
     def symmetric_start(self, kxy, kyx, blur: float):
         eps = blur * blur
-        return (self.f_from_g(kxy, torch.zeros_like(self.b), eps),
-                self.g_from_f(kyx, torch.zeros_like(self.a), eps))
+        return (
+            self.f_from_g(kxy, torch.zeros_like(self.b), eps),
+            self.g_from_f(kyx, torch.zeros_like(self.a), eps),
+        )
 
     def symmetric_update(self, kxy, kyx, blur: float, f, g):
         """GeomLoss's averaged update at one blur of the annealing."""
@@ -264,8 +293,18 @@ class _Problem:
         return (f + self.f_from_g(kxy, g, eps)) / 2, (g + self.g_from_f(kyx, f, eps)) / 2
 
 
-def _iterate(problem: _Problem, kxy, kyx, blur, f, g, tol, max_iter, overrelaxation,
-             truncation: float | None = None):
+def _iterate(
+    problem: _Problem,
+    kxy,
+    kyx,
+    blur,
+    f,
+    g,
+    tol,
+    max_iter,
+    overrelaxation,
+    truncation: float | None = None,
+):
     """Final-blur iterations until the plan's source marginal is right.
 
     After a g-update the target marginal is exact (balanced), and the next f-update tells the
@@ -283,10 +322,18 @@ def _iterate(problem: _Problem, kxy, kyx, blur, f, g, tol, max_iter, overrelaxat
     a_mass = float(a.sum())
     omega, error, best, done = overrelaxation, math.inf, math.inf, 0
     for _ in range(max_iter):
-        if truncation is not None and isinstance(kxy, SparseKernel) and done % _DRIFT_EVERY == 0 and (
+        if (
+            truncation is not None
+            and isinstance(kxy, SparseKernel)
+            and done % _DRIFT_EVERY == 0
+            and (
                 kxy.drifted(problem.log_b + g / eps, truncation / 2)
-                or kyx.drifted(problem.log_a + f / eps, truncation / 2)):
-            log.debug("the potentials moved: choosing the kernels' entries again (error %.2e)", error)
+                or kyx.drifted(problem.log_a + f / eps, truncation / 2)
+            )
+        ):
+            log.debug(
+                "the potentials moved: choosing the kernels' entries again (error %.2e)", error
+            )
             kxy, kyx = refilter(kxy, kyx, f, g, eps, truncation)
             best = math.inf  # new entries move the error: no sign of over-relaxation trouble
         f_new = problem.f_from_g(kxy, g, eps)
@@ -313,27 +360,44 @@ def _iterate(problem: _Problem, kxy, kyx, blur, f, g, tol, max_iter, overrelaxat
     else:
         log.warning(
             "Sinkhorn stopped after %d iterations at blur %.3g mm with marginal error %.2e > tol %.1e",
-            max_iter, blur, error, tol,
+            max_iter,
+            blur,
+            error,
+            tol,
         )
     return f, g, kxy, kyx, done, error
 
 
-def _solution(problem: _Problem, kxy, x, columns: _Columns, f, g, blur, iterations, error, backend) -> OTSolution:
+def _solution(
+    problem: _Problem, kxy, x, columns: _Columns, f, g, blur, iterations, error, backend
+) -> OTSolution:
     """Matches and costs of the plan P_ij = a_i b_j exp((f_i + g_j - C_ij) / eps), j over
     ``columns``; f (N,) and g (M,) are the potentials on the points."""
     eps = blur * blur
     h = columns.log_weights + columns.g / eps
     row_log_mass = f / eps + kxy.lse(h)  # log (sum_j P_ij / a_i)
     dim = x.shape[1]
-    values = columns.points if columns.spread is None else torch.cat([columns.points, columns.spread[:, None] / 2], 1)
+    values = (
+        columns.points
+        if columns.spread is None
+        else torch.cat([columns.points, columns.spread[:, None] / 2], 1)
+    )
     averages = kxy.average(h, values)  # [E_j y_j, (E_j spread_j / 2,) E_j C_ij / eps] under row i
     confidence = row_log_mass.exp()
     row_cost = averages[:, -1] * eps + (averages[:, dim] if columns.spread is not None else 0)
     cost = float((problem.a * confidence * row_cost).sum())
     return OTSolution(
-        f=f, g=g, targets=averages[:, :dim], confidence=confidence, cost=cost,
-        dual=_dual_value(problem.a, problem.b, f, g, problem.reach), blur=blur,
-        reach=problem.reach, iterations=iterations, marginal_error=error, backend=backend,
+        f=f,
+        g=g,
+        targets=averages[:, :dim],
+        confidence=confidence,
+        cost=cost,
+        dual=_dual_value(problem.a, problem.b, f, g, problem.reach),
+        blur=blur,
+        reach=problem.reach,
+        iterations=iterations,
+        marginal_error=error,
+        backend=backend,
     )
 
 

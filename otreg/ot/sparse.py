@@ -41,8 +41,17 @@ class SparseKernel:
 
     name = "sparse"
 
-    def __init__(self, crow, col, cost, vals, row_max, eps: float, h_ref: torch.Tensor,
-                 search: Callable[..., tuple[SparseKernel, SparseKernel]]):
+    def __init__(
+        self,
+        crow,
+        col,
+        cost,
+        vals,
+        row_max,
+        eps: float,
+        h_ref: torch.Tensor,
+        search: Callable[..., tuple[SparseKernel, SparseKernel]],
+    ):
         self.crow, self.col, self.cost, self.eps, self.search = crow, col, cost, eps, search
         self.n_rows = len(crow) - 1
         self.h_search = h_ref  # the h the entries were chosen for
@@ -67,8 +76,17 @@ class SparseKernel:
         # (e^-87) while the spread is below 60
         if not math.isfinite(spread) or spread > 60:
             _, _, _, vals, row_max = native_entries(
-                "otreg_select", self.n_rows, h.dtype, self.n_rows, self.crow.long(), self.col,
-                self.cost, h, 1 / self.eps, math.inf)
+                "otreg_select",
+                self.n_rows,
+                h.dtype,
+                self.n_rows,
+                self.crow.long(),
+                self.col,
+                self.cost,
+                h,
+                1 / self.eps,
+                math.inf,
+            )
             self._set_values(vals, row_max, h)
             d = h - self.h_ref
         shift = d.max()
@@ -79,14 +97,25 @@ class SparseKernel:
         the h the entries were chosen for: the spread of the change over the kept columns of a
         row (a change that is constant over a row keeps its choice; a global tilt of the
         potentials moves each row by far less than its spread over the whole cloud)."""
-        change = torch.nan_to_num(h - self.h_search, nan=0.0, posinf=0.0, neginf=0.0)  # as the compiled code
+        change = torch.nan_to_num(
+            h - self.h_search, nan=0.0, posinf=0.0, neginf=0.0
+        )  # as the compiled code
         if float(change.max() - change.min()) <= limit:
             # the spread over all columns bounds that within any row, in O(m), not O(entries):
             # at the final blur of 100k-point cubes it stayed under half the truncation (measured)
             return False
-        return float(_native.typed("otreg_row_spread", h.dtype)(
-            self.n_rows, _native.ptr(self.crow), _native.ptr(self.col), _native.ptr(change),
-            _native.threads())) > limit
+        return (
+            float(
+                _native.typed("otreg_row_spread", h.dtype)(
+                    self.n_rows,
+                    _native.ptr(self.crow),
+                    _native.ptr(self.col),
+                    _native.ptr(change),
+                    _native.threads(),
+                )
+            )
+            > limit
+        )
 
     def lse(self, h: torch.Tensor) -> torch.Tensor:
         """(n,) log sum_j exp(h_j - C_ij / eps) over the kept entries of each row."""
@@ -99,7 +128,10 @@ class SparseKernel:
         e, _ = self._column_factors(h)
         sums = self._csr @ torch.cat([e[:, None] * values, e[:, None]], 1)
         cost_csr = torch.sparse_csr_tensor(
-            self.crow, self.col, self._csr.values() * self.cost / self.eps, self._csr.shape,
+            self.crow,
+            self.col,
+            self._csr.values() * self.cost / self.eps,
+            self._csr.shape,
             check_invariants=False,
         )
         cost = cost_csr @ e
@@ -107,9 +139,18 @@ class SparseKernel:
         return torch.cat([sums[:, :-1], cost[:, None]], 1) / total
 
 
-def truncated_pair(x: torch.Tensor, y: torch.Tensor, log_a: torch.Tensor, log_b: torch.Tensor,
-                   reach: float | None, f: torch.Tensor, g: torch.Tensor, eps: float,
-                   truncation: float, rows_only: bool = False) -> tuple[SparseKernel, SparseKernel]:
+def truncated_pair(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    log_a: torch.Tensor,
+    log_b: torch.Tensor,
+    reach: float | None,
+    f: torch.Tensor,
+    g: torch.Tensor,
+    eps: float,
+    truncation: float,
+    rows_only: bool = False,
+) -> tuple[SparseKernel, SparseKernel]:
     """The kernels x -> y and y -> x at ``eps`` for the potentials f (n,), g (m,), on one support.
 
     Per row of x (n, D), ALL the columns of y (m, D) with z_ij = log b_j + (g_j - C_ij) / eps
@@ -131,21 +172,56 @@ def truncated_pair(x: torch.Tensor, y: torch.Tensor, log_a: torch.Tensor, log_b:
     nnz = ctypes.c_int64()
     ptr = _native.ptr
     handle = _native.typed("otreg_pair", x.dtype)(
-        len(x), ptr(x), ptr(x_t), len(y), ptr(y), ptr(y_t), x.shape[1], ptr(h_y), ptr(h_x),
-        ptr(lse_x), ptr(lse_y), 1 / eps, truncation, int(rows_only), ctypes.byref(nnz), _native.threads())
+        len(x),
+        ptr(x),
+        ptr(x_t),
+        len(y),
+        ptr(y),
+        ptr(y_t),
+        x.shape[1],
+        ptr(h_y),
+        ptr(h_x),
+        ptr(lse_x),
+        ptr(lse_y),
+        1 / eps,
+        truncation,
+        int(rows_only),
+        ctypes.byref(nnz),
+        _native.threads(),
+    )
     if nnz.value >= 2**31:
-        raise SolverError(f"the truncated kernels would hold {nnz.value} entries (int32 indices): "
-                          "use a larger blur or fewer points")
-    kernels = [(torch.empty(rows + 1, dtype=torch.int32), torch.empty(nnz.value, dtype=torch.int32),
-                torch.empty(nnz.value, dtype=x.dtype), torch.empty(nnz.value, dtype=x.dtype),
-                torch.empty(rows, dtype=x.dtype)) for rows in (len(x), len(y))]
-    _native.typed("otreg_take_pair", x.dtype)(handle, *(ptr(t) for kernel in kernels for t in kernel))
+        raise SolverError(
+            f"the truncated kernels would hold {nnz.value} entries (int32 indices): "
+            "use a larger blur or fewer points"
+        )
+    kernels = [
+        (
+            torch.empty(rows + 1, dtype=torch.int32),
+            torch.empty(nnz.value, dtype=torch.int32),
+            torch.empty(nnz.value, dtype=x.dtype),
+            torch.empty(nnz.value, dtype=x.dtype),
+            torch.empty(rows, dtype=x.dtype),
+        )
+        for rows in (len(x), len(y))
+    ]
+    _native.typed("otreg_take_pair", x.dtype)(
+        handle, *(ptr(t) for kernel in kernels for t in kernel)
+    )
     search = functools.partial(truncated_pair, x, y, log_a, log_b, reach, rows_only=rows_only)
-    return (SparseKernel(*kernels[0], eps, h_y, search), SparseKernel(*kernels[1], eps, h_x, search))
+    return (
+        SparseKernel(*kernels[0], eps, h_y, search),
+        SparseKernel(*kernels[1], eps, h_x, search),
+    )
 
 
-def refilter(kxy: SparseKernel, kyx: SparseKernel, f: torch.Tensor, g: torch.Tensor, eps: float,
-             truncation: float) -> tuple[SparseKernel, SparseKernel]:
+def refilter(
+    kxy: SparseKernel,
+    kyx: SparseKernel,
+    f: torch.Tensor,
+    g: torch.Tensor,
+    eps: float,
+    truncation: float,
+) -> tuple[SparseKernel, SparseKernel]:
     """The pair of :func:`truncated_pair` again, for the potentials f, g at ``eps``: potentials
     that moved since it was built make other entries heavy."""
     return kxy.search(f, g, eps, truncation)
@@ -158,11 +234,14 @@ def native_entries(function: str, n_rows: int, dtype, *args):
     row_max = torch.empty(n_rows, dtype=dtype)
     counts = torch.empty(n_rows, dtype=torch.int64)
     pointers = [_native.ptr(a) if isinstance(a, torch.Tensor) else a for a in args]
-    handle = _native.typed(function, dtype)(*pointers, _native.ptr(row_max), _native.ptr(counts),
-                                            _native.threads())
+    handle = _native.typed(function, dtype)(
+        *pointers, _native.ptr(row_max), _native.ptr(counts), _native.threads()
+    )
     nnz = int(counts.sum())
     col = torch.empty(nnz, dtype=torch.int32)
     cost, vals = torch.empty(nnz, dtype=dtype), torch.empty(nnz, dtype=dtype)
-    _native.typed("otreg_take", dtype)(handle, _native.ptr(col), _native.ptr(cost), _native.ptr(vals))
+    _native.typed("otreg_take", dtype)(
+        handle, _native.ptr(col), _native.ptr(cost), _native.ptr(vals)
+    )
     crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).int()
     return crow, col, cost, vals, row_max

@@ -28,8 +28,12 @@ def render_report(metrics: dict[str, Any], run: dict[str, Any]) -> str:
         _row("rigid", metrics["residual_after_rigid"]),
     ]
     for r in metrics["rounds"]:
-        lines.append(_row(f"round {r['round']} (blur {r['blur_mm']:g}, sigma {r['sigma_mm']:g} mm)",
-                          r["residual_after"]))
+        lines.append(
+            _row(
+                f"round {r['round']} (blur {r['blur_mm']:g}, sigma {r['sigma_mm']:g} mm)",
+                r["residual_after"],
+            )
+        )
     if metrics.get("rounds_skipped"):
         skipped = ", ".join(map(str, metrics["rounds_skipped"]))
         lines.append(f"\nRounds skipped (converged, `match.tolerance`): {skipped}")
@@ -42,11 +46,15 @@ def render_report(metrics: dict[str, Any], run: dict[str, Any]) -> str:
         lines += ["```"]
     if "dense_field" in metrics:
         d = metrics["dense_field"]
-        lines += ["", "## Dense fields", "",
-                  f"- fixed grid {d['fixed_shape']}, moving grid {d['moving_shape']}, spacing {d['spacing_mm']} mm",
-                  "- fixed -> moving field, |phi(x) - y| over its grid: median "
-                  f"{d['inverse_residual_mm']['median']:.3g}, p99 {d['inverse_residual_mm']['p99']:.3g}, "
-                  f"max {d['inverse_residual_mm']['max']:.3g} mm"]
+        lines += [
+            "",
+            "## Dense fields",
+            "",
+            f"- fixed grid {d['fixed_shape']}, moving grid {d['moving_shape']}, spacing {d['spacing_mm']} mm",
+            "- fixed -> moving field, |phi(x) - y| over its grid: median "
+            f"{d['inverse_residual_mm']['median']:.3g}, p99 {d['inverse_residual_mm']['p99']:.3g}, "
+            f"max {d['inverse_residual_mm']['max']:.3g} mm",
+        ]
     lines += _quality_lines(metrics)
     lines += ["", f"Transported mass (last round): {metrics['transported_mass']:.3f}", ""]
     return "\n".join(lines)
@@ -57,15 +65,30 @@ def _quality_lines(metrics: dict[str, Any]) -> list[str]:
     lines = []
     if "jacobian" in metrics:
         j = metrics["jacobian"]
-        verdict = "no folding" if j["folding_fraction"] == 0 else (
-            f"**folding at {100 * j['folding_fraction']:.2f} % of the grid points**")
-        lines += ["", "## Jacobian determinant of the transform", "",
-                  (f"On a {j['grid_spacing_mm']:g} mm grid over the source ({j['points']} points): "
-                   f"min {j['min']:.3f}, 1st percentile {j['p1']:.3f}, median {j['median']:.3f}, "
-                   f"max {j['max']:.3f}; {verdict} (det <= 0).")]
+        verdict = (
+            "no folding"
+            if j["folding_fraction"] == 0
+            else (f"**folding at {100 * j['folding_fraction']:.2f} % of the grid points**")
+        )
+        lines += [
+            "",
+            "## Jacobian determinant of the transform",
+            "",
+            (
+                f"On a {j['grid_spacing_mm']:g} mm grid over the source ({j['points']} points): "
+                f"min {j['min']:.3f}, 1st percentile {j['p1']:.3f}, median {j['median']:.3f}, "
+                f"max {j['max']:.3f}; {verdict} (det <= 0)."
+            ),
+        ]
     if "inverse_consistency_mm" in metrics:
         c = metrics["inverse_consistency_mm"]
-        lines += ["", "## Inverse consistency", "",
-                  ("|phi^-1(phi(x)) - x| at the source points (mm): "
-                   f"mean {c['mean_mm']:.3g}, p95 {c['p95_mm']:.3g}, max {c['max_mm']:.3g}.")]
+        lines += [
+            "",
+            "## Inverse consistency",
+            "",
+            (
+                "|phi^-1(phi(x)) - x| at the source points (mm): "
+                f"mean {c['mean_mm']:.3g}, p95 {c['p95_mm']:.3g}, max {c['max_mm']:.3g}."
+            ),
+        ]
     return lines

@@ -32,12 +32,15 @@ from ..warping import point_mapping
 from .markdown import render_report
 from .provenance import run_record
 
+
 def check_output_dir(out: Path, overwrite: bool) -> None:
     """Fail early (before any work) if OUT cannot be (re)written."""
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: exists and is not a folder")
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise OutputError(f"{out}: output folder exists and is not empty; pass --overwrite to replace it")
+        raise OutputError(
+            f"{out}: output folder exists and is not empty; pass --overwrite to replace it"
+        )
 
 
 def itk_affine_text(matrix_lps: np.ndarray) -> str:
@@ -58,7 +61,9 @@ def write_dense_fields(folder: Path, result, config: Config) -> dict[str, Any]:
     y = grid_points(fixed_shape, fixed_affine)
     x, inverse_residual = inverse_points(result.transform, y)
     inverse_residual = inverse_residual[np.isfinite(inverse_residual)]
-    displacement_image(x - y, fixed_shape, fixed_affine).to_filename(folder / "field_fixed_to_moving.nii.gz")
+    displacement_image(x - y, fixed_shape, fixed_affine).to_filename(
+        folder / "field_fixed_to_moving.nii.gz"
+    )
     moving_shape, moving_affine = grid_over(result.source.points, spacing, margin)
     x = grid_points(moving_shape, moving_affine)
     displacement_image(result.transform(x) - x, moving_shape, moving_affine).to_filename(
@@ -101,18 +106,30 @@ def write_registration(
     tmp.mkdir()
     try:
         transform = result.transform
-        warp_file(source_path, tmp / f"warped_source{warped_suffix(source_path)}", point_mapping(transform),
-                  load_kwargs=load_kwargs)
+        warp_file(
+            source_path,
+            tmp / f"warped_source{warped_suffix(source_path)}",
+            point_mapping(transform),
+            load_kwargs=load_kwargs,
+        )
         transform.save(tmp / "transform.npz")
-        np.savetxt(tmp / "rigid.txt", transform.rigid, fmt="%.10f",
-                   header="4x4 matrix, world RAS mm, source (moving) -> target (fixed)")
+        np.savetxt(
+            tmp / "rigid.txt",
+            transform.rigid,
+            fmt="%.10f",
+            header="4x4 matrix, world RAS mm, source (moving) -> target (fixed)",
+        )
         fixed_to_moving_lps = matrix_ras_to_lps(np.linalg.inv(transform.rigid))
         (tmp / "rigid_fixed_to_moving.tfm").write_text(itk_affine_text(fixed_to_moving_lps))
         metrics = dict(result.metrics)
         if config.output.dense_field:
             metrics["dense_field"] = write_dense_fields(tmp, result, config)
-        run = run_record(inputs={"source": source_path, "target": target_path},
-                         device=metrics["device"], seed=config.seed, argv=argv)
+        run = run_record(
+            inputs={"source": source_path, "target": target_path},
+            device=metrics["device"],
+            seed=config.seed,
+            argv=argv,
+        )
         header = ""
         if preset:
             run["preset"] = preset

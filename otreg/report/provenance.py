@@ -23,7 +23,9 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def run_record(*, inputs: dict[str, str | Path], device: str, seed: int, argv: list[str] | None) -> dict[str, Any]:
+def run_record(
+    *, inputs: dict[str, str | Path], device: str, seed: int, argv: list[str] | None
+) -> dict[str, Any]:
     """Versions, device, command line, input checksums and seed of one run."""
     versions = {"otreg": __version__, "python": platform.python_version()}
     for name in _PACKAGES:
@@ -37,6 +39,9 @@ def run_record(*, inputs: dict[str, str | Path], device: str, seed: int, argv: l
         "device": device,
         "host": platform.node(),
         "seed": seed,
-        "inputs": {role: {"path": str(Path(p).resolve()), "sha256": sha256(p)} for role, p in inputs.items()},
+        "inputs": {
+            role: {"path": str(Path(p).resolve()), "sha256": sha256(p)}
+            for role, p in inputs.items()
+        },
         "versions": versions,
     }

@@ -8,8 +8,8 @@ import numpy as np
 
 from ..config import SolverConfig
 from ..errors import InputError
-from ..pointcloud import PointCloud
 from ..ot import OTSolution, sinkhorn
+from ..pointcloud import PointCloud
 from ._tensors import to_torch, unit_mass
 
 
@@ -88,8 +88,11 @@ def feature_columns(cloud: PointCloud, weights: dict[str, float]) -> np.ndarray 
     for name, weight in weights.items():
         if name not in cloud.features:
             arrays = ", ".join(repr(k) for k in cloud.features) or "none"
-            raise InputError(cloud.source, f"has no point array {name!r} for the matching cost "
-                                           f"(match.feature_weights; its point arrays: {arrays})")
+            raise InputError(
+                cloud.source,
+                f"has no point array {name!r} for the matching cost "
+                f"(match.feature_weights; its point arrays: {arrays})",
+            )
         values = np.asarray(cloud.features[name], dtype=np.float64).reshape(len(cloud), -1)
         if not np.isfinite(values).all():
             raise InputError(cloud.source, f"point array {name!r} has NaN or Inf values")

@@ -56,7 +56,9 @@ class RigidResult:
     history: list[dict] = field(default_factory=list)
 
 
-def start_matrices(x: np.ndarray, a: np.ndarray, y: np.ndarray, b: np.ndarray, axes: bool) -> list[np.ndarray]:
+def start_matrices(
+    x: np.ndarray, a: np.ndarray, y: np.ndarray, b: np.ndarray, axes: bool
+) -> list[np.ndarray]:
     """Initial 4x4 guesses: centres of mass matched, with no rotation, then (``axes``) each of
     the 4 proper rotations that send the source's weighted principal axes onto the target's."""
     cx, cy = a @ x, b @ y
@@ -99,11 +101,14 @@ def _step(old: np.ndarray, new: np.ndarray, center: np.ndarray, radius: float) -
     """The rigid update new @ inv(old) as a 6-vector in mm: rotation vector times ``radius``
     (the arc it moves points at that distance), then the displacement of ``center``."""
     delta = new @ np.linalg.inv(old)
-    return np.concatenate([_rotvec(delta[:3, :3]) * radius, delta[:3, :3] @ center + delta[:3, 3] - center])
+    return np.concatenate(
+        [_rotvec(delta[:3, :3]) * radius, delta[:3, :3] @ center + delta[:3, 3] - center]
+    )
 
 
-def _extrapolate(old: np.ndarray, step: np.ndarray, factor: float, center: np.ndarray,
-                 radius: float) -> np.ndarray:
+def _extrapolate(
+    old: np.ndarray, step: np.ndarray, factor: float, center: np.ndarray, radius: float
+) -> np.ndarray:
     """``old`` moved ``factor`` times by ``step`` (see :func:`_step`), rotating about ``center``."""
     r = _rotation(step[:3] * factor / radius)
     delta = np.eye(4)
@@ -112,8 +117,19 @@ def _extrapolate(old: np.ndarray, step: np.ndarray, factor: float, center: np.nd
     return delta @ old
 
 
-def _iterate(matrix, x, a, y, b, blurs, cfg: RigidConfig, solver: SolverConfig, device,
-             history=None, stop: bool = True):
+def _iterate(
+    matrix,
+    x,
+    a,
+    y,
+    b,
+    blurs,
+    cfg: RigidConfig,
+    solver: SolverConfig,
+    device,
+    history=None,
+    stop: bool = True,
+):
     """Run OT -> Procrustes for each blur in ``blurs``; stop early (``stop``) once at the final
     blur and the update is below tolerance, or has stopped shrinking (the noise floor of the
     loosely converged plans). Returns (matrix, cost, iterations)."""
@@ -123,10 +139,19 @@ def _iterate(matrix, x, a, y, b, blurs, cfg: RigidConfig, solver: SolverConfig, 
     center = apply_matrix(matrix, a @ x)
     radius = float(np.sqrt(a @ ((apply_matrix(matrix, x) - center) ** 2).sum(1)))
     previous, smallest, stalled = None, np.inf, 0
-    for k, blur in enumerate(blurs, start=1):
+    for blur in blurs:
         # The plan changes little from one iteration to the next: start from the last one.
-        m = match(apply_matrix(matrix, x), a, y, b, blur=blur, reach=cfg.reach, solver=solver,
-                  device=device, init=m)
+        m = match(
+            apply_matrix(matrix, x),
+            a,
+            y,
+            b,
+            blur=blur,
+            reach=cfg.reach,
+            solver=solver,
+            device=device,
+            init=m,
+        )
         new = weighted_procrustes(x, m.targets, a * m.confidence, scale=cfg.scale)
         d_deg, d_mm = matrix_difference(new, matrix)
         factor = 1.0
@@ -147,8 +172,17 @@ def _iterate(matrix, x, a, y, b, blurs, cfg: RigidConfig, solver: SolverConfig, 
                 previous = step
         matrix, cost = new, m.solution.cost
         if history is not None:
-            history.append({"blur": blur, "points": len(x), "cost": cost, "update_deg": d_deg,
-                            "update_mm": d_mm, "jump": float(factor), "sinkhorn_iterations": m.solution.iterations})
+            history.append(
+                {
+                    "blur": blur,
+                    "points": len(x),
+                    "cost": cost,
+                    "update_deg": d_deg,
+                    "update_mm": d_mm,
+                    "jump": float(factor),
+                    "sinkhorn_iterations": m.solution.iterations,
+                }
+            )
         if stop and blur == blurs[-1]:
             if d_deg < cfg.tol_deg and d_mm < cfg.tol_mm:
                 break
@@ -200,21 +234,27 @@ def rigid_align(
         # Screen on small copies: cheap, and at a large blur the cost ranks orientations well.
         sx, sa = _copy(src, _SCREEN_POINTS, seed)
         sy, sb = _copy(tgt, _SCREEN_POINTS, seed)
-        screened = [_iterate(m, sx, sa, sy, sb, screen, cfg, solver, device, stop=False)
-                    for m in starts]
+        screened = [
+            _iterate(m, sx, sa, sy, sb, screen, cfg, solver, device, stop=False) for m in starts
+        ]
         costs = [c for _, c, _ in screened]
         best = int(np.argmin(costs))
-        log.info("rigid: start %d of %d wins the screening (OT costs %s mm^2)", best, len(starts),
-                 ", ".join(f"{c:.4g}" for c in costs))
+        log.info(
+            "rigid: start %d of %d wins the screening (OT costs %s mm^2)",
+            best,
+            len(starts),
+            ", ".join(f"{c:.4g}" for c in costs),
+        )
         matrix = screened[best][0]
-        schedule = schedule[len(screen):]
+        schedule = schedule[len(screen) :]
     if schedule:
         # The rest of the coarse blurs on coarse copies; the source is clustered through the
         # estimate, so that both clouds are cut by nearly the same cells.
         cx, ca = _downsample_in_frame(source, matrix, _COARSE_POINTS, seed)
         cy, cb = _copy(tgt, _COARSE_POINTS, seed)
-        matrix, _, k = _iterate(matrix, cx, ca, cy, cb, schedule, cfg, solver, device, history,
-                                stop=False)
+        matrix, _, k = _iterate(
+            matrix, cx, ca, cy, cb, schedule, cfg, solver, device, history, stop=False
+        )
         iterations += k
     t1 = time.perf_counter()
     rounds = cfg.iterations
@@ -226,10 +266,16 @@ def rigid_align(
         if p > 0 and len(source) <= cfg.points:
             break
         x, a = _downsample_in_frame(source, matrix, cfg.points, seed)
-        matrix, cost, k = _iterate(matrix, x, a, y, b, [cfg.blur] * rounds, cfg, solver, device,
-                                   history)
+        matrix, cost, k = _iterate(
+            matrix, x, a, y, b, [cfg.blur] * rounds, cfg, solver, device, history
+        )
         iterations += k
         rounds = max(1, cfg.iterations // 2)  # later passes start aligned
-    log.info("rigid: %.2f s (coarse rounds %.2f s), %d rounds, OT cost %.4g mm^2",
-             time.perf_counter() - t0, t1 - t0, iterations, cost)
+    log.info(
+        "rigid: %.2f s (coarse rounds %.2f s), %d rounds, OT cost %.4g mm^2",
+        time.perf_counter() - t0,
+        t1 - t0,
+        iterations,
+        cost,
+    )
     return RigidResult(matrix, cost, iterations, best, history)

@@ -65,22 +65,38 @@ def smooth(
     """
     mass = weights * matches.confidence
     if regression == "gaussian":
-        field = KernelField(points, np.column_stack([matches.targets - points, matches.confidence]),
-                            mass, sigma)
+        field = KernelField(
+            points, np.column_stack([matches.targets - points, matches.confidence]), mass, sigma
+        )
     elif regression == "ridge":
         sigmas = [sigma * w for w in widths]
         # weights counted in typical matches (regularization is per match), summed per cell
-        data = downsample(PointCloud(points, mass / mass[mass > 0].mean(),
-                                     {"displacement": matches.targets - points,
-                                      "confidence": matches.confidence}), ridge_points)
+        data = downsample(
+            PointCloud(
+                points,
+                mass / mass[mass > 0].mean(),
+                {"displacement": matches.targets - points, "confidence": matches.confidence},
+            ),
+            ridge_points,
+        )
         fit_weights = data.weights
         if anisotropic:
-            fit_weights = fit_weights[:, None, None] * sliding_weights(data.points, points, weights, sigma)
-        coefficients, affine = fit_ridge(data.points, data.features["displacement"], fit_weights,
-                                         sigmas, regularization, device=device)
+            fit_weights = fit_weights[:, None, None] * sliding_weights(
+                data.points, points, weights, sigma
+            )
+        coefficients, affine = fit_ridge(
+            data.points,
+            data.features["displacement"],
+            fit_weights,
+            sigmas,
+            regularization,
+            device=device,
+        )
         # over the fit's controls too: a reported quantity, and the svf model's grid (copd1:
         # 290,000 nodes) costs 1.9 s against 20,000 controls, 0.15 s against 1,500
-        confidence = KernelField(data.points, data.features["confidence"][:, None], data.weights, sigma)
+        confidence = KernelField(
+            data.points, data.features["confidence"][:, None], data.weights, sigma
+        )
         field = RidgeField(data.points, coefficients, affine, sigmas, extra=confidence)
     else:
         raise ValueError(f"smooth.regression must be 'gaussian' or 'ridge', got {regression!r}")
@@ -95,7 +111,9 @@ def smooth(
 SLIDING_NOISE = 1.0
 
 
-def sliding_weights(at: np.ndarray, points: np.ndarray, weights: np.ndarray, radius: float) -> np.ndarray:
+def sliding_weights(
+    at: np.ndarray, points: np.ndarray, weights: np.ndarray, radius: float
+) -> np.ndarray:
     """(M, 3, 3) weight matrices that trust a match less along the local structure of the
     cloud at (M, 3) ``at`` (mm).
 
@@ -113,18 +131,19 @@ def sliding_weights(at: np.ndarray, points: np.ndarray, weights: np.ndarray, rad
     covariance = np.empty((len(c), 3, 3))
     rows = max(1, 2_000_000 // len(x))
     for s in range(0, len(c), rows):
-        window = torch.exp(-torch.cdist(c[s:s + rows], x).square_() / (2 * radius**2)) * w
+        window = torch.exp(-torch.cdist(c[s : s + rows], x).square_() / (2 * radius**2)) * w
         window /= window.sum(1, keepdim=True).clamp(min=1e-300)
         mean = window @ x
         second = torch.einsum("kn,ni,nj->kij", window, x, x)
-        covariance[s:s + rows] = (second - mean[:, :, None] * mean[:, None, :]).numpy()
+        covariance[s : s + rows] = (second - mean[:, :, None] * mean[:, None, :]).numpy()
     spread, axes = np.linalg.eigh(covariance)
     trust = (spread[:, :1] + SLIDING_NOISE**2) / (spread.clip(min=0) + SLIDING_NOISE**2)
     return np.einsum("kij,kj,klj->kil", axes, trust, axes)
 
 
-def velocity_field(field: KernelField | RidgeField, points: np.ndarray, spacing: float,
-                   margin: float) -> SVFField:
+def velocity_field(
+    field: KernelField | RidgeField, points: np.ndarray, spacing: float, margin: float
+) -> SVFField:
     """The :class:`SVFField` whose exponential has ``field``'s displacement (its columns 0-2,
     mm) on a grid of ``spacing`` mm over (N, 3) ``points`` plus ``margin`` mm; the other
     columns (the confidence) ride along as its extra channels. Beyond the grid the field

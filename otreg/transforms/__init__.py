@@ -33,8 +33,11 @@ class Transform:
             columns 0-2 the displacement (mm), column 3 (if present) the match confidence.
     """
 
-    def __init__(self, rigid: np.ndarray | None = None,
-                 fields: list[KernelField | RidgeField | SVFField] | None = None):
+    def __init__(
+        self,
+        rigid: np.ndarray | None = None,
+        fields: list[KernelField | RidgeField | SVFField] | None = None,
+    ):
         self.rigid = np.eye(4) if rigid is None else np.asarray(rigid, dtype=np.float64)
         self.fields = list(fields or [])
 
@@ -72,7 +75,9 @@ class Transform:
         discretisation of the fields' inverses (see :mod:`otreg.transforms.svf`).
         """
         if not self.invertible:
-            raise ValueError("this transform has fields without an inverse (kernel or ridge fields)")
+            raise ValueError(
+                "this transform has fields without an inverse (kernel or ridge fields)"
+            )
         z = np.asarray(points, dtype=np.float64)
         for field in reversed(self.fields):
             z = field.inverse(z)
@@ -83,17 +88,21 @@ class Transform:
         """Write ``transform.npz`` (atomically). Reload with :meth:`load`."""
         from ..io.atomic import atomic_path
 
-        arrays = {"format": np.array(FORMAT), "rigid": self.rigid, "n_fields": np.array(len(self.fields))}
+        arrays = {
+            "format": np.array(FORMAT),
+            "rigid": self.rigid,
+            "n_fields": np.array(len(self.fields)),
+        }
         for k, field in enumerate(self.fields):
             arrays.update(field.to_arrays(f"field{k}_"))
         path = Path(path)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:  # a file object: np.savez would append '.npz' to a name
-                np.savez(fh, **arrays)
+        # a file object: np.savez would append '.npz' to a name
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Transform":
+    def load(cls, path: str | Path) -> Transform:
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as data:
@@ -103,7 +112,9 @@ class Transform:
         if str(arrays.get("format", "")) != FORMAT:
             raise InputError(path, f"not an otreg transform (expected format {FORMAT})")
         try:
-            fields = [_field_from_arrays(arrays, f"field{k}_") for k in range(int(arrays["n_fields"]))]
+            fields = [
+                _field_from_arrays(arrays, f"field{k}_") for k in range(int(arrays["n_fields"]))
+            ]
         except KeyError as err:
             raise InputError(path, f"cannot read the transform: missing {err}") from None
         except ValueError as err:
@@ -111,9 +122,13 @@ class Transform:
         return cls(arrays["rigid"], fields)
 
 
-def _field_from_arrays(arrays: dict[str, np.ndarray], prefix: str) -> KernelField | RidgeField | SVFField:
+def _field_from_arrays(
+    arrays: dict[str, np.ndarray], prefix: str
+) -> KernelField | RidgeField | SVFField:
     kind = str(arrays.get(f"{prefix}kind", "kernel"))
     if kind not in _FIELD_KINDS:
-        raise ValueError(f"unknown field kind {kind!r} in {prefix}kind (known: {', '.join(_FIELD_KINDS)}); "
-                         "a newer otreg may have written it")
+        raise ValueError(
+            f"unknown field kind {kind!r} in {prefix}kind (known: {', '.join(_FIELD_KINDS)}); "
+            "a newer otreg may have written it"
+        )
     return _FIELD_KINDS[kind].from_arrays(arrays, prefix)

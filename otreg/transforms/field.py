@@ -43,7 +43,10 @@ class KernelField:
         centred on the controls, so float32 keeps ~1e-4 mm).
         """
         center = self.controls.mean(0)
-        as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=device)  # noqa: E731
+
+        def as_t(a: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=device)
+
         c = as_t((self.controls - center) / self.sigma)
         z = as_t((np.asarray(points, dtype=np.float64) - center) / self.sigma)
         v = as_t(self.values)
@@ -68,7 +71,7 @@ class KernelField:
         }
 
     @classmethod
-    def from_arrays(cls, arrays, prefix: str) -> "KernelField":
+    def from_arrays(cls, arrays, prefix: str) -> KernelField:
         return cls(
             arrays[f"{prefix}controls"],
             arrays[f"{prefix}values"],

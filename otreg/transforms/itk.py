@@ -79,7 +79,11 @@ def _scattered_inverse(transform: Transform, y: np.ndarray) -> np.ndarray:
         if isinstance(field, KernelField):
             u, weights, sigma = field.values[:, :3], field.weights, field.sigma
         else:  # a RidgeField: its displacement at its controls, its narrowest kernel
-            u, weights, sigma = field(field.controls)[:, :3], np.ones(len(field.controls)), field.sigmas[0]
+            u, weights, sigma = (
+                field(field.controls)[:, :3],
+                np.ones(len(field.controls)),
+                field.sigmas[0],
+            )
         z = z + KernelField(field.controls + u, -u, weights, sigma)(z)
     return z
 

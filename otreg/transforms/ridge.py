@@ -47,8 +47,14 @@ class RidgeField:
 
     kind = "ridge"
 
-    def __init__(self, controls: np.ndarray, coefficients: np.ndarray, affine: np.ndarray,
-                 sigmas: Sequence[float], extra: KernelField | None = None):
+    def __init__(
+        self,
+        controls: np.ndarray,
+        coefficients: np.ndarray,
+        affine: np.ndarray,
+        sigmas: Sequence[float],
+        extra: KernelField | None = None,
+    ):
         self.controls = np.asarray(controls, dtype=np.float64)
         self.coefficients = np.asarray(coefficients, dtype=np.float64)
         self.affine = np.asarray(affine, dtype=np.float64).reshape(4, 3)
@@ -59,8 +65,11 @@ class RidgeField:
         """(N, 3 + k) at (N, 3) ``points`` (mm, RAS): u(z) in mm, then the extra columns."""
         points = np.asarray(points, dtype=np.float64)
         center = self.controls.mean(0)
-        kernel = GaussianKernel(_as_tensor(points - center, device),
-                                _as_tensor(self.controls - center, device), self.sigmas)
+        kernel = GaussianKernel(
+            _as_tensor(points - center, device),
+            _as_tensor(self.controls - center, device),
+            self.sigmas,
+        )
         u = kernel @ _as_tensor(self.coefficients, device)
         u = u.double().cpu().numpy() + np.column_stack([points, np.ones(len(points))]) @ self.affine
         if self.extra is None:
@@ -82,10 +91,18 @@ class RidgeField:
 
     @classmethod
     def from_arrays(cls, arrays, prefix: str) -> RidgeField:
-        extra = (KernelField.from_arrays(arrays, f"{prefix}extra_")
-                 if f"{prefix}extra_controls" in arrays else None)
-        return cls(arrays[f"{prefix}controls"], arrays[f"{prefix}coefficients"],
-                   arrays[f"{prefix}affine"], arrays[f"{prefix}sigmas"], extra)
+        extra = (
+            KernelField.from_arrays(arrays, f"{prefix}extra_")
+            if f"{prefix}extra_controls" in arrays
+            else None
+        )
+        return cls(
+            arrays[f"{prefix}controls"],
+            arrays[f"{prefix}coefficients"],
+            arrays[f"{prefix}affine"],
+            arrays[f"{prefix}sigmas"],
+            extra,
+        )
 
 
 class GaussianKernel:
@@ -107,12 +124,16 @@ class GaussianKernel:
         half_sq_x = (self.x * self.x).sum(1) / 2
         rows = max(1, _BLOCK_ELEMENTS // max(1, len(self.y)))
         for s in range(0, len(self.x), rows):
-            half_sq_dist = torch.addmm(half_sq_y[None, :] + half_sq_x[s:s + rows, None],
-                                       self.x[s:s + rows], self.y.T, alpha=-1).clamp_(min=0)
+            half_sq_dist = torch.addmm(
+                half_sq_y[None, :] + half_sq_x[s : s + rows, None],
+                self.x[s : s + rows],
+                self.y.T,
+                alpha=-1,
+            ).clamp_(min=0)
             for sigma in self.sigmas:
                 # clamped as in otreg.ot.kernels: exp is ~18x slower on denormal results
                 block = (half_sq_dist / (-sigma * sigma)).clamp_(min=-87.0).exp_()
-                out[s:s + rows] += block @ v
+                out[s : s + rows] += block @ v
         return out / len(self.sigmas)
 
     def _keops(self, v: torch.Tensor) -> torch.Tensor:
@@ -125,9 +146,17 @@ class GaussianKernel:
         return out / len(self.sigmas)
 
 
-def fit_ridge(points: np.ndarray, values: np.ndarray, weights: np.ndarray,
-              sigmas: Sequence[float], regularization: float, *, device: str = "cpu",
-              tol: float = 1e-3, max_iter: int = 500) -> tuple[np.ndarray, np.ndarray]:
+def fit_ridge(
+    points: np.ndarray,
+    values: np.ndarray,
+    weights: np.ndarray,
+    sigmas: Sequence[float],
+    regularization: float,
+    *,
+    device: str = "cpu",
+    tol: float = 1e-3,
+    max_iter: int = 500,
+) -> tuple[np.ndarray, np.ndarray]:
     """Coefficients (N, 3) and affine part (4, 3) of the kernel ridge fit of (N, 3) ``values``
     (mm) known at (N, 3) ``points`` (mm), smoothness weight ``regularization`` (lambda > 0).
 
@@ -175,7 +204,9 @@ def fit_ridge(points: np.ndarray, values: np.ndarray, weights: np.ndarray,
     log.debug("ridge fit: %d CG iterations, relative residual %.1e", iterations, residual)
     alpha = times_s(beta).double().cpu().numpy()
     rest = values - (kernel @ as_t(alpha)).double().cpu().numpy()
-    coefficients, *_ = np.linalg.lstsq(design, np.einsum("kij,kj->ki", root, rest).ravel(), rcond=None)
+    coefficients, *_ = np.linalg.lstsq(
+        design, np.einsum("kij,kj->ki", root, rest).ravel(), rcond=None
+    )
     affine = coefficients.reshape(3, 4).T.copy()
     affine[3] -= center @ affine[:3]  # back to uncentred coordinates: [x, 1] @ affine
     return alpha, affine
@@ -210,8 +241,12 @@ def conjugate_gradient(operator, rhs: torch.Tensor, tol: float, max_iter: int):
         p = r + (rr / rr_old) * p
     relative = (rr / rr0) ** 0.5 if rr0 > 0 else 0.0
     if relative > tol:
-        log.warning("ridge fit: CG stopped after %d iterations (relative residual %.1e > %.0e)",
-                    max_iter, relative, tol)
+        log.warning(
+            "ridge fit: CG stopped after %d iterations (relative residual %.1e > %.0e)",
+            max_iter,
+            relative,
+            tol,
+        )
     return x, k, relative
 
 

@@ -43,16 +43,30 @@ class SVFField:
     kind = "svf"
     invertible = True
 
-    def __init__(self, velocity: np.ndarray, origin: np.ndarray, spacing: float,
-                 extra: np.ndarray | None = None):
+    def __init__(
+        self,
+        velocity: np.ndarray,
+        origin: np.ndarray,
+        spacing: float,
+        extra: np.ndarray | None = None,
+    ):
         self.velocity = np.asarray(velocity, dtype=np.float32)
-        if self.velocity.ndim != 4 or self.velocity.shape[3] != 3 or min(self.velocity.shape[:3]) < 2:
-            raise ValueError(f"velocity must be (X, Y, Z, 3) with X, Y, Z >= 2, got {self.velocity.shape}")
+        if (
+            self.velocity.ndim != 4
+            or self.velocity.shape[3] != 3
+            or min(self.velocity.shape[:3]) < 2
+        ):
+            raise ValueError(
+                f"velocity must be (X, Y, Z, 3) with X, Y, Z >= 2, got {self.velocity.shape}"
+            )
         self.origin = np.asarray(origin, dtype=np.float64).reshape(3)
         self.spacing = float(spacing)
         shape = self.velocity.shape[:3]
-        self.extra = (np.zeros((*shape, 0), np.float32) if extra is None
-                      else np.asarray(extra, dtype=np.float32).reshape(*shape, -1))
+        self.extra = (
+            np.zeros((*shape, 0), np.float32)
+            if extra is None
+            else np.asarray(extra, dtype=np.float32).reshape(*shape, -1)
+        )
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -102,8 +116,12 @@ class SVFField:
 
     @classmethod
     def from_arrays(cls, arrays, prefix: str) -> SVFField:
-        return cls(arrays[f"{prefix}velocity"], arrays[f"{prefix}origin"],
-                   float(arrays[f"{prefix}spacing"]), arrays[f"{prefix}extra"])
+        return cls(
+            arrays[f"{prefix}velocity"],
+            arrays[f"{prefix}origin"],
+            float(arrays[f"{prefix}spacing"]),
+            arrays[f"{prefix}extra"],
+        )
 
 
 def squarings_for(velocity: np.ndarray, spacing: float) -> int:
@@ -124,15 +142,17 @@ def exp_velocity(velocity: np.ndarray, spacing: float, squarings: int | None = N
     n = squarings_for(velocity, spacing) if squarings is None else int(squarings)
     u = torch.as_tensor(np.asarray(velocity, dtype=np.float64) / 2.0**n)
     shape = u.shape[:3]
-    nodes = torch.stack(torch.meshgrid(*(torch.arange(s, dtype=torch.float64) for s in shape),
-                                       indexing="ij"), -1)
+    nodes = torch.stack(
+        torch.meshgrid(*(torch.arange(s, dtype=torch.float64) for s in shape), indexing="ij"), -1
+    )
     for _ in range(n):
         u = u + _sample(u, nodes + u / spacing)
     return u.numpy()
 
 
-def velocity_for(displacement: np.ndarray, spacing: float, iterations: int = 4,
-                 min_det: float = MIN_NODE_DET) -> np.ndarray:
+def velocity_for(
+    displacement: np.ndarray, spacing: float, iterations: int = 4, min_det: float = MIN_NODE_DET
+) -> np.ndarray:
     """A velocity v (X, Y, Z, 3), mm, whose exponential has about the given (X, Y, Z, 3)
     displacement u.
 
@@ -168,8 +188,10 @@ def sample_grid(values: np.ndarray, index: np.ndarray) -> np.ndarray:
     """
     import torch
 
-    out = _sample(torch.as_tensor(np.asarray(values, dtype=np.float64)),
-                  torch.as_tensor(np.asarray(index, dtype=np.float64)))
+    out = _sample(
+        torch.as_tensor(np.asarray(values, dtype=np.float64)),
+        torch.as_tensor(np.asarray(index, dtype=np.float64)),
+    )
     return out.numpy()
 
 
@@ -183,6 +205,11 @@ def _sample(values, index):
     # grid_sample's last coordinate indexes the first volume axis: reverse (i, j, k) -> (k, j, i)
     normalised = (2 * index.reshape(-1, 3) / sizes - 1).flip(-1)
     volume = values.permute(3, 0, 1, 2)[None]  # (1, C, X, Y, Z)
-    out = F.grid_sample(volume, normalised.reshape(1, -1, 1, 1, 3), mode="bilinear",
-                        padding_mode="border", align_corners=True)
+    out = F.grid_sample(
+        volume,
+        normalised.reshape(1, -1, 1, 1, 3),
+        mode="bilinear",
+        padding_mode="border",
+        align_corners=True,
+    )
     return out.reshape(values.shape[3], -1).T.reshape(*lead, values.shape[3])
