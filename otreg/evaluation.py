@@ -98,7 +98,7 @@ def _quality(
     from .config import load_config
     from .io import load, load_options
     from .quality import transform_quality
-    from .sampling import downsample
+    from .sampling import downsample, downsample_onto
 
     folder = registration if registration.is_dir() else registration.parent
     resolved = folder / "config.resolved.toml"
@@ -106,20 +106,27 @@ def _quality(
     if grid_spacing is not None:  # the schema's rule for output.grid_spacing
         cfg = load_config(cfg, output__grid_spacing=grid_spacing)
     if source is None:
-        source = recorded_source(folder)
+        source = recorded_input(folder, "source")
         if source is None or not source.is_file():
             log.warning(
                 "no transform quality: the source cloud recorded in %s is not found; pass --source",
                 folder / "run.json",
             )
             return {}
-    cloud = downsample(load(source, **load_options(cfg.input)), cfg.input.points, seed=cfg.seed)
+    cloud = load(source, **load_options(cfg.input))
+    target = recorded_input(folder, "target")
+    if target is not None and target.is_file():
+        # the run's own sampling: the source cut by the target's cells through the rigid part
+        cells = downsample(load(target, **load_options(cfg.input)), cfg.input.points, seed=cfg.seed)
+        cloud = downsample_onto(cloud, cells, transform.rigid, cfg.input.points, seed=cfg.seed)
+    else:
+        cloud = downsample(cloud, cfg.input.points, seed=cfg.seed)
     return transform_quality(transform, cloud.points, cfg.output.grid_spacing, jacobian=jacobian)
 
 
-def recorded_source(folder: Path) -> Path | None:
-    """The source file recorded in ``folder/run.json``, or None."""
+def recorded_input(folder: Path, which: Literal["source", "target"]) -> Path | None:
+    """The source or target file recorded in ``folder/run.json``, or None."""
     try:
-        return Path(json.loads((folder / "run.json").read_text())["inputs"]["source"]["path"])
+        return Path(json.loads((folder / "run.json").read_text())["inputs"][which]["path"])
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -13,7 +13,7 @@ import numpy as np
 from .config import Config
 from .metrics import residual
 from .pointcloud import PointCloud
-from .sampling import downsample
+from .sampling import downsample, downsample_onto
 from .stages.match import feature_columns, match
 from .stages.rigid import rigid_align
 from .stages.smooth import smooth
@@ -93,22 +93,17 @@ def register(
         feature_columns(cloud, cfg.match.feature_weights)
     t0 = time.perf_counter()
     step("sampling")
-    src = downsample(source, cfg.input.points, seed=cfg.seed)
     tgt = downsample(target, cfg.input.points, seed=cfg.seed)
-    src_features = feature_columns(src, cfg.match.feature_weights)
     tgt_features = feature_columns(tgt, cfg.match.feature_weights)
     times["sampling_s"] = time.perf_counter() - t0
-    metrics: dict[str, Any] = {
-        "device": device,
-        "points": {"source": len(src), "target": len(tgt)},
-        "residual_before": residual(src.points, src.weights, tgt.points),
-    }
+    metrics: dict[str, Any] = {"device": device}
 
     rigid = np.eye(4)
     if cfg.rigid.enabled:
         step("rigid alignment")
         t0 = time.perf_counter()
-        result = rigid_align(src, tgt, cfg.rigid, cfg.solver, device=device, seed=cfg.seed)
+        # all points: the rigid step clusters them itself, through its estimate
+        result = rigid_align(source, target, cfg.rigid, cfg.solver, device=device, seed=cfg.seed)
         rigid = result.matrix
         times["rigid_s"] = time.perf_counter() - t0
         metrics["rigid"] = {
@@ -117,6 +112,14 @@ def register(
             "iterations": result.iterations,
             "start": result.start,
         }
+    # The source is clustered on the target's cells, through the rigid estimate: where the
+    # motion is rigid, both are cut alike and the matches find no motion in the grids.
+    t0 = time.perf_counter()
+    src = downsample_onto(source, tgt, rigid, cfg.input.points, seed=cfg.seed)
+    src_features = feature_columns(src, cfg.match.feature_weights)
+    times["sampling_s"] += time.perf_counter() - t0
+    metrics["points"] = {"source": len(src), "target": len(tgt)}
+    metrics["residual_before"] = residual(src.points, src.weights, tgt.points)
     moved = apply_matrix(rigid, src.points)
     metrics["residual_after_rigid"] = residual(moved, src.weights, tgt.points)
 
