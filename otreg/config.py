@@ -254,6 +254,28 @@ class OutputConfig(_Section):
     )
 
 
+class ChecksConfig(_Section):
+    """Signs of a registration gone wrong, flagged in metrics.json, the log and the summary.
+
+    Two scans of one patient's lungs leave about a quarter of the mass of sparse feature points
+    unmatched, and less of vessel trees and masks; two different patients, a mirrored or
+    half-missing scan leave most of it unmatched (benchmarks/README.md has the figures).
+    """
+
+    min_matched_mass: float = Field(
+        0.45, ge=0, le=1, description="flag when less of the source's mass is matched"
+    )
+    min_region_matched_mass: float = Field(
+        0.35,
+        ge=0,
+        le=1,
+        description="flag when less is matched in one octant of the source (of 5 % of its mass or more)",
+    )
+    max_inverse_error_mm: PositiveFloat = Field(
+        1.0, description="flag when the inverse misses by more at the 95th percentile, mm"
+    )
+
+
 class Round(NamedTuple):
     """One coarse-to-fine non-rigid round: lengths in mm, the regression of its matches."""
 
@@ -274,6 +296,7 @@ class Config(_Section):
     match: MatchConfig = Field(default_factory=MatchConfig)
     smooth: SmoothConfig = Field(default_factory=SmoothConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    checks: ChecksConfig = Field(default_factory=ChecksConfig)
 
     @model_validator(mode="after")
     def _rounds_agree(self) -> Config:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .config import Config
+from .diagnostics import suspect_checks
 from .metrics import residual
 from .pointcloud import PointCloud
 from .sampling import downsample, downsample_onto
@@ -209,6 +210,9 @@ def register(
     metrics["transported_mass"] = rounds[-1]["transported_mass"] if rounds else 1.0
     transform = Transform(rigid, [] if field_k is None else [field_k])
     metrics.update(_quality(transform, src, cfg, times, step))
+    metrics["checks"] = suspect_checks(metrics, src.points, src.weights, confidence, cfg.checks)
+    for flag in metrics["checks"]["flags"]:
+        log.warning("suspect registration of %s: %s", source.source, flag)
     metrics["times"] = times
     log.info(
         "registered %s -> %s: residual %.2f -> %.2f mm",

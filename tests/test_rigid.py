@@ -107,6 +107,7 @@ def test_cip_chest_a_rigid_motion_comes_out_rigid(shared_data):
     )
     assert degrees <= 0.02
     assert error.mean() <= 0.1, error.mean()
+    assert result.metrics["checks"]["flags"] == []
 
 
 def test_extrapolated_step_repeats_the_update():
