@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from . import native
 from .config import Config
 from .metrics import residual
 from .pointcloud import PointCloud
@@ -100,6 +101,7 @@ def register(
     times["sampling_s"] = time.perf_counter() - t0
     metrics: dict[str, Any] = {
         "device": device,
+        "kernels": native.info(),  # the compiled CPU kernels, or why the torch ones run
         "points": {"source": len(src), "target": len(tgt)},
         "residual_before": residual(src.points, src.weights, tgt.points),
     }
