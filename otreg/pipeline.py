@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from . import native
 from .config import Config
 from .diagnostics import suspect_checks
 from .metrics import residual
@@ -97,7 +98,10 @@ def register(
     tgt = downsample(target, cfg.input.points, seed=cfg.seed)
     tgt_features = feature_columns(tgt, cfg.match.feature_weights)
     times["sampling_s"] = time.perf_counter() - t0
-    metrics: dict[str, Any] = {"device": device}
+    metrics: dict[str, Any] = {
+        "device": device,
+        "kernels": native.info(),  # the compiled CPU kernels, or why the torch ones run
+    }
 
     rigid = np.eye(4)
     if cfg.rigid.enabled:

@@ -11,7 +11,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otreg.ot import _native, sinkhorn
+from otreg import native
+from otreg.ot import sinkhorn
 from otreg.ot.certificate import c_transform
 from otreg.ot.hierarchy import Hierarchy
 from otreg.ot.sparse import truncated_pair
@@ -140,7 +141,7 @@ def test_certificate_is_tight_at_small_blur():
 
 
 needs_native = pytest.mark.skipif(
-    _native.library() is None, reason="otreg's compiled kernels did not build here"
+    not native.available(), reason="otreg's compiled kernels are not built (pip install -e .)"
 )
 
 
@@ -237,7 +238,7 @@ def test_without_compiled_kernels_every_level_is_dense(multiscale_from_small_siz
     x, y = _deformed_pair(1000, 1)
     kw = {"blur": 0.03, "tol": 1e-4, "max_iter": 2000}
     reference = sinkhorn(x, y, **kw)
-    monkeypatch.setattr(_native, "library", lambda: None)
+    monkeypatch.setattr(native, "load", lambda: None)
     fallback = sinkhorn(x, y, **kw)
     assert fallback.backend == "multiscale" and fallback._plan is None
     assert fallback.cost == pytest.approx(reference.cost, rel=2e-3)
@@ -250,7 +251,7 @@ def test_the_gpu_code_path_on_the_cpu(multiscale_from_small_sizes, monkeypatch):
     x, y = _deformed_pair(800, 8, torch.float32)
     kw = {"blur": 0.03, "tol": 1e-3, "max_iter": 1000}
     reference = sinkhorn(x, y, **kw)
-    monkeypatch.setattr(_native, "library", lambda: None)
+    monkeypatch.setattr(native, "load", lambda: None)
     keops = sinkhorn(x, y, backend="keops", **kw)
     assert keops.backend == "multiscale" and keops._plan is None
     assert keops.cost == pytest.approx(reference.cost, rel=2e-3)

@@ -2,8 +2,8 @@
 
 ``sinkhorn(x, y, a, b, blur=..., reach=...) -> OTSolution`` is the one entry point: dense for
 small problems, multiscale with truncated kernels (``multiscale.py``, ``sparse.py``) for large
-ones, built by compiled CPU kernels (``_native.py``, ``_native.cpp``) that also serve the
-smoothing fields (``gaussian_average.py``); ``OTSolution.bounds()`` certifies the exact OT cost
+ones, built by the compiled CPU kernels of :mod:`otreg.native` (which also serve the smoothing
+fields); ``OTSolution.bounds()`` certifies the exact OT cost
 (``certificate.py``); ``sinkhorn_divergence`` removes the entropic bias (``divergence.py``).
 """
 

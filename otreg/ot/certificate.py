@@ -13,7 +13,7 @@
   cost has a closed form.
 
 Both are exact reductions over all pairs. For a truncated (multiscale) plan, the compiled
-kernels (:mod:`otreg.ot._native`) take both: the c-transform by branch and bound over a tree of
+kernels (:mod:`otreg.native.kernels`) take both: the c-transform by branch and bound over a tree of
 y (O((N + M) log M) in practice), the rounding on the plan's support (O(kept entries): any
 plan with the right marginals bounds OT, so the truncated one rounded does too); the cost is
 about that of a few iterations of the solve. Otherwise both are dense blocks: O(N M) time,
@@ -24,26 +24,16 @@ from __future__ import annotations
 
 import torch
 
-from . import _native
+from .. import native
+from ..native import kernels as native_kernels
 from .kernels import half_sq_dist_blocks, make_kernel
 
 
 def c_transform(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """(N,) min_j |x_i - y_j|^2 / 2 - g_j over all j (x (N, D), y (M, D), g (M,), float64)."""
+    if native.usable(x, y, g) and x.dtype == torch.float64:
+        return native_kernels.c_transform(x, y, g)
     out = torch.empty(len(x), dtype=x.dtype, device=x.device)
-    if _native.usable(x, y, g) and x.dtype == torch.float64:
-        x, y, g = x.contiguous(), y.T.contiguous(), g.contiguous()
-        _native.library().otreg_c_transform(
-            len(x),
-            _native.ptr(x),
-            y.shape[1],
-            _native.ptr(y),
-            x.shape[1],
-            _native.ptr(g),
-            _native.ptr(out),
-            _native.threads(),
-        )
-        return out
     for start, stop, c in half_sq_dist_blocks(x, y):
         out[start:stop] = (c - g[None, :]).amin(1)
     return out
@@ -68,26 +58,10 @@ def ot_bounds(x, y, a, b, f, g, blur: float, plan=None) -> tuple[float, float]:
     eps = blur * blur
     if plan is not None:
         crow, col, columns = plan
-        # held in names: the compiled call reads them through raw pointers
-        crow, a, f = crow.long(), a.contiguous(), f.contiguous()
-        y_cols = (columns.points.double() - center).contiguous()
-        b_cols = columns.log_weights.double().exp().contiguous()
-        g_cols = columns.g.double().contiguous()
-        ptr = _native.ptr
-        upper = _native.library().otreg_rounded_plan_cost(
-            len(x),
-            ptr(crow),
-            ptr(col),
-            ptr(x),
-            len(y_cols),
-            ptr(y_cols),
-            x.shape[1],
-            ptr(a),
-            ptr(b_cols),
-            ptr(f),
-            ptr(g_cols),
-            eps,
-            _native.threads(),
+        y_cols = columns.points.double() - center
+        b_cols = columns.log_weights.double().exp()
+        upper = native_kernels.rounded_plan_cost(
+            crow, col, x, y_cols, a, b_cols, f, columns.g.double(), eps
         )
         if columns.spread is not None:  # the rounded plan gives each cluster its exact mass
             upper += float(b_cols @ columns.spread.double()) / 2

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from ..gpu import keops_installed, lazy_tensor, warn_no_keops
+
 # Rows x columns of one dense block: about 8 MB of float32, which stays in the L2/L3 cache
 # of common CPUs; larger blocks measured 3-5x slower per pair on a 2-core machine.
 _BLOCK_ELEMENTS = 2_000_000
@@ -76,7 +78,7 @@ class KeOpsKernel:
     name = "keops"
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor):
-        from pykeops.torch import LazyTensor
+        LazyTensor = lazy_tensor()
 
         self._lazy = LazyTensor
         self.x_i = LazyTensor(x[:, None, :].contiguous())
@@ -105,7 +107,13 @@ def make_kernel(backend: str, x: torch.Tensor, y: torch.Tensor, blur: float):
 
 
 def choose_backend(backend: str, device: torch.device) -> str:
-    """'auto' -> KeOps on CUDA (never builds an N x M block), dense torch blocks on the CPU."""
+    """'auto' -> KeOps on CUDA (never builds an N x M block; torch blocks, with a warning, where
+    pykeops is not installed), dense torch blocks on the CPU."""
     if backend != "auto":
         return backend
-    return "keops" if device.type == "cuda" else "torch"
+    if device.type != "cuda":
+        return "torch"
+    if keops_installed():
+        return "keops"
+    warn_no_keops()
+    return "torch"

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import _native
+from .. import native as _native
 from .hierarchy import BITS, Hierarchy, Level
 from .kernels import make_kernel
 from .sparse import truncated_pair

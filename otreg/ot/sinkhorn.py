@@ -17,8 +17,8 @@ from typing import NamedTuple
 
 import torch
 
+from .. import native as _native
 from ..errors import SolverError
-from . import _native
 from .hierarchy import curve_order
 from .kernels import choose_backend, make_kernel
 from .sparse import SparseKernel, refilter, truncated_pair

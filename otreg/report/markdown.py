@@ -9,6 +9,14 @@ def _row(name: str, r: dict[str, float]) -> str:
     return f"| {name} | {r['mean_mm']:.2f} | {r['p95_mm']:.2f} |"
 
 
+def _kernels_text(kernels: dict[str, Any] | None) -> str:
+    if not kernels:
+        return "not recorded"
+    if kernels["backend"] == "native":
+        return f"compiled ({kernels['build_flags']}; {kernels['compiler']})"
+    return f"torch, not the compiled ones: {kernels.get('reason', '')}"
+
+
 def render_report(metrics: dict[str, Any], run: dict[str, Any]) -> str:
     """Markdown text of ``metrics.json`` and ``run.json``."""
     inputs = run["inputs"]
@@ -19,6 +27,7 @@ def render_report(metrics: dict[str, Any], run: dict[str, Any]) -> str:
         f"- target (fixed): `{inputs['target']['path']}`",
         f"- points registered: {metrics['points']['source']} source, {metrics['points']['target']} target",
         f"- device: {run['device']}; otreg {run['versions']['otreg']}; {run['created']}",
+        f"- CPU kernels: {_kernels_text(run.get('kernels'))}",
         "",
         "## Residual distance, source -> nearest target point (mm)",
         "",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..ot import gaussian_average
+from ..native import gaussian_average
 
 # Evaluate in chunks of query points so that one (chunk x K) kernel block stays small.
 _BLOCK_ELEMENTS = 2_000_000
@@ -36,7 +36,7 @@ class KernelField:
         """Evaluate at (N, 3) ``points`` (mm, RAS); returns (N, d) float64.
 
         On the CPU, over the controls within e^-12 of each point's largest weight only
-        (:mod:`otreg.ot.gaussian_average`); elsewhere, dense float32 blocks: the softmax
+        (:mod:`otreg.native.gaussian_average`); elsewhere, dense float32 blocks: the softmax
         logits log w_k - |z - c_k|^2 / (2 sigma^2) equal, up to a
         per-row constant that the softmax ignores, h_k + z . c_k / sigma^2 with
         h_k = log w_k - |c_k|^2 / (2 sigma^2): one matrix product per block (coordinates

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..gpu import keops_installed, lazy_tensor, warn_no_keops
 from .field import KernelField
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,9 @@ class GaussianKernel:
 
     def __matmul__(self, v: torch.Tensor) -> torch.Tensor:
         if self.x.device.type == "cuda":
-            return self._keops(v)
+            if keops_installed():
+                return self._keops(v)
+            warn_no_keops()
         out = torch.zeros(len(self.x), v.shape[1], dtype=v.dtype, device=v.device)
         half_sq_y = (self.y * self.y).sum(1) / 2
         half_sq_x = (self.x * self.x).sum(1) / 2
@@ -137,8 +140,7 @@ class GaussianKernel:
         return out / len(self.sigmas)
 
     def _keops(self, v: torch.Tensor) -> torch.Tensor:
-        from pykeops.torch import LazyTensor
-
+        LazyTensor = lazy_tensor()
         x_i = LazyTensor(self.x[:, None, :].contiguous())
         y_j = LazyTensor(self.y[None, :, :].contiguous())
         sq_dist = ((x_i - y_j) ** 2).sum(-1)

@@ -4,7 +4,7 @@ The smoothing fields of otreg are Nadaraya-Watson averages
 ``u(z) = sum_k w_k G(z, c_k) v_k / sum_k w_k G(z, c_k)`` with a Gaussian G of width sigma:
 a softmax over k of ``log w_k - |z - c_k|^2 / (2 sigma^2)``. Only the controls whose logit is
 within ``truncation`` of the largest matter (the others weigh less than e^-truncation of it),
-and the compiled branch and bound of the solver (:mod:`otreg.ot._native`) finds exactly those:
+and the compiled branch and bound (:func:`otreg.native.kernels.truncate`) finds exactly those:
 the cost is that of the nearby controls, not of all of them (20,000 x 20,000 dense: 2.7 s on
 one thread, measured). Far from every control the largest logit is still found, so the
 average repeats the nearest controls' values, as the dense softmax does.
@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import torch
 
-from . import _native
-from .certificate import c_transform
-from .hierarchy import curve_order
-from .sparse import native_entries
+from . import usable
+from .kernels import c_transform, truncate
+from .morton import curve_order
 
 TRUNCATION = 12.0  # e^-12 ~ 6e-6: far below the millimetre on displacements of centimetres
 _ENTRIES = 20_000_000  # kept entries at most per compiled call (about 250 MB)
 
 
 def available(*tensors: torch.Tensor) -> bool:
-    return _native.usable(*tensors)
+    return usable(*tensors)
 
 
 def gaussian_average(
@@ -65,23 +64,9 @@ def _weighted_sums(
 ) -> torch.Tensor:
     """(n, d): per row i, sum_k exp(h_k - |q_i - c_k|^2 / 2 - top_i) v_k over the controls
     within the truncation of the row's largest logit ``top_i``."""
-    dtype = q.dtype
     # truncate takes a guess of each row's log-sum-exp, and expects the max 4 below it (a
     # guess at or below the max keeps the search exact; above it, slow)
     guess = top + (4.0 - 1e-3)
-    crow, col, _, vals, _ = native_entries(
-        "otreg_truncate",
-        len(q),
-        dtype,
-        len(q),
-        q,
-        len(c),
-        c.T.contiguous(),
-        3,
-        h,
-        guess,
-        1.0,
-        TRUNCATION,
-    )
+    crow, col, _, vals, _ = truncate(q, c.T.contiguous(), h, guess.contiguous(), 1.0, TRUNCATION)
     weights = torch.sparse_csr_tensor(crow, col, vals, (len(q), len(c)), check_invariants=False)
     return weights @ v
