@@ -44,8 +44,13 @@ class Interrupted(BaseException):
     """SIGTERM or SIGINT arrived while the case ran."""
 
 
+_signals_received: list[str] = []
+
+
 def _interrupt(signum: int, frame: Any) -> None:
-    raise Interrupted(signal.Signals(signum).name)
+    _signals_received.append(signal.Signals(signum).name)
+    if len(_signals_received) == 1:  # once: a second signal must not break the clean-up
+        raise Interrupted(_signals_received[-1])
 
 
 def slurm_details() -> dict[str, str]:
@@ -129,20 +134,32 @@ def _run_claimed(
         shutil.rmtree(staging, ignore_errors=True)
         status.update(result, state=DONE)
         code = EXIT_OK
-    except Interrupted as err:
-        shutil.rmtree(staging, ignore_errors=True)
-        status.update(state=INTERRUPTED, error={"kind": "Interrupted", "message": str(err)})
-        code = EXIT_INTERRUPTED
     except Exception as err:  # every failure of a case is recorded, the batch goes on
         shutil.rmtree(staging, ignore_errors=True)
+        if _signals_received:  # Interrupted, or what a library made of it (an ImportError)
+            return _interrupted(folder, status, started)
         status.update(state=FAILED, error=describe_error(err))
         if not isinstance(err, OtregError):
             log.error("%s: %s", case.id, traceback.format_exc())
         code = EXIT_FAILED
+    except Interrupted:
+        shutil.rmtree(staging, ignore_errors=True)
+        return _interrupted(folder, status, started)
     status["finished"] = time.time()
     status["seconds"] = round(time.perf_counter() - started, 3)
     write_status(folder, status)
     return code
+
+
+def _interrupted(folder: Path, status: dict[str, Any], started: float) -> int:
+    status.update(
+        state=INTERRUPTED,
+        error={"kind": "Interrupted", "message": f"stopped by {', '.join(_signals_received)}"},
+        finished=time.time(),
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    write_status(folder, status)
+    return EXIT_INTERRUPTED
 
 
 def describe_error(err: BaseException) -> dict[str, str]:
@@ -199,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .manifest import read_manifest
     from .pipeline import load_pipeline
-    from .threads import use_threads
+    from .threads import current_threads, use_threads
 
     parser = argparse.ArgumentParser(prog="python -m otreg.batch.worker")
     parser.add_argument("pipeline")
@@ -224,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             log.error("%s: no case %r in %s", args.pipeline, args.case, pipeline.manifest)
             return 2
         return run_case(
-            pipeline, cases[args.case], retry_failed=args.retry_failed, threads=args.threads
+            pipeline, cases[args.case], retry_failed=args.retry_failed, threads=current_threads()
         )
     except Interrupted:
         return EXIT_INTERRUPTED
