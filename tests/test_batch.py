@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -410,3 +411,44 @@ def test_killed_workers_and_a_terminated_batch_resume_exactly_the_unfinished_cas
     resumed = run_batch(path, jobs=2)
     assert sorted(resumed.ok) == unfinished and resumed.exit_code == 0
     assert hidden_leftovers(out) == []
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 320 kB tmpfs (room for statuses and logs, not for a case's outputs); skipped where
+    mounting is not allowed (not root, no CAP_SYS_ADMIN)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=320k", "tmpfs", str(disk)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_full_disk_fails_each_case_with_one_clear_error(tmp_path, small_disk):
+    path = write_study(tmp_path, ["f1", "f2"])
+    path.write_text(path.read_text().replace('output = "out"', f'output = "{small_disk}/out"'))
+    done = batch_cli("run", str(path), "--jobs", "1")
+    assert done.returncode == 3, done.stderr
+    out = small_disk / "out"
+    for case in ("f1", "f2"):
+        error = status_of(out, case)["error"]
+        assert error["kind"] in ("OSError", "OutputError"), error
+        assert re.search("No space left on device|disk space", error["message"]), error
+        assert [p.name for p in (out / case).iterdir()] == ["status.json"]
+    assert "Traceback" not in done.stderr
+
+
+def test_a_read_only_output_root_is_one_clear_error(tmp_path, small_disk):
+    path = write_study(tmp_path, ["r1"])
+    path.write_text(path.read_text().replace('output = "out"', f'output = "{small_disk}"'))
+    (small_disk / "logs").mkdir()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    done = batch_cli("run", str(path))
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"otreg: error: {small_disk}: the output folder is not writable"
