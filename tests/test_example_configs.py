@@ -43,12 +43,11 @@ def test_the_batch_study_example_is_valid():
 @pytest.mark.slow
 def test_the_batch_study_example_runs_on_the_sample_data(tmp_path):
     """The example pipeline as a user copies it, its output moved out of the repository."""
-    import tomllib
-
     import tomli_w
 
     from otreg.batch import run_batch
     from otreg.batch.summary import summarize
+    from otreg.config import tomllib  # tomli before Python 3.11
 
     settings = tomllib.loads((BATCH_STUDY / "pipeline.toml").read_text())
     settings.update(manifest=str(BATCH_STUDY / "cases.csv"), output=str(tmp_path / "out"))

@@ -64,10 +64,10 @@ def slurm_details() -> dict[str, str]:
 
 
 def clear_case_folder(folder: Path) -> None:
-    """Remove what an earlier attempt left (staging folders, partial outputs), but not the
-    claim: the caller holds it."""
+    """Remove what an earlier attempt left (staging folders, partial outputs, a killed
+    claimer's private claim file), but not the claim: the caller holds it."""
     for entry in folder.iterdir():
-        if entry.name.startswith(CLAIM):
+        if entry.name == CLAIM:
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
