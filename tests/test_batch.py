@@ -23,49 +23,12 @@ from otreg.errors import ConfigError, OutputError
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data"
-# a quick registration of the sample pair (about 1-2 s after the imports): one round
-QUICK = [
-    "input.points=400",
-    "rigid.points=200",
-    "rigid.iterations=5",
-    "rigid.principal_axes=false",
-    "output.grid_spacing=16",
-    "match.blur=[8.0]",
-    "match.reach=[20.0]",
-    "smooth.sigma=[20.0]",
-    "smooth.regression=['gaussian']",
-]
-PAIRS = {
-    "forward": ("exhale_vessels.vtk", "inhale_vessels.vtk", "exhale", "inhale"),
-    "backward": ("inhale_vessels.vtk", "exhale_vessels.vtk", "inhale", "exhale"),
-}
 
 
 def _env(**extra: str) -> dict[str, str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **extra}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return env
-
-
-def write_study(folder: Path, case_ids: list[str], *, run: str = "", extra: str = "") -> Path:
-    """A pipeline + manifest of cases of the sample pair (alternately forward, backward, with
-    landmarks) under ``folder``; returns the pipeline file."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = ["case,source,target,source_landmarks,target_landmarks,seed"]
-    for k, case in enumerate(case_ids):
-        source, target, a, b = PAIRS["forward" if k % 2 == 0 else "backward"]
-        rows.append(
-            f"{case},{SAMPLE / source},{SAMPLE / target},{SAMPLE / (a + '_landmarks.txt')},"
-            f"{SAMPLE / (b + '_landmarks.txt')},{k}"
-        )
-    (folder / "cases.csv").write_text("\n".join(rows) + "\n")
-    overrides = ", ".join(json.dumps(o) for o in QUICK)
-    path = folder / "pipeline.toml"
-    path.write_text(
-        f'manifest = "cases.csv"\noutput = "out"\n{extra}\n[registration]\nconfig = "lung_vessels"\n'
-        f"set = [{overrides}]\n[run]\n{run}\n"
-    )
-    return path
 
 
 def batch_cli(*args: str, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
@@ -75,6 +38,18 @@ def batch_cli(*args: str, timeout: float = 600, **env: str) -> subprocess.Comple
         text=True,
         timeout=timeout,
         env=_env(**env),
+        cwd=REPO,
+    )
+
+
+def start_batch(path: Path, *args: str) -> subprocess.Popen:
+    """``otreg batch run PATH ARGS`` in the background (ARGS default: one job)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "otreg", "batch", "run", str(path), *(args or ("--jobs", "1"))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
         cwd=REPO,
     )
 
@@ -152,15 +127,15 @@ def test_a_bad_pipeline_is_one_clear_error(tmp_path, text, expected):
         load_pipeline(path)
 
 
-def test_pipeline_paths_are_relative_to_the_file(tmp_path):
-    pipeline = load_pipeline(write_study(tmp_path / "study", ["a"]))
+def test_pipeline_paths_are_relative_to_the_file(tmp_path, batch_study):
+    pipeline = load_pipeline(batch_study(tmp_path / "study", ["a"]))
     assert pipeline.manifest == tmp_path / "study" / "cases.csv"
     assert pipeline.output == tmp_path / "study" / "out"
     assert pipeline.config == "lung_vessels"
 
 
-def test_validate_lists_every_problem_with_its_case_and_run_writes_nothing(tmp_path):
-    path = write_study(tmp_path, ["a", "b", "c"])
+def test_validate_lists_every_problem_with_its_case_and_run_writes_nothing(tmp_path, batch_study):
+    path = batch_study(tmp_path, ["a", "b", "c"])
     manifest = tmp_path / "cases.csv"
     lines = manifest.read_text().splitlines()
     lines[1] = lines[1].replace("exhale_vessels.vtk", "missing.vtk", 1)  # a: a missing file
@@ -222,8 +197,8 @@ def test_claims_are_exclusive_and_a_dead_owner_is_taken_over(tmp_path):
     assert [p.name for p in (tmp_path / "case").iterdir()] == [CLAIM]
 
 
-def test_an_unwritable_output_root_is_one_clear_error(tmp_path):
-    path = write_study(tmp_path, ["a"])
+def test_an_unwritable_output_root_is_one_clear_error(tmp_path, batch_study):
+    path = batch_study(tmp_path, ["a"])
     (tmp_path / "blocker").write_text("a file, not a folder")
     path.write_text(path.read_text().replace('output = "out"', 'output = "blocker/out"'))
     with pytest.raises(OutputError, match="cannot create the output folder"):
@@ -234,10 +209,10 @@ def test_an_unwritable_output_root_is_one_clear_error(tmp_path):
 
 
 # ----------------------------------------------------------------------------- runs
-def test_run_resume_and_retry_failed(tmp_path):
+def test_run_resume_and_retry_failed(tmp_path, batch_study):
     """jobs 2 over three cases, one of them corrupt: it fails alone, with its error; a rerun
     runs nothing; --retry-failed runs only it, once its input is good again."""
-    path = write_study(tmp_path, ["a", "b", "c"])
+    path = batch_study(tmp_path, ["a", "b", "c"])
     corrupt = tmp_path / "corrupt.vtk"
     corrupt.write_text("# vtk DataFile Version 4.2\nnot a mesh\n")
     manifest = tmp_path / "cases.csv"
@@ -286,8 +261,8 @@ def test_run_resume_and_retry_failed(tmp_path):
     assert shown.returncode == 0 and "3 case(s): 3 ok" in shown.stdout
 
 
-def test_a_dead_running_owner_is_taken_over_and_a_live_one_left_alone(tmp_path):
-    path = write_study(tmp_path, ["dead", "alive"])
+def test_a_dead_running_owner_is_taken_over_and_a_live_one_left_alone(tmp_path, batch_study):
+    path = batch_study(tmp_path, ["dead", "alive"])
     out = tmp_path / "out"
     for case, pid in (("dead", dead_pid()), ("alive", os.getpid())):
         (out / case).mkdir(parents=True)
@@ -302,24 +277,14 @@ def test_a_dead_running_owner_is_taken_over_and_a_live_one_left_alone(tmp_path):
     assert status_of(out, "alive")["state"] == "running"
 
 
-def test_shards_and_two_concurrent_runs_never_run_a_case_twice(tmp_path):
-    path = write_study(tmp_path, ["s1", "s2", "s3", "s4"])
+def test_shards_and_two_concurrent_runs_never_run_a_case_twice(tmp_path, batch_study):
+    path = batch_study(tmp_path, ["s1", "s2", "s3", "s4"])
     out = tmp_path / "out"
     first = batch_cli("run", str(path), "--shard", "2/2")
     assert first.returncode == 0, first.stderr
     assert sorted(p.name for p in out.iterdir() if (p / "status.json").exists()) == ["s2", "s4"]
     # two whole runs of the same pipeline at once: s1 and s3 are left, each runs once
-    runners = [
-        subprocess.Popen(
-            [sys.executable, "-m", "otreg", "batch", "run", str(path), "--jobs", "2"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=_env(),
-            cwd=REPO,
-        )
-        for _ in range(2)
-    ]
+    runners = [start_batch(path, "--jobs", "2") for _ in range(2)]
     outputs = [runner.communicate(timeout=600) for runner in runners]
     assert [runner.returncode for runner in runners] == [0, 0], outputs
     ran = sum(int(stdout.split(" ok,")[0]) for stdout, _ in outputs)
@@ -355,18 +320,13 @@ def _running(out: Path) -> list[dict]:
     return found
 
 
-def test_killed_workers_and_a_terminated_batch_resume_exactly_the_unfinished_cases(tmp_path):
-    path = write_study(tmp_path, ["k1", "k2", "k3"])
+def test_killed_workers_and_a_terminated_batch_resume_exactly_the_unfinished_cases(
+    tmp_path, batch_study
+):
+    path = batch_study(tmp_path, ["k1", "k2", "k3"])
     out = tmp_path / "out"
     # a worker killed with SIGKILL mid-case: the batch reports it, the case stays unfinished
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "otreg", "batch", "run", str(path), "--jobs", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_env(),
-        cwd=REPO,
-    )
+    runner = start_batch(path)
     _wait_for(lambda: _running(out))
     victim = _running(out)[0]
     os.kill(victim["pid"], signal.SIGKILL)
@@ -391,14 +351,7 @@ def test_killed_workers_and_a_terminated_batch_resume_exactly_the_unfinished_cas
     # the whole batch terminated (what Slurm's time limit and `timeout` send)
     for case in ("k1", "k2", "k3"):
         (out / case / "status.json").unlink()
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "otreg", "batch", "run", str(path), "--jobs", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_env(),
-        cwd=REPO,
-    )
+    runner = start_batch(path)
     _wait_for(lambda: _running(out))
     runner.send_signal(signal.SIGTERM)
     _, stderr = runner.communicate(timeout=600)
@@ -432,8 +385,8 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
-def test_a_full_disk_fails_each_case_with_one_clear_error(tmp_path, small_disk):
-    path = write_study(tmp_path, ["f1", "f2"])
+def test_a_full_disk_fails_each_case_with_one_clear_error(tmp_path, small_disk, batch_study):
+    path = batch_study(tmp_path, ["f1", "f2"])
     path.write_text(path.read_text().replace('output = "out"', f'output = "{small_disk}/out"'))
     done = batch_cli("run", str(path), "--jobs", "1")
     assert done.returncode == 3, done.stderr
@@ -446,8 +399,8 @@ def test_a_full_disk_fails_each_case_with_one_clear_error(tmp_path, small_disk):
     assert "Traceback" not in done.stderr
 
 
-def test_a_read_only_output_root_is_one_clear_error(tmp_path, small_disk):
-    path = write_study(tmp_path, ["r1"])
+def test_a_read_only_output_root_is_one_clear_error(tmp_path, small_disk, batch_study):
+    path = batch_study(tmp_path, ["r1"])
     path.write_text(path.read_text().replace('output = "out"', f'output = "{small_disk}"'))
     (small_disk / "logs").mkdir()
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)

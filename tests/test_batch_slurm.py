@@ -20,42 +20,13 @@ from otreg.batch import load_pipeline
 from otreg.batch.slurm import options_for, sbatch_script
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "sample_data"
 SETUP = REPO / "tests" / "setup" / "slurm.sh"
-QUICK = [
-    "input.points=400",
-    "rigid.points=200",
-    "rigid.iterations=5",
-    "rigid.principal_axes=false",
-    "output.grid_spacing=16",
-    "match.blur=[8.0]",
-    "match.reach=[20.0]",
-    "smooth.sigma=[20.0]",
-    "smooth.regression=['gaussian']",
-]
 CASES = ["c1", "c2", "c3", "c4"]
+SLURM_TABLE = "[slurm]\ncpus_per_task = 1\n"
 
 
-def write_study(folder: Path) -> Path:
-    """A pipeline of four quick cases of the sample pair (both ways, two seeds)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    forward = f"{SAMPLE / 'exhale_vessels.vtk'},{SAMPLE / 'inhale_vessels.vtk'}"
-    backward = f"{SAMPLE / 'inhale_vessels.vtk'},{SAMPLE / 'exhale_vessels.vtk'}"
-    rows = ["case,source,target,seed"] + [
-        f"{case},{forward if k % 2 == 0 else backward},{k}" for k, case in enumerate(CASES)
-    ]
-    (folder / "cases.csv").write_text("\n".join(rows) + "\n")
-    overrides = ", ".join(json.dumps(o) for o in QUICK)
-    path = folder / "pipeline.toml"
-    path.write_text(
-        'manifest = "cases.csv"\noutput = "out"\n[registration]\nconfig = "lung_vessels"\n'
-        f"set = [{overrides}]\n[slurm]\ncpus_per_task = 1\n"
-    )
-    return path
-
-
-def test_the_script_is_one_array_task_per_shard(tmp_path):
-    pipeline = load_pipeline(write_study(tmp_path))
+def test_the_script_is_one_array_task_per_shard(tmp_path, batch_study):
+    pipeline = load_pipeline(batch_study(tmp_path, CASES, landmarks=False, extra=SLURM_TABLE))
     options = options_for(
         pipeline, 4, array_parallelism=2, partition="short", time="00:30:00", mem="2G", gpus=1
     )
@@ -136,8 +107,8 @@ def _submit(env, pipeline: Path) -> str:
 
 
 @pytest.mark.slurm
-def test_an_array_runs_every_case_once(tmp_path, slurm_env):
-    pipeline = write_study(tmp_path)
+def test_an_array_runs_every_case_once(tmp_path, slurm_env, batch_study):
+    pipeline = batch_study(tmp_path, CASES, landmarks=False, extra=SLURM_TABLE)
     out = tmp_path / "out"
     job = _submit(slurm_env, pipeline)
     assert (out / "batch.sbatch").is_file()
@@ -164,8 +135,8 @@ def test_an_array_runs_every_case_once(tmp_path, slurm_env):
 
 
 @pytest.mark.slurm
-def test_a_cancelled_array_resumes_to_completion(tmp_path, slurm_env):
-    pipeline = write_study(tmp_path)
+def test_a_cancelled_array_resumes_to_completion(tmp_path, slurm_env, batch_study):
+    pipeline = batch_study(tmp_path, CASES, landmarks=False, extra=SLURM_TABLE)
     out = tmp_path / "out"
     job = _submit(slurm_env, pipeline)
     _wait_for(lambda: "running" in _states(out).values())
