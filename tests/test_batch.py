@@ -18,7 +18,7 @@ from otreg.batch import load_pipeline, read_manifest, run_batch, validate
 from otreg.batch.claims import CLAIM, owner_alive, try_claim
 from otreg.batch.local import parse_shard, shard_cases
 from otreg.batch.summary import batch_status, summarize
-from otreg.batch.threads import thread_environment, threads_per_worker
+from otreg.batch.threads import thread_environment, threads_per_worker, worker_cpus
 from otreg.errors import ConfigError, OutputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -171,8 +171,14 @@ def test_threads_fit_the_allocation(monkeypatch):
     assert threads_per_worker(1) == cpus
     assert threads_per_worker(cpus * 2) == 1
     assert threads_per_worker(2, threads=3) == 3
+    assert worker_cpus(0, 1, cpus) == sorted(os.sched_getaffinity(0))
+    if cpus >= 2:
+        assert worker_cpus(1, 2, 1) == sorted(os.sched_getaffinity(0))[1:2]  # its own core
+    assert worker_cpus(0, cpus + 1, 1) is None  # more threads than CPUs: not pinned
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
     assert threads_per_worker(1) == 1
+    if cpus >= 2:  # Slurm gave 1 CPU but did not bind: other tasks see the same mask
+        assert worker_cpus(0, 1, 1) is None
     env = thread_environment(2)
     assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == env["OTREG_THREADS"] == "2"
     assert env["OMP_WAIT_POLICY"] == "PASSIVE"  # waiting threads sleep, not spin

@@ -49,9 +49,12 @@ def threads_per_worker(jobs: int, threads: int | None = None) -> int:
 
 def worker_cpus(slot: int, jobs: int, threads: int) -> list[int] | None:
     """The CPUs of worker ``slot`` (0-based) of ``jobs``: disjoint sets of ``threads`` CPUs
-    when the allocation holds them all, else None (leave the scheduler to place the threads)."""
+    when the allocation holds them all, else None (leave the scheduler to place the threads).
+
+    None as well when the affinity mask is wider than the allocation (a Slurm without CPU
+    binding: the other tasks on the node see the same mask and would pin to the same CPUs)."""
     cpus = available_cpus()
-    if jobs * threads > len(cpus):
+    if jobs * threads > len(cpus) or allocated_cpu_count() < len(cpus):
         return None
     return cpus[slot * threads : (slot + 1) * threads]
 
