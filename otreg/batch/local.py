@@ -133,7 +133,6 @@ def run_batch(
     jobs = jobs or settings.jobs
     retry = settings.retry_failed if retry_failed is None else retry_failed
     stop_on_failure = settings.fail_fast if fail_fast is None else fail_fast
-    per_worker = threads_per_worker(jobs, threads or settings.threads or None)
     check_output_root(pipeline.output)
     emit = on_event or (lambda event: None)
     result = BatchResult()
@@ -148,6 +147,9 @@ def run_batch(
             result.skipped_failed.append(case.id)
         else:
             result.elsewhere.append(case.id)
+    # fewer cases than jobs: the CPUs are split between the workers that will run
+    jobs = max(1, min(jobs, len(todo)))
+    per_worker = threads_per_worker(jobs, threads or settings.threads or None)
     log.info(
         "%s: %d case(s) to run, %d done, %d failed before, %d jobs x %d thread(s)",
         pipeline.path,
@@ -229,7 +231,12 @@ class _Pool:
             command.append("--retry-failed")
         env = {**os.environ, **thread_environment(self.threads)}
         log_path = self.pipeline.output / "logs" / f"{case.id}.log"
-        with open(log_path, "ab") as log_file:
+        try:
+            log_file = open(log_path, "ab")  # noqa: SIM115  (closed below, once passed on)
+        except OSError as err:  # a full disk: the case's status will say what went wrong
+            log.warning("%s: cannot write the log: %s", log_path, err.strerror)
+            log_file = open(os.devnull, "ab")  # noqa: SIM115
+        with log_file:
             process = subprocess.Popen(
                 command,
                 env=env,

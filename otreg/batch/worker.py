@@ -195,6 +195,7 @@ def _register(pipeline: Pipeline, case: Case, out: Path, status: dict[str, Any])
         "preset": done.preset["name"],
         "config_hash": hashlib.sha256(done.config.to_toml().encode()).hexdigest()[:16],
         "run_seconds": round(done.seconds, 3),
+        "times": done.registration.metrics.get("times"),
     }
     if case.source_landmarks is not None and case.target_landmarks is not None:
         from ..evaluation import evaluate
