@@ -1,6 +1,7 @@
 """The ``otreg`` command: a thin typer shell over the library.
 
-Exit codes: 0 ok, 1 runtime failure, 2 invalid input/config/usage, 130 interrupted.
+Exit codes: 0 ok, 1 runtime failure, 2 invalid input/config/usage, 3 batch with failed
+cases, 130 interrupted.
 stdout carries results (``--json``); progress and logs go to stderr.
 """
 
@@ -36,9 +37,10 @@ def _root(
     """otreg: rigid -> optimal-transport matching -> smoothing, from files to files."""
 
 
-from . import config_cmd, evaluate, register, warp  # noqa: E402, F401  (commands register on app)
+from . import batch, config_cmd, evaluate, register, warp  # noqa: E402, F401  (commands register on app)
 
 app.add_typer(config_cmd.config_app, name="config")
+app.add_typer(batch.batch_app, name="batch")
 
 
 def _click_exceptions() -> tuple[type[Exception], ...]:
