@@ -263,7 +263,7 @@ class ChecksConfig(_Section):
     """
 
     min_matched_mass: float = Field(
-        0.45, ge=0, le=1, description="flag when less of the source's mass is matched"
+        0.4, ge=0, le=1, description="flag when less of the source's mass is matched"
     )
     min_region_matched_mass: float = Field(
         0.35,
