@@ -252,6 +252,35 @@ class OutputConfig(_Section):
         True,
         description="Jacobian determinant of the transform on a grid_spacing grid over the source (metrics.json)",
     )
+    report: bool = Field(
+        True, description="write report.html (pictures, plots, numbers with flags, provenance)"
+    )
+    report_pictures: bool = Field(
+        True,
+        description="report.html: draw the clouds (pyvista off-screen, in a child process); "
+        "false: plots and numbers only",
+    )
+    report_render_timeout: PositiveFloat = Field(
+        120.0,
+        description="report.html: give up the pictures after this many seconds (the report "
+        "keeps its plots; the run succeeds)",
+    )
+    report_points: int = Field(
+        20000, description="report.html: at most this many points per cloud in the pictures"
+    )
+    flag_mass_below: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="report.html: flag a transported mass (last round) below this share",
+    )
+    flag_inverse_mm: PositiveFloat = Field(
+        1.0,
+        description="report.html: flag an inverse-consistency or dense-field inverse error "
+        "above this many mm (p95)",
+    )
+
+    _report_points = field_validator("report_points")(check_point_count)
 
 
 class Round(NamedTuple):

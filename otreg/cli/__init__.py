@@ -36,7 +36,7 @@ def _root(
     """otreg: rigid -> optimal-transport matching -> smoothing, from files to files."""
 
 
-from . import config_cmd, evaluate, register, warp  # noqa: E402, F401  (commands register on app)
+from . import config_cmd, evaluate, register, report, warp  # noqa: E402, F401  (commands register on app)
 
 app.add_typer(config_cmd.config_app, name="config")
 
