@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -50,18 +51,21 @@ def child_environment() -> dict[str, str]:
 
 def _why(returncode: int, stderr: str) -> str:
     if returncode < 0:
-        name = (
-            signal.Signals(-returncode).name
-            if -returncode in signal.Signals._value2member_map_
-            else str(-returncode)
-        )
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
         reason = f"the renderer was killed by {name}"
         if -returncode == signal.SIGSEGV:
             reason += " (VTK found no working OpenGL: EGL/Mesa or OSMesa, or an X display)"
     else:
         reason = f"the renderer failed (exit {returncode})"
+    stderr = re.sub(r"\x1b\[[0-9;]*m", "", stderr)  # VTK's log colours
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
-    return reason + (f": {lines[-1].strip()[:300]}" if lines else "")
+    if not lines:
+        return reason
+    last = lines[-1].split("| ", 1)[-1]  # without VTK's date, time and thread prefix
+    return f"{reason}: {last.strip()[:300]}"
 
 
 def render_pictures(

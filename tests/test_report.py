@@ -1,0 +1,258 @@
+"""report.html: made by every registration of the sample pair, self-contained, with the numbers
+of metrics.json; the landmark section of ``otreg evaluate``; ``otreg report``; the page without
+pictures when OpenGL is unavailable or drawing is too slow; and the page in a real browser.
+
+One quick registration of the sample pair (module fixture) serves every test."""
+
+from __future__ import annotations
+
+import base64
+import ctypes.util
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from html import escape
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import otreg
+from otreg.report.build import ReportClouds, report_html
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "sample_data"
+SOURCE, TARGET = SAMPLE / "exhale_vessels.vtk", SAMPLE / "inhale_vessels.vtk"
+SOURCE_LANDMARKS = SAMPLE / "exhale_landmarks.txt"
+TARGET_LANDMARKS = SAMPLE / "inhale_landmarks.txt"
+QUICK = [
+    "input.points=1000",
+    "rigid.points=400",
+    "rigid.iterations=5",
+    "rigid.principal_axes=false",
+    "output.grid_spacing=16",
+]
+
+
+class _Page(HTMLParser):
+    """Every start tag of a page with its attributes, and its text."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str]]] = []
+        self.text: list[str] = []
+        self.feed(text)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, {k: v or "" for k, v in attrs}))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+    def all(self, tag: str) -> list[dict[str, str]]:
+        return [attrs for name, attrs in self.tags if name == tag]
+
+
+def _decoded_images(page: _Page) -> list[tuple[int, int]]:
+    """(width, height) of every <img>, decoded from its data URI with Pillow."""
+    from PIL import Image
+
+    sizes = []
+    for attrs in page.all("img"):
+        head, _, data = attrs["src"].partition(",")
+        assert head in ("data:image/webp;base64", "data:image/png;base64"), head
+        with Image.open(io.BytesIO(base64.b64decode(data))) as image:
+            image.load()
+            sizes.append(image.size)
+    return sizes
+
+
+@pytest.fixture(scope="module")
+def registration(tmp_path_factory):
+    """The sample pair registered quickly, then evaluated on its landmarks (report updated)."""
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("report") / "out"
+    done = otreg.run(SOURCE, TARGET, out, overrides=QUICK)
+    first = (out / "report.html").read_text()
+    otreg.evaluate(out, SOURCE_LANDMARKS, TARGET_LANDMARKS, report=True)
+    return out, done, first
+
+
+def test_every_registration_writes_a_self_contained_report(registration):
+    out, _, first = registration
+    assert not (out / "report.md").exists()
+    page = _Page(first)
+    # the pictures: embedded, decodable, two of them (overlay and fields)
+    assert sorted(a["id"] for a in page.all("img")) == ["render-fields", "render-overlay"]
+    assert all(w >= 400 and h >= 400 for w, h in _decoded_images(page))
+    # plots inline: residual per step, moved per round, solver, match distance, det J
+    titles = [t.strip() for t in page.text]
+    for title in (
+        "Residual distance per step",
+        "Points moved per round",
+        "Solver convergence",
+        "Match distance",
+        "Jacobian determinant",
+    ):
+        assert title in titles, title
+    assert len(page.all("svg")) == 5
+    # nothing is fetched: no scripts, styles or images from elsewhere
+    assert not page.all("script") and not page.all("link") and not page.all("iframe")
+    for _, attrs in page.tags:
+        for key in ("src", "href"):
+            assert not attrs.get(key, "data:").startswith(("http", "//", "file")), attrs
+    assert "Pictures skipped" not in first
+    # its time is in metrics.json
+    times = json.loads((out / "metrics.json").read_text())["times"]
+    assert times["report_s"] >= times["report_pictures_s"] > 0
+
+
+def test_the_report_names_the_numbers_of_metrics_json(registration):
+    out, done, _ = registration
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["residual_after"] == done.registration.metrics["residual_after"]
+    text = (out / "report.html").read_text()
+    before, after = metrics["residual_before"]["mean_mm"], metrics["residual_after"]["mean_mm"]
+    assert f"{before:.2f} → {after:.2f} mm" in text
+    assert f"{100 * metrics['transported_mass']:.1f} %" in text
+    j = metrics["jacobian"]
+    assert f"{j['min']:.2f} / {j['median']:.2f}" in text
+    assert f"{100 * j['folding_fraction']:.2f} % of {j['points']} grid points" in text
+    for r in metrics["rounds"]:  # one row per round, its residual and the points' move
+        mean, p95 = r["residual_after"]["mean_mm"], r["residual_after"]["p95_mm"]
+        assert (
+            f"<td class=l>round {r['round']}</td><td>{r['blur_mm']:g}</td><td>{r['sigma_mm']:g}</td>"
+            in text
+        )
+        assert f"<td>{r['moved_mm']:.3f}</td><td>{mean:.2f} / {p95:.2f}</td>" in text
+    # the config and the provenance
+    assert escape((out / "config.resolved.toml").read_text()) in text
+    run = json.loads((out / "run.json").read_text())
+    assert run["inputs"]["source"]["sha256"] in text and run["created"] in text
+
+
+def test_evaluate_adds_the_landmarks(registration):
+    out, _, first = registration
+    assert "Worst landmarks" not in first
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert evaluation["landmarks"] == 80 and len(evaluation["tre_after_mm"]) == 80
+    tre = np.asarray(evaluation["tre_after_mm"])
+    assert evaluation["after"]["mean_mm"] == pytest.approx(tre.mean())
+    assert evaluation["after"]["mean_mm"] < evaluation["before"]["mean_mm"]
+    text = (out / "report.html").read_text()
+    page = _Page(text)
+    assert "Landmark TRE" in [t.strip() for t in page.text]
+    assert (
+        f"{evaluation['before']['mean_mm']:.2f} → {evaluation['after']['mean_mm']:.2f} mm" in text
+    )
+    worst = int(np.argmax(tre))  # the first row of the worst-landmarks table
+    worst_table = text.split("Worst landmarks")[1].split("</table>")[0]
+    rows = worst_table.split("<tr>")[2:]  # after the header row
+    assert len(rows) == 10 and rows[0].startswith(f"<td class=l>{worst + 1}</td>")
+    assert len(page.all("img")) == 2 and len(page.all("svg")) == 6
+
+
+def test_otreg_report_rewrites_the_page(registration, tmp_path):
+    out, _, _ = registration
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "report.html").unlink()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "otreg", "report", str(copy), "--no-pictures"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(copy / "report.html")
+    page = _Page((copy / "report.html").read_text())
+    assert not page.all("img") and len(page.all("svg")) == 6  # landmarks kept
+    assert "Pictures skipped: output.report_pictures = false" in "".join(page.text)
+    # a folder that is not an output folder: one message, exit 2, nothing written
+    bad = subprocess.run(
+        [sys.executable, "-m", "otreg", "report", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=600,
+    )
+    assert bad.returncode == 2 and "metrics.json" in bad.stderr and "Traceback" not in bad.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy"]
+
+
+def test_without_opengl_the_run_succeeds_and_the_report_says_why(tmp_path, monkeypatch):
+    if ctypes.util.find_library("OSMesa"):
+        pytest.skip("libOSMesa is installed: VTK would draw with it, GL cannot be made unavailable")
+    # No EGL vendor library and OSMesa forced: VTK finds no OpenGL and kills its process
+    monkeypatch.setenv("__EGL_VENDOR_LIBRARY_FILENAMES", str(tmp_path / "none.json"))
+    monkeypatch.setenv("VTK_DEFAULT_OPENGL_WINDOW", "vtkOSOpenGLRenderWindow")
+    config = otreg.load_config(
+        None, [*QUICK, "input.points=400", "output.dense_field=false"], match__blur=[4.0]
+    )
+    done = otreg.run(SOURCE, TARGET, tmp_path / "out", config)
+    text = (done.out / "report.html").read_text()
+    page = _Page(text)
+    assert not page.all("img")
+    notes = [t for t in page.text if t.startswith("Pictures skipped")]
+    assert notes and "SIGSEGV" in notes[0] and "OpenGL" in notes[0], notes
+    assert len(page.all("svg")) == 5  # the plots are all there
+    assert (done.out / "transform.npz").is_file()
+
+
+def test_a_slow_renderer_is_given_up(registration):
+    out, done, _ = registration
+    registration_result = done.registration
+    clouds = ReportClouds.of(
+        registration_result.transform,
+        registration_result.source.points,
+        registration_result.target.points,
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    config = otreg.load_config(done.config, output__report_render_timeout=0.01)
+    text, timings = report_html(metrics, {}, config, "", clouds)
+    assert (
+        "Pictures skipped: drawing took longer than output.report_render_timeout = 0.01 s" in text
+    )
+    assert "<img" not in text and timings["report_pictures_s"] < 60
+    # and off: no child process at all
+    config = otreg.load_config(done.config, output__report_pictures=False)
+    text, timings = report_html(metrics, {}, config, "", clouds)
+    assert "Pictures skipped: output.report_pictures = false" in text and not timings
+
+
+def test_flags():
+    from otreg.report.flags import registration_flags
+
+    metrics = {
+        "residual_before": {"mean_mm": 5.0},
+        "residual_after": {"mean_mm": 6.0},
+        "transported_mass": 0.3,
+        "jacobian": {"folding_fraction": 0.01, "points": 1000, "min": -0.2},
+        "inverse_consistency_mm": {"p95_mm": 2.0, "max_mm": 3.0},
+        "dense_field": {"inverse_residual_mm": {"p99": 0.1}},
+    }
+    titles = [f.title for f in registration_flags(metrics, None, mass_below=0.5, inverse_mm=1.0)]
+    assert titles == [
+        "Folding",
+        "Worse than no registration",
+        "Low transported mass",
+        "Large inverse-consistency error",
+    ]
+    good = {
+        **metrics,
+        "residual_after": {"mean_mm": 1.0},
+        "transported_mass": 0.9,
+        "jacobian": {"folding_fraction": 0.0, "points": 1000, "min": 0.5},
+        "inverse_consistency_mm": {"p95_mm": 0.1, "max_mm": 0.3},
+    }
+    assert registration_flags(good, None, mass_below=0.5, inverse_mm=1.0) == []
