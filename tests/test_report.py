@@ -256,3 +256,67 @@ def test_flags():
         "inverse_consistency_mm": {"p95_mm": 0.1, "max_mm": 0.3},
     }
     assert registration_flags(good, None, mass_below=0.5, inverse_mm=1.0) == []
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """Debian's headless Chromium, installed by tests/setup/install_chromium.sh when missing
+    (as root); skips, saying how to install it, where it cannot be installed."""
+    path = shutil.which("chromium")
+    if path is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(
+            ["sh", str(REPO / "tests" / "setup" / "install_chromium.sh")],
+            capture_output=True,
+            timeout=900,
+        )
+        path = shutil.which("chromium")
+    if path is None:
+        pytest.skip(
+            "no chromium: run 'sh tests/setup/install_chromium.sh' as root (apt-get install "
+            "chromium) to check report.html in a real browser"
+        )
+    return path
+
+
+@pytest.mark.slow
+def test_the_report_renders_in_a_real_browser(registration, chromium, tmp_path):
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright not installed: pip install -e '.[test]'"
+    )
+    from PIL import Image
+
+    out, _, _ = registration
+    errors, requests = [], []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto((out / "report.html").resolve().as_uri(), wait_until="load")
+        images = page.evaluate(
+            "() => Array.from(document.images, i => [i.id, i.complete, i.naturalWidth, "
+            "i.naturalHeight, i.getBoundingClientRect().width])"
+        )
+        plots = page.evaluate(
+            "() => Array.from(document.querySelectorAll('svg.plot'), s => "
+            "[s.querySelector('title').textContent, s.getBoundingClientRect().width, "
+            "s.getBoundingClientRect().height, s.querySelectorAll('path, polyline, circle').length])"
+        )
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        browser.close()
+    assert not errors, errors
+    # only the page itself and its data URIs: nothing from the network or other files
+    assert all(url.startswith("data:") for url in requests[1:]), requests
+    assert len(images) == 2
+    for name, complete, width, height, shown in images:
+        assert complete and width >= 400 and height >= 400 and shown > 300, name
+    assert len(plots) == 6  # five of the registration, one of the landmarks
+    for title, width, height, marks in plots:
+        assert width > 300 and height > 100 and marks > 0, title
+    with Image.open(tmp_path / "page.png") as shot:
+        pixels = np.asarray(shot.convert("L"), dtype=np.float64)
+    assert pixels.shape[0] > 2000  # the whole page
+    # not blank: a good share of the page is drawn (text, points, plots), not background
+    background = np.median(pixels)
+    assert np.mean(np.abs(pixels - background) > 30) > 0.02

@@ -211,9 +211,8 @@ def _cards(metrics: dict[str, Any], evaluation: dict[str, Any] | None, flags: li
             "source / target, registered",
         )
     )
-    cards.append(
-        Card("time", f"{sum(metrics.get('times', {}).values()):.1f} s", "registration steps")
-    )
+    steps = {k: v for k, v in metrics.get("times", {}).items() if not k.startswith("report")}
+    cards.append(Card("time", f"{sum(steps.values()):.1f} s", "registration steps"))
     return cards
 
 

@@ -37,7 +37,7 @@ figcaption{font-size:12px;color:#444;margin-top:6px}
 .plots figure{margin:0}.plots svg{width:100%;height:auto;display:block}
 table{border-collapse:collapse;font-size:13px;background:#fff;margin:4px 0 10px}
 td,th{border:1px solid #dde;padding:3px 8px;text-align:right}th{background:#eef0f4}
-td.l,th.l{text-align:left}
+td.l,th.l{text-align:left;white-space:nowrap}
 pre{background:#fff;border:1px solid #dde;padding:8px;font-size:12px;overflow:auto;max-height:420px}
 details{margin:8px 0}summary{cursor:pointer;font-weight:600;font-size:14px}
 footer{color:#777;font-size:12px;margin-top:30px}
