@@ -45,13 +45,14 @@ class ReportClouds:
     target: np.ndarray
     warped: np.ndarray
     confidence: np.ndarray
+    transform: Any = None
 
     @classmethod
     def of(cls, transform, source: np.ndarray, target: np.ndarray) -> ReportClouds:
         """The clouds of a transform over (N, 3) ``source`` and (M, 3) ``target`` points."""
         source = np.asarray(source, dtype=np.float64)
         warped, confidence = transform.apply(source)
-        return cls(source, np.asarray(target, dtype=np.float64), warped, confidence)
+        return cls(source, np.asarray(target, dtype=np.float64), warped, confidence, transform)
 
     def thinned(self, n: int) -> ReportClouds:
         """At most ``n`` points per cloud (every k-th; 0 keeps all), for the pictures."""
@@ -111,8 +112,13 @@ def report_html(
             shown.confidence,
             timeout=out.report_render_timeout,
         )
-        pictures, note = drawn.images, drawn.skipped
+        pictures, note = dict(drawn.images), drawn.skipped
         timings["report_pictures_s"] = drawn.seconds
+        slices, why = _image_slices(run, config, clouds)
+        if slices:
+            pictures["slices"] = slices
+        elif why:
+            note = f"{note}; {why}" if note else why
     plots = _registration_plots(metrics, clouds)
     page = Page(
         title="otreg registration report",
@@ -133,6 +139,31 @@ def report_html(
     if evaluation:
         _landmarks(page, evaluation)
     return render_page(page), timings
+
+
+def _image_slices(
+    run: dict[str, Any], config: Config, clouds: ReportClouds
+) -> tuple[tuple[str, bytes] | None, str | None]:
+    """The fused fixed/moving slices when both inputs are images (:mod:`.slices`), or
+    (None, why they failed) / (None, None) for other inputs."""
+    from .slices import fused_slices, is_image
+
+    try:
+        paths = [Path(run["inputs"][role]["path"]) for role in ("source", "target")]
+    except (KeyError, TypeError):
+        return None, None
+    if not all(is_image(p) for p in paths) or clouds.transform is None:
+        return None, None
+    if not all(p.is_file() for p in paths):
+        return None, "image slices skipped: an input image is not found"
+    try:
+        picture = fused_slices(
+            *paths, clouds.transform, clouds.target.mean(axis=0), volume=config.input.volume
+        )
+    except Exception as err:  # a report without slices rather than a failed run
+        log.warning("report.html without image slices: %s", err)
+        return None, f"image slices skipped: {err}"
+    return picture, None
 
 
 # ----------------------------------------------------------------------------- page parts

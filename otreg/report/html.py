@@ -96,6 +96,12 @@ def table(header: list[str], rows: list[list[str]], *, left: int = 1) -> str:
 
 
 _PICTURE_CAPTIONS = {
+    "slices": (
+        "The images: the fixed (target) image in green, the moving (source) image in magenta, "
+        "fused (grey where they agree), before (top) and after (bottom) registration; coronal "
+        "and axial planes through the target's centre, the patient's right on the left. After: "
+        "the moving image resampled through the transform (linear interpolation)."
+    ),
     "overlay": (
         "Before (top) and after (bottom): the {source} source (moving) and, after, the warped "
         "source, over the {target} target (fixed). Parallel projections of the whole clouds, "
