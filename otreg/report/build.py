@@ -146,7 +146,7 @@ def _image_slices(
 ) -> tuple[tuple[str, bytes] | None, str | None]:
     """The fused fixed/moving slices when both inputs are images (:mod:`.slices`), or
     (None, why they failed) / (None, None) for other inputs."""
-    from .slices import fused_slices, is_image
+    from .slices import fused_planes, fused_slices, is_image
 
     try:
         paths = [Path(run["inputs"][role]["path"]) for role in ("source", "target")]
@@ -157,9 +157,11 @@ def _image_slices(
     if not all(p.is_file() for p in paths):
         return None, "image slices skipped: an input image is not found"
     try:
-        picture = fused_slices(
-            *paths, clouds.transform, clouds.target.mean(axis=0), volume=config.input.volume
+        centre = clouds.target.mean(axis=0)
+        planes = fused_planes(
+            paths[0], paths[1], clouds.transform, centre, volume=config.input.volume
         )
+        picture = fused_slices(planes)
     except Exception as err:  # a report without slices rather than a failed run
         log.warning("report.html without image slices: %s", err)
         return None, f"image slices skipped: {err}"

@@ -124,20 +124,11 @@ def fused_planes(
     return planes
 
 
-def fused_slices(
-    source_path: str | Path,
-    target_path: str | Path,
-    transform,
-    centre: np.ndarray,
-    *,
-    volume: int | None = None,
-    pixels: int = 320,
-) -> tuple[str, bytes]:
-    """One picture (MIME type, PNG bytes) of :func:`fused_planes`: fixed green, moving
-    magenta; before (top row) and after (bottom row), coronal (left) and axial (right)."""
+def fused_slices(planes: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]) -> tuple[str, bytes]:
+    """One picture (MIME type, PNG bytes) of :func:`fused_planes`' planes: fixed green,
+    moving magenta; before (top row) and after (bottom row), coronal (left) and axial (right)."""
     from PIL import Image, ImageDraw
 
-    planes = fused_planes(source_path, target_path, transform, centre, volume=volume, pixels=pixels)
     rows = []
     for when in ("before", "after"):
         row = []
