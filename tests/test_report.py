@@ -320,3 +320,32 @@ def test_the_report_renders_in_a_real_browser(registration, chromium, tmp_path):
     # not blank: a good share of the page is drawn (text, points, plots), not background
     background = np.median(pixels)
     assert np.mean(np.abs(pixels - background) > 30) > 0.02
+
+
+def test_output_report_false_writes_no_page(tmp_path):
+    config = otreg.load_config(
+        None,
+        [*QUICK, "input.points=400", "output.dense_field=false", "output.report=false"],
+        match__blur=[4.0],
+    )
+    done = otreg.run(SOURCE, TARGET, tmp_path / "out", config)
+    assert not (done.out / "report.html").exists()
+    assert not any(
+        k.startswith("report") for k in json.loads((done.out / "metrics.json").read_text())["times"]
+    )
+    # evaluate respects the run's choice: evaluation.json, no page
+    otreg.evaluate(done.out, SOURCE_LANDMARKS, TARGET_LANDMARKS, report=True, jacobian=False)
+    assert (done.out / "evaluation.json").is_file() and not (done.out / "report.html").exists()
+
+
+def test_svg_plots_escape_their_text_and_round_their_ticks():
+    from otreg.report import svg
+
+    assert svg.nice_ticks(0.0, 9.3) == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
+    assert svg.nice_ticks(0.001, 0.0042)[0] <= 0.001 and svg.nice_ticks(5.0, 5.0)[-1] >= 5.0
+    chart = svg.line_chart(["a<b", "c"], {"x & y": [1.0, None]}, title="<t>", y_label="mm")
+    page = _Page(chart)
+    assert page.all("svg") and "<t>" in page.text and "x & y" in "".join(page.text)
+    assert "<t>" not in chart and "a<b" not in chart
+    logs = svg.line_chart(["1", "2"], {"e": [1e-4, 3e-3]}, title="t", y_label="", log_y=True)
+    assert ">1e-4<" in logs and ">1e-2<" in logs

@@ -109,7 +109,7 @@ def _axes(
 
 def _legend(names: Sequence[str]) -> list[str]:
     parts = []
-    x = WIDTH - _RIGHT - 8
+    x = float(WIDTH - _RIGHT - 8)
     for i, name in reversed(list(enumerate(names))):
         width = 22 + 6.6 * len(name)
         x -= width
@@ -176,8 +176,8 @@ def line_chart(
 
 
 def histogram(
-    edges: Sequence[float],
-    counts: dict[str, Sequence[float]],
+    edges: Sequence[float] | np.ndarray,
+    counts: dict[str, Sequence[float]] | dict[str, np.ndarray],
     *,
     title: str,
     x_label: str,
@@ -186,32 +186,32 @@ def histogram(
 ) -> str:
     """Histograms over the same bins (``edges``: K + 1 values), as outlined steps, each
     normalised to percent of its total; ``markers``: (x, label) vertical reference lines."""
-    edges = np.asarray(edges, dtype=np.float64)
+    bins = np.asarray(edges, dtype=np.float64)
     shares = {}
     for name, c in counts.items():
-        c = np.asarray(c, dtype=np.float64)
-        shares[name] = 100 * c / max(c.sum(), 1.0)
+        values = np.asarray(c, dtype=np.float64)
+        shares[name] = 100 * values / max(values.sum(), 1.0)
     top = max((float(s.max()) for s in shares.values() if len(s)), default=1.0)
     y_ticks = nice_ticks(0.0, top)
-    x_ticks_values = nice_ticks(float(edges[0]), float(edges[-1]))
-    x_ticks_values = [v for v in x_ticks_values if edges[0] <= v <= edges[-1]]
-    frame = _Frame((float(edges[0]), float(edges[-1])), (0.0, y_ticks[-1]))
+    x_ticks_values = nice_ticks(float(bins[0]), float(bins[-1]))
+    x_ticks_values = [v for v in x_ticks_values if bins[0] <= v <= bins[-1]]
+    frame = _Frame((float(bins[0]), float(bins[-1])), (0.0, y_ticks[-1]))
     parts = _open(title) + _axes(
         frame, [(v, _label(v)) for v in x_ticks_values], y_ticks, x_label, y_label
     )
     for i, (name, share) in enumerate(shares.items()):
         colour = PALETTE[i % len(PALETTE)]
-        path = [f"M{frame.x(edges[0]):.1f},{frame.y(0):.1f}"]
+        path = [f"M{frame.x(bins[0]):.1f},{frame.y(0):.1f}"]
         for k, value in enumerate(share):
-            path.append(f"L{frame.x(edges[k]):.1f},{frame.y(value):.1f}")
-            path.append(f"L{frame.x(edges[k + 1]):.1f},{frame.y(value):.1f}")
-        path.append(f"L{frame.x(edges[-1]):.1f},{frame.y(0):.1f}Z")
+            path.append(f"L{frame.x(bins[k]):.1f},{frame.y(value):.1f}")
+            path.append(f"L{frame.x(bins[k + 1]):.1f},{frame.y(value):.1f}")
+        path.append(f"L{frame.x(bins[-1]):.1f},{frame.y(0):.1f}Z")
         parts.append(
             f'<path d="{"".join(path)}" fill="{colour}" fill-opacity="0.25" stroke="{colour}" '
             f'stroke-width="1.5"><title>{escape(name)}</title></path>'
         )
     for x_value, text in markers:
-        if edges[0] <= x_value <= edges[-1]:
+        if bins[0] <= x_value <= bins[-1]:
             x = frame.x(x_value)
             parts.append(
                 f'<line x1="{x:.1f}" y1="{_TOP}" x2="{x:.1f}" y2="{HEIGHT - _BOTTOM}" '
