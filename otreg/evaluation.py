@@ -113,6 +113,7 @@ def _write_evaluation(folder: Path, result: dict[str, Any], per_landmark: dict[s
     import datetime as _dt
 
     from .config import load_config
+    from .errors import OutputError
     from .io.atomic import write_text_atomic
     from .report.build import EVALUATION_NAME, write_report
 
@@ -121,10 +122,13 @@ def _write_evaluation(folder: Path, result: dict[str, Any], per_landmark: dict[s
         **result,
         **per_landmark,
     }
-    write_text_atomic(folder / EVALUATION_NAME, json.dumps(document, indent=2))
-    resolved = folder / "config.resolved.toml"
-    if load_config(resolved if resolved.is_file() else None).output.report:
-        write_report(folder, generated_by="otreg evaluate")
+    try:
+        write_text_atomic(folder / EVALUATION_NAME, json.dumps(document, indent=2))
+        resolved = folder / "config.resolved.toml"
+        if load_config(resolved if resolved.is_file() else None).output.report:
+            write_report(folder, generated_by="otreg evaluate")
+    except OutputError as err:  # a read-only folder: the numbers are still the result
+        log.warning("evaluation.json and report.html not updated: %s", err)
 
 
 def _quality(

@@ -97,7 +97,7 @@ def test_version():
 
 def test_help_lists_commands():
     result = run_otreg("--help")
-    for command in ("register", "evaluate", "warp", "config"):
+    for command in ("register", "evaluate", "warp", "report", "config"):
         assert command in result.stdout
     result = run_otreg("register", "--help")
     for option in ("--out", "--config", "--set", "--points", "--overwrite", "--json", "--volume"):
