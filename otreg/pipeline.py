@@ -216,7 +216,9 @@ def register(
     metrics.update(_quality(transform, src, cfg, times, step))
     metrics["checks"] = suspect_checks(metrics, src.points, src.weights, confidence, cfg.checks)
     for flag in metrics["checks"]["flags"]:
-        log.warning("suspect registration of %s: %s", source.source, flag)
+        log.warning(
+            "suspect registration of %s: %s: %s", source.source, flag["title"], flag["detail"]
+        )
     metrics["times"] = times
     log.info(
         "registered %s -> %s: residual %.2f -> %.2f mm",

@@ -49,7 +49,8 @@ def determinants_at(transform, x: np.ndarray, step: float) -> np.ndarray:
 def jacobian_summary(transform, points: np.ndarray, spacing: float) -> dict[str, Any]:
     """min, 1st percentile, median, max of det D phi over a grid over ``points`` (see
     :func:`jacobian_determinants`), the share of grid points where it is <= 0
-    ("folding_fraction"), the grid spacing (mm) and the number of grid points."""
+    ("folding_fraction"), the grid spacing (mm), the number of grid points and their
+    "histogram" (:func:`determinant_histogram`, for the report)."""
     det, _, _ = jacobian_determinants(transform, points, spacing)
     return {
         "min": float(det.min()),
@@ -59,7 +60,18 @@ def jacobian_summary(transform, points: np.ndarray, spacing: float) -> dict[str,
         "folding_fraction": float(np.mean(det <= 0)),
         "grid_spacing_mm": float(spacing),
         "points": len(det),
+        "histogram": determinant_histogram(det),
     }
+
+
+def determinant_histogram(det: np.ndarray, bins: int = 50) -> dict[str, list[float]]:
+    """{"edges": bins + 1 values, "counts": bins values} of the determinants over
+    [min(0, min det), max(2, 99.9th percentile)]: 0 (folding) and 1 (volume kept) always
+    in view; larger outliers are counted in the last bin."""
+    low = min(0.0, float(det.min()))
+    high = max(2.0, float(np.percentile(det, 99.9)))
+    counts, edges = np.histogram(np.clip(det, low, high), bins=bins, range=(low, high))
+    return {"edges": [round(float(e), 6) for e in edges], "counts": counts.tolist()}
 
 
 def inverse_consistency(transform, points: np.ndarray) -> dict[str, float] | None:

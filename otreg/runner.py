@@ -48,7 +48,7 @@ class RunResult:
             "residual_after_rigid_mm": metrics["residual_after_rigid"]["mean_mm"],
             "residual_after_mm": metrics["residual_after"]["mean_mm"],
             "transported_mass": metrics["transported_mass"],
-            "flags": metrics["checks"]["flags"],
+            "flags": [flag["title"] for flag in metrics["checks"]["flags"]],
         }
 
 

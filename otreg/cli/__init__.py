@@ -37,7 +37,7 @@ def _root(
     """otreg: rigid -> optimal-transport matching -> smoothing, from files to files."""
 
 
-from . import batch, config_cmd, evaluate, register, warp  # noqa: E402, F401  (commands register on app)
+from . import batch, config_cmd, evaluate, register, report, warp  # noqa: E402, F401  (commands register on app)
 
 app.add_typer(config_cmd.config_app, name="config")
 app.add_typer(batch.batch_app, name="batch")

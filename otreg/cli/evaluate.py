@@ -39,6 +39,11 @@ def evaluate(
     jacobian: bool = typer.Option(
         True, "--jacobian/--no-jacobian", help="Measure the Jacobian determinant."
     ),
+    report: bool = typer.Option(
+        True,
+        "--report/--no-report",
+        help="With landmarks: write OUT/evaluation.json and add the landmarks to OUT/report.html.",
+    ),
     json_: bool = JsonOption,
     verbose: int = VerboseOption,
 ) -> None:
@@ -57,6 +62,7 @@ def evaluate(
         source=source,
         grid_spacing=grid_spacing,
         jacobian=jacobian,
+        report=report,
     )
     if json_:
         print_json(result)

@@ -10,14 +10,17 @@ Files (see the README for their frames):
   rigid_fixed_to_moving.tfm  the same rigid part as an ITK transform file (LPS, fixed -> moving)
   field_fixed_to_moving.nii.gz   displacement on a grid over the target, LPS vectors (ITK/ANTs/Slicer)
   field_moving_to_fixed.nii.gz   displacement on a grid over the source, LPS vectors
-  metrics.json, run.json, config.resolved.toml, report.md
+  metrics.json, run.json, config.resolved.toml
+  report.html                a page for a person: pictures, plots, flagged numbers, provenance
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -29,8 +32,9 @@ from ..errors import OutputError
 from ..io import warp_file, warped_suffix
 from ..io.frames import matrix_ras_to_lps
 from ..warping import point_mapping
-from .markdown import render_report
 from .provenance import run_record
+
+log = logging.getLogger(__name__)
 
 
 def check_output_dir(out: Path, overwrite: bool) -> None:
@@ -134,10 +138,15 @@ def write_registration(
         if preset:
             run["preset"] = preset
             header = f"# from {preset['name']} ({preset['chosen_by']}), with the command line's settings\n"
+        config_text = header + config.to_toml()
+        if config.output.report:
+            metrics["times"] = {
+                **metrics["times"],
+                **_write_report(tmp, result, metrics, run, config, config_text),
+            }
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         (tmp / "run.json").write_text(json.dumps(run, indent=2))
-        (tmp / "config.resolved.toml").write_text(header + config.to_toml())
-        (tmp / "report.md").write_text(render_report(metrics, run))
+        (tmp / "config.resolved.toml").write_text(config_text)
         if out.exists():
             old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(out, old)
@@ -149,3 +158,27 @@ def write_registration(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _write_report(
+    folder: Path,
+    result,
+    metrics: dict[str, Any],
+    run: dict[str, Any],
+    config: Config,
+    config_text: str,
+) -> dict[str, float]:
+    """``folder/report.html``; returns its times for metrics.json ("report_s", the whole
+    report, and "report_pictures_s"). A failure to make the page is logged, not raised: the
+    registration's other outputs stand without it."""
+    from .build import REPORT_NAME, ReportClouds, report_html
+
+    started = time.perf_counter()
+    try:
+        clouds = ReportClouds.of(result.transform, result.source.points, result.target.points)
+        page, timings = report_html(metrics, run, config, config_text, clouds)
+        (folder / REPORT_NAME).write_text(page, encoding="utf-8")
+    except Exception:
+        log.exception("report.html not written (the registration's other outputs are)")
+        return {}
+    return {**timings, "report_s": time.perf_counter() - started}
