@@ -148,10 +148,11 @@ def velocity_field(
     mm) on a grid of ``spacing`` mm over (N, 3) ``points`` plus ``margin`` mm; the other
     columns (the confidence) ride along as its extra channels. Beyond the grid the field
     repeats the values of the grid's border."""
-    from ..transforms.itk import grid_over, grid_points
+    from ..transforms.itk import grid_over
+    from ..transforms.on_grid import field_on_grid
 
     shape, affine = grid_over(points, spacing, margin)
     shape = np.maximum(shape, 2)
-    values = field(grid_points(shape, affine)).reshape(*shape, -1)
+    values = field_on_grid(field, shape, affine)
     velocity = velocity_for(values[..., :3], spacing)
     return SVFField(velocity, affine[:3, 3], spacing, values[..., 3:])
