@@ -5,7 +5,8 @@ Each build is made in a copy of the repository in a temporary folder: the curren
 by ``setup.py build_ext --inplace`` with ``OTREG_ARCH_FLAGS`` set to each ``--flags`` entry
 ("default" leaves it unset: the portable default of setup.py), and, with ``--old-rev``, the
 tree of that commit (the kernels compiled at first use through ctypes with -march=native;
-the first use is outside the timing). Every build then runs the same work in its own process:
+the first use is outside the timing). Every build then runs the same work in its own process
+(the "kernels" column says which ran: "torch" means that a build failed):
 
 - solve: a multiscale Sinkhorn solve (``otreg.ot.sinkhorn``, blur 1 % of the cube) between
   two uniform clouds of ``--points`` points, the truncated kernels' search and the solver's
@@ -48,9 +49,16 @@ def child(points: int, repeats: int) -> None:
     from otreg.ot import sinkhorn
 
     try:
+        from otreg import native
         from otreg.native.gaussian_average import gaussian_average
-    except ImportError:  # the old tree: the solver's module
+
+        kernels = native.info()["backend"]
+    except ImportError:  # the old tree: the solver's modules, compiled at first use
         from otreg.ot.gaussian_average import gaussian_average  # type: ignore[no-redef]
+
+        from otreg.ot import _native  # type: ignore[attr-defined]
+
+        kernels = "native" if _native.library() is not None else "torch"
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(points, 3, generator=g) * 100
@@ -63,7 +71,7 @@ def child(points: int, repeats: int) -> None:
         "average": lambda: gaussian_average(x, y[:controls], log_w, values, 5.0),
         "nearest": lambda: nearest_distances(x.double().numpy(), y.double().numpy()),
     }
-    result = {}
+    result: dict[str, float | str] = {"kernels": kernels}
     for name, call in work.items():
         call()  # the first call: page faults, the old build's compilation
         times = []
@@ -121,7 +129,7 @@ def build(tree: Path, flags: str) -> str:
     ).stdout.strip()
 
 
-def measure(tree: Path, args: argparse.Namespace, cache: Path) -> dict[str, float]:
+def measure(tree: Path, args: argparse.Namespace, cache: Path) -> dict:
     env = {
         **os.environ,
         "PYTHONPATH": str(tree),
@@ -138,7 +146,7 @@ def measure(tree: Path, args: argparse.Namespace, cache: Path) -> dict[str, floa
     )  # fmt: skip
     if out.returncode:
         print(out.stderr[-2000:], file=sys.stderr)
-        return {name: float("nan") for name in WORK}
+        return {"kernels": "failed", **{name: float("nan") for name in WORK}}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -167,8 +175,8 @@ def main() -> None:
         f"otreg's kernels per build, {args.points} points, {args.threads} thread(s), "
         f"load average {os.getloadavg()[0]:.1f}; median s of {args.repeats} calls"
     )
-    print("| build | flags | " + " | ".join(f"{w} s" for w in WORK) + " |")
-    print("|---|---|" + "---|" * len(WORK), flush=True)
+    print("| build | flags | kernels | " + " | ".join(f"{w} s" for w in WORK) + " |")
+    print("|---|---|---|" + "---|" * len(WORK), flush=True)
     builds = [(f"extension {flags}", flags, None) for flags in args.flags]
     if args.old_rev:
         builds.append((f"ctypes at {args.old_rev}", None, args.old_rev))
@@ -180,7 +188,9 @@ def main() -> None:
             recorded = build(tree, flags) if flags is not None else "-O3 -march=native (run time)"
             times = measure(tree, args, cache)
         print(
-            f"| {label} | {recorded} | " + " | ".join(f"{times[w]:.3f}" for w in WORK) + " |",
+            f"| {label} | {recorded} | {times['kernels']} | "
+            + " | ".join(f"{times[w]:.3f}" for w in WORK)
+            + " |",
             flush=True,
         )
 
