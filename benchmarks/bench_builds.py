@@ -84,7 +84,11 @@ def child(points: int, repeats: int) -> None:
 
 
 def copy_tree(dest: Path, rev: str | None) -> None:
-    """The repository's tracked and untracked-unignored files (``rev`` None), or ``rev``'s."""
+    """The repository's tracked and untracked-unignored files (``rev`` None), ``rev``'s, or
+    (``rev`` a folder) that folder's."""
+    if rev is not None and Path(rev).is_dir():
+        shutil.copytree(rev, dest, dirs_exist_ok=True)
+        return
     if rev is not None:
         archive = subprocess.run(
             ["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True
@@ -161,8 +165,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--old-rev",
-        help="also time the run-time (ctypes) build of this commit, e.g. the last one before "
-        "the kernels became an extension",
+        help="also time the run-time (ctypes) build of this commit (e.g. the last one before "
+        "the kernels became an extension: 48c366d), or of a folder holding its tree (where "
+        "there is no git, e.g. `git archive 48c366d otreg | tar -x -C old/`)",
     )
     parser.add_argument("--points", type=int, default=50_000)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
