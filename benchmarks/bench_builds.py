@@ -2,8 +2,8 @@
 run-time (ctypes, -march=native) build.
 
 Each build is made in a copy of the repository in a temporary folder: the current tree built
-by ``setup.py build_ext --inplace`` with ``OTREG_ARCH_FLAGS`` set to each ``--flags`` entry
-("default" leaves it unset: the portable default of setup.py), and, with ``--old-rev``, the
+by ``setup.py build_ext --inplace`` with ``OTREG_ARCH_FLAGS=-march=LEVEL`` for each ``--march``
+LEVEL ("default" leaves it unset: the portable default of setup.py), and, with ``--old-rev``, the
 tree of that commit (the kernels compiled at first use through ctypes with -march=native;
 the first use is outside the timing). Every build then runs the same work in its own process
 (the "kernels" column says which ran: "torch" means that a build failed):
@@ -21,7 +21,7 @@ an idle machine (on a shared one the figures mean nothing):
 
     python benchmarks/bench_builds.py                                # default, v3, native
     python benchmarks/bench_builds.py --old-rev 48c366d --points 100000
-    python benchmarks/bench_builds.py --flags default "-march=x86-64-v3 -mtune=native"
+    python benchmarks/bench_builds.py --march default x86-64-v4 --threads 2
 """
 
 from __future__ import annotations
@@ -108,13 +108,13 @@ def copy_tree(dest: Path, rev: str | None) -> None:
             shutil.copy2(source, dest / name)
 
 
-def build(tree: Path, flags: str) -> str:
-    """Build the extension in ``tree`` with ``flags`` ("default": setup.py's); returns the
-    flags the module records."""
+def build(tree: Path, march: str) -> str:
+    """Build the extension in ``tree`` with -march=``march`` ("default": setup.py's flags);
+    returns the flags the module records."""
     env = dict(os.environ)
     env.pop("OTREG_ARCH_FLAGS", None)
-    if flags != "default":
-        env["OTREG_ARCH_FLAGS"] = flags
+    if march != "default":
+        env["OTREG_ARCH_FLAGS"] = f"-march={march}"
     subprocess.run(
         [sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
         cwd=tree,
@@ -158,10 +158,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument(
-        "--flags",
+        "--march",
         nargs="+",
-        default=["default", "-march=x86-64-v3", "-march=native"],
-        help='OTREG_ARCH_FLAGS of each build ("default": the portable flags of setup.py)',
+        default=["default", "x86-64-v3", "native"],
+        help='-march level of each build ("default": the portable flags of setup.py)',
     )
     parser.add_argument(
         "--old-rev",
@@ -182,15 +182,15 @@ def main() -> None:
     )
     print("| build | flags | kernels | " + " | ".join(f"{w} s" for w in WORK) + " |")
     print("|---|---|---|" + "---|" * len(WORK), flush=True)
-    builds = [(f"extension {flags}", flags, None) for flags in args.flags]
+    builds = [(f"extension {march}", march, None) for march in args.march]
     if args.old_rev:
         builds.append((f"ctypes at {args.old_rev}", None, args.old_rev))
-    for label, flags, rev in builds:
+    for label, march, rev in builds:
         with tempfile.TemporaryDirectory() as tmp:
             tree, cache = Path(tmp) / "tree", Path(tmp) / "cache"
             tree.mkdir()
             copy_tree(tree, rev)
-            recorded = build(tree, flags) if flags is not None else "-O3 -march=native (run time)"
+            recorded = build(tree, march) if march is not None else "-O3 -march=native (run time)"
             times = measure(tree, args, cache)
         print(
             f"| {label} | {recorded} | {times['kernels']} | "
