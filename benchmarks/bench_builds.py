@@ -2,10 +2,11 @@
 run-time (ctypes, -march=native) build.
 
 Each build is made in a copy of the repository in a temporary folder: the current tree built
-by ``setup.py build_ext --inplace`` with ``OTREG_ARCH_FLAGS`` set to each ``--flags`` entry
-("default" leaves it unset: the portable default of setup.py), and, with ``--old-rev``, the
+by ``setup.py build_ext --inplace`` with ``OTREG_ARCH_FLAGS=-march=LEVEL`` for each ``--march``
+LEVEL ("default" leaves it unset: the portable default of setup.py), and, with ``--old-rev``, the
 tree of that commit (the kernels compiled at first use through ctypes with -march=native;
-the first use is outside the timing). Every build then runs the same work in its own process:
+the first use is outside the timing). Every build then runs the same work in its own process
+(the "kernels" column says which ran: "torch" means that a build failed):
 
 - solve: a multiscale Sinkhorn solve (``otreg.ot.sinkhorn``, blur 1 % of the cube) between
   two uniform clouds of ``--points`` points, the truncated kernels' search and the solver's
@@ -20,7 +21,7 @@ an idle machine (on a shared one the figures mean nothing):
 
     python benchmarks/bench_builds.py                                # default, v3, native
     python benchmarks/bench_builds.py --old-rev 48c366d --points 100000
-    python benchmarks/bench_builds.py --flags default "-march=x86-64-v3 -mtune=native"
+    python benchmarks/bench_builds.py --march default x86-64-v4 --threads 2
 """
 
 from __future__ import annotations
@@ -48,9 +49,16 @@ def child(points: int, repeats: int) -> None:
     from otreg.ot import sinkhorn
 
     try:
+        from otreg import native
         from otreg.native.gaussian_average import gaussian_average
-    except ImportError:  # the old tree: the solver's module
+
+        kernels = native.info()["backend"]
+    except ImportError:  # the old tree: the solver's modules, compiled at first use
         from otreg.ot.gaussian_average import gaussian_average  # type: ignore[no-redef]
+
+        from otreg.ot import _native  # type: ignore[attr-defined]
+
+        kernels = "native" if _native.library() is not None else "torch"
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(points, 3, generator=g) * 100
@@ -63,7 +71,7 @@ def child(points: int, repeats: int) -> None:
         "average": lambda: gaussian_average(x, y[:controls], log_w, values, 5.0),
         "nearest": lambda: nearest_distances(x.double().numpy(), y.double().numpy()),
     }
-    result = {}
+    result: dict[str, float | str] = {"kernels": kernels}
     for name, call in work.items():
         call()  # the first call: page faults, the old build's compilation
         times = []
@@ -76,7 +84,11 @@ def child(points: int, repeats: int) -> None:
 
 
 def copy_tree(dest: Path, rev: str | None) -> None:
-    """The repository's tracked and untracked-unignored files (``rev`` None), or ``rev``'s."""
+    """The repository's tracked and untracked-unignored files (``rev`` None), ``rev``'s, or
+    (``rev`` a folder) that folder's."""
+    if rev is not None and Path(rev).is_dir():
+        shutil.copytree(rev, dest, dirs_exist_ok=True)
+        return
     if rev is not None:
         archive = subprocess.run(
             ["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True
@@ -96,13 +108,13 @@ def copy_tree(dest: Path, rev: str | None) -> None:
             shutil.copy2(source, dest / name)
 
 
-def build(tree: Path, flags: str) -> str:
-    """Build the extension in ``tree`` with ``flags`` ("default": setup.py's); returns the
-    flags the module records."""
+def build(tree: Path, march: str) -> str:
+    """Build the extension in ``tree`` with -march=``march`` ("default": setup.py's flags);
+    returns the flags the module records."""
     env = dict(os.environ)
     env.pop("OTREG_ARCH_FLAGS", None)
-    if flags != "default":
-        env["OTREG_ARCH_FLAGS"] = flags
+    if march != "default":
+        env["OTREG_ARCH_FLAGS"] = f"-march={march}"
     subprocess.run(
         [sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
         cwd=tree,
@@ -121,7 +133,7 @@ def build(tree: Path, flags: str) -> str:
     ).stdout.strip()
 
 
-def measure(tree: Path, args: argparse.Namespace, cache: Path) -> dict[str, float]:
+def measure(tree: Path, args: argparse.Namespace, cache: Path) -> dict:
     env = {
         **os.environ,
         "PYTHONPATH": str(tree),
@@ -138,7 +150,7 @@ def measure(tree: Path, args: argparse.Namespace, cache: Path) -> dict[str, floa
     )  # fmt: skip
     if out.returncode:
         print(out.stderr[-2000:], file=sys.stderr)
-        return {name: float("nan") for name in WORK}
+        return {"kernels": "failed", **{name: float("nan") for name in WORK}}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -146,15 +158,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument(
-        "--flags",
+        "--march",
         nargs="+",
-        default=["default", "-march=x86-64-v3", "-march=native"],
-        help='OTREG_ARCH_FLAGS of each build ("default": the portable flags of setup.py)',
+        default=["default", "x86-64-v3", "native"],
+        help='-march level of each build ("default": the portable flags of setup.py)',
     )
     parser.add_argument(
         "--old-rev",
-        help="also time the run-time (ctypes) build of this commit, e.g. the last one before "
-        "the kernels became an extension",
+        help="also time the run-time (ctypes) build of this commit (e.g. the last one before "
+        "the kernels became an extension: 48c366d), or of a folder holding its tree (where "
+        "there is no git, e.g. `git archive 48c366d otreg | tar -x -C old/`)",
     )
     parser.add_argument("--points", type=int, default=50_000)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
@@ -167,20 +180,22 @@ def main() -> None:
         f"otreg's kernels per build, {args.points} points, {args.threads} thread(s), "
         f"load average {os.getloadavg()[0]:.1f}; median s of {args.repeats} calls"
     )
-    print("| build | flags | " + " | ".join(f"{w} s" for w in WORK) + " |")
-    print("|---|---|" + "---|" * len(WORK), flush=True)
-    builds = [(f"extension {flags}", flags, None) for flags in args.flags]
+    print("| build | flags | kernels | " + " | ".join(f"{w} s" for w in WORK) + " |")
+    print("|---|---|---|" + "---|" * len(WORK), flush=True)
+    builds = [(f"extension {march}", march, None) for march in args.march]
     if args.old_rev:
         builds.append((f"ctypes at {args.old_rev}", None, args.old_rev))
-    for label, flags, rev in builds:
+    for label, march, rev in builds:
         with tempfile.TemporaryDirectory() as tmp:
             tree, cache = Path(tmp) / "tree", Path(tmp) / "cache"
             tree.mkdir()
             copy_tree(tree, rev)
-            recorded = build(tree, flags) if flags is not None else "-O3 -march=native (run time)"
+            recorded = build(tree, march) if march is not None else "-O3 -march=native (run time)"
             times = measure(tree, args, cache)
         print(
-            f"| {label} | {recorded} | " + " | ".join(f"{times[w]:.3f}" for w in WORK) + " |",
+            f"| {label} | {recorded} | {times['kernels']} | "
+            + " | ".join(f"{times[w]:.3f}" for w in WORK)
+            + " |",
             flush=True,
         )
 

@@ -886,6 +886,22 @@ py::tuple collect(std::unique_ptr<Entries<T>> entries, const Array<int64_t>& cou
   return py::make_tuple(crow, col, cost, val, row_max);
 }
 
+// Allocates row_max (n,) and the row counts, runs search(row_max, counts) without the GIL
+// (truncate or select: entries, per row max and count), and collects its entries.
+template <class T, class Search>
+py::tuple search_entries(int64_t n, Search&& search) {
+  Array<T> row_max(n);
+  Array<int64_t> counts(n);
+  T* row_max_p = row_max.mutable_data();
+  int64_t* counts_p = counts.mutable_data();
+  std::unique_ptr<Entries<T>> entries;
+  {
+    py::gil_scoped_release release;
+    entries = search(row_max_p, counts_p);
+  }
+  return collect<T>(std::move(entries), counts, row_max);
+}
+
 template <class T>
 py::tuple py_truncate(const Array<T>& x, const Array<T>& y_t, const Array<T>& h,
                       const Array<T>& lse, T inv_eps, T truncation, int threads) {
@@ -895,17 +911,10 @@ py::tuple py_truncate(const Array<T>& x, const Array<T>& y_t, const Array<T>& h,
   const int64_t m = y_t.shape(1);
   check_shape(h, "h", {m});
   check_shape(lse, "lse", {n});
-  Array<T> row_max(n);
-  Array<int64_t> counts(n);
-  T* row_max_p = row_max.mutable_data();
-  int64_t* counts_p = counts.mutable_data();
-  std::unique_ptr<Entries<T>> entries;
-  {
-    py::gil_scoped_release release;
-    entries = truncate<T>(n, x.data(), m, y_t.data(), dim, h.data(), lse.data(), inv_eps,
-                          truncation, row_max_p, counts_p, threads);
-  }
-  return collect<T>(std::move(entries), counts, row_max);
+  return search_entries<T>(n, [&](T* row_max, int64_t* counts) {
+    return truncate<T>(n, x.data(), m, y_t.data(), dim, h.data(), lse.data(), inv_eps,
+                       truncation, row_max, counts, threads);
+  });
 }
 
 template <class T>
@@ -918,17 +927,10 @@ py::tuple py_select(const Array<int64_t>& crow, const Array<int32_t>& col, const
   check_shape(col, "col", {nnz});
   check_shape(cost, "cost", {nnz});
   check_shape(h, "h", {-1});
-  Array<T> row_max(n);
-  Array<int64_t> counts(n);
-  T* row_max_p = row_max.mutable_data();
-  int64_t* counts_p = counts.mutable_data();
-  std::unique_ptr<Entries<T>> entries;
-  {
-    py::gil_scoped_release release;
-    entries = select<T>(n, crow.data(), col.data(), cost.data(), h.data(), inv_eps, truncation,
-                        row_max_p, counts_p, threads);
-  }
-  return collect<T>(std::move(entries), counts, row_max);
+  return search_entries<T>(n, [&](T* row_max, int64_t* counts) {
+    return select<T>(n, crow.data(), col.data(), cost.data(), h.data(), inv_eps, truncation,
+                     row_max, counts, threads);
+  });
 }
 
 template <class T>
