@@ -25,9 +25,10 @@ import torch
 
 from ..errors import SolverError
 from . import _native
+from .kernels import TruncatedKernel
 
 
-class SparseKernel:
+class SparseKernel(TruncatedKernel):
     """Truncated reductions ``log sum_j exp(h_j - C_ij / eps)`` over kept entries.
 
     Args:
@@ -36,7 +37,7 @@ class SparseKernel:
         vals: (nnz,) exp(z_ij - row_max_i), z_ij = h_ref[col] - cost / eps.
         row_max: (n,) max_j z_ij of each row; eps: the kernel's epsilon; h_ref: (m,).
         search: ``search(f, g, eps, truncation)`` finds this kernel and its partner again for
-            other potentials (:func:`refilter`).
+            other potentials (the :class:`otreg.ot.kernels.TruncatedKernel` protocol).
     """
 
     name = "sparse"
@@ -212,19 +213,6 @@ def truncated_pair(
         SparseKernel(*kernels[0], eps, h_y, search),
         SparseKernel(*kernels[1], eps, h_x, search),
     )
-
-
-def refilter(
-    kxy: SparseKernel,
-    kyx: SparseKernel,
-    f: torch.Tensor,
-    g: torch.Tensor,
-    eps: float,
-    truncation: float,
-) -> tuple[SparseKernel, SparseKernel]:
-    """The pair of :func:`truncated_pair` again, for the potentials f, g at ``eps``: potentials
-    that moved since it was built make other entries heavy."""
-    return kxy.search(f, g, eps, truncation)
 
 
 def native_entries(function: str, n_rows: int, dtype, *args):
