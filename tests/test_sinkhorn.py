@@ -152,3 +152,27 @@ def test_the_matching_stage_honours_the_solver_config(multiscale):
     assert cut.final_iterations <= 2 and cut.marginal_error > 1e-4
     full = match(x, w, y, w, solver=config.model_copy(update={"max_iter": 5000}), **common)
     assert full.solution.marginal_error < 1e-4 and full.solution.final_iterations > 2
+
+
+def test_transported_mass_is_the_moved_fraction_of_the_source_mass():
+    """On a weighted cloud: 100 light source points beside the target take more than their own
+    mass (confidence > 1), 10 heavy ones far away take none. The transported mass is the plan's
+    total mass over the source mass (computed here from the potentials), not the mean
+    confidence (which the light points dominate)."""
+    rng = np.random.default_rng(11)
+    near = rng.normal(size=(100, 3))
+    far = rng.normal(size=(10, 3)) + 30.0
+    x = torch.tensor(np.vstack([near, far]))
+    y = torch.tensor(near + rng.normal(size=(100, 3)) * 0.2)
+    a = torch.tensor(np.r_[np.full(100, 0.5 / 100), np.full(10, 0.5 / 10)])
+    b = torch.full((100,), 1 / 100, dtype=torch.float64)
+    blur, reach = 0.5, 3.0
+    sol = sinkhorn(x, y, a, b, blur=blur, reach=reach, tol=1e-8, max_iter=5000)
+    eps = blur**2
+    cost = torch.cdist(x, y) ** 2 / 2
+    plan = a[:, None] * b[None, :] * ((sol.f[:, None] + sol.g[None, :] - cost) / eps).exp()
+    moved = float(plan.sum() / a.sum())
+    assert sol.transported_mass == pytest.approx(moved, rel=1e-6)
+    assert float(sol.confidence[100:].max()) < 1e-3  # the far half of the mass stays
+    assert 0.5 < sol.transported_mass < 0.75
+    assert float(sol.confidence.mean()) > 1.1  # what the unweighted mean would have said

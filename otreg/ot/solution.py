@@ -165,6 +165,7 @@ def finish(solved: Solved, eps: float, center: torch.Tensor) -> OTSolution:
     row_cost = averages[:, -1] * eps + (averages[:, dim] if columns.spread is not None else 0)
     moved_mass = problem.a * confidence
     cost = float((moved_mass * row_cost).sum())
+    source_mass = float(problem.a.sum())
     plan = Plan(
         x,
         solved.y,
@@ -192,7 +193,7 @@ def finish(solved: Solved, eps: float, center: torch.Tensor) -> OTSolution:
         iterations=solved.iterations,
         final_iterations=solved.final_iterations,
         marginal_error=solved.error,
-        transported_mass=float(confidence.mean()) if confidence.numel() else 0.0,
+        transported_mass=float(moved_mass.sum()) / source_mass if source_mass > 0 else 0.0,
         backend=solved.backend,
         plan=plan,
     )
