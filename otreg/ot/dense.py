@@ -43,17 +43,7 @@ def solve(
                 make_kernel(backend, x, y, e), make_kernel(backend, y, x, e), e, f, g
             )
         updates = len(epsilons) + 1
-    final = iterate(
-        problem,
-        kxy,
-        kyx,
-        eps,
-        f,
-        g,
-        tol=options.tol,
-        max_iter=options.max_iter,
-        overrelaxation=options.overrelaxation,
-    )
+    final = iterate(problem, kxy, kyx, eps, f, g, options)
     return Solved(
         x=x,
         y=y,

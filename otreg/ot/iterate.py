@@ -16,6 +16,7 @@ import torch
 
 from ..errors import SolverError
 from .kernels import Kernel, TruncatedKernel
+from .options import SolverOptions
 
 log = logging.getLogger(__name__)
 
@@ -92,32 +93,34 @@ def iterate(
     eps: float,
     f: torch.Tensor,
     g: torch.Tensor,
+    options: SolverOptions,
     *,
-    tol: float,
-    max_iter: int,
-    overrelaxation: float,
-    truncation: float | None = None,
+    tol: float | None = None,
+    max_iter: int | None = None,
 ) -> Iterated:
-    """Iterations at ``eps`` until the plan's source marginal is right, at most ``max_iter``.
+    """Iterations at ``eps`` until the plan's source marginal error is below ``tol``, at most
+    ``max_iter`` (by default the options' ``tol`` and ``max_iter``).
 
     After a g-update the target marginal is exact (balanced), and the next f-update tells the
     source-marginal error for free: row mass_i = a_i exp((f_i - f_new_i) / eps). The error is
     measured once more after the last update, so ``max_iter = 0`` only measures it. Truncated
-    kernels (given ``truncation``) choose their entries again once the potentials have moved
-    by half the truncation since they were chosen: entries left out then may weigh more than
-    exp(-truncation / 2) of a row's largest (the iterations then stalled, and diverged once
-    the kernels were chosen again, measured on vessel-like trees).
+    kernels (:class:`TruncatedKernel`) choose their entries again once the potentials have
+    moved by half the options' ``truncation`` since they were chosen: entries left out then
+    may weigh more than exp(-truncation / 2) of a row's largest (the iterations then stalled,
+    and diverged once the kernels were chosen again, measured on vessel-like trees).
 
-    Over-relaxation (omega = ``overrelaxation``) starts once the error is below
+    Over-relaxation (omega = ``options.overrelaxation``) starts once the error is below
     ``_OVERRELAX_BELOW`` and falls back to plain updates if the error grows tenfold.
     """
+    tol = options.tol if tol is None else tol
+    max_iter = options.max_iter if max_iter is None else max_iter
+    truncation = options.truncation
     a = problem.a
     a_mass = float(a.sum())
-    omega, error, best, done = overrelaxation, math.inf, math.inf, 0
+    omega, error, best, done = options.overrelaxation, math.inf, math.inf, 0
     while True:
         if (
-            truncation is not None
-            and done % _DRIFT_EVERY == 0
+            done % _DRIFT_EVERY == 0
             and isinstance(kxy, TruncatedKernel)
             and isinstance(kyx, TruncatedKernel)
             and (

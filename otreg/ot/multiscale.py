@@ -102,16 +102,7 @@ def solve(
     )
     budget = options.max_iter - annealed.final_updates
     f, g, kxy, kyx, done, error = iterate(
-        solved,
-        annealed.kxy,
-        annealed.kyx,
-        eps,
-        annealed.f,
-        annealed.g,
-        tol=options.tol,
-        max_iter=budget,
-        overrelaxation=options.overrelaxation,
-        truncation=options.truncation,
+        solved, annealed.kxy, annealed.kyx, eps, annealed.f, annealed.g, options, max_iter=budget
     )
     columns = Columns(y, problem.log_b, g, None)
     if clustered:
@@ -122,21 +113,16 @@ def solve(
             annealed.y_level.points, solved.log_b, g_clusters, annealed.y_level.spread
         )
         done += extra
-    return Solved(
-        x=x,
-        y=y,
-        problem=problem,
-        f=f,
-        g=g,
-        kxy=kxy,
-        columns=columns,
-        iterations=annealed.updates + done,
-        final_iterations=annealed.final_updates + done,
-        error=error,
-        backend="multiscale",
-        order_x=order_x,
-        order_y=order_y,
-        support=(kxy.crow, kxy.col) if isinstance(kxy, SparseKernel) else None,
+    return _solved(
+        x,
+        y,
+        problem,
+        f,
+        g,
+        kxy,
+        columns,
+        (annealed.updates + done, annealed.final_updates + done, error),
+        (order_x, order_y),
     )
 
 
@@ -157,18 +143,15 @@ def warm_start(
     kxy, kyx = truncated_pair(
         x, y, problem.log_a, problem.log_b, problem.reach, f, g, eps, options.truncation
     )
-    f, g, kxy, _, done, error = iterate(
-        problem,
-        kxy,
-        kyx,
-        eps,
-        f,
-        g,
-        tol=options.tol,
-        max_iter=options.max_iter,
-        overrelaxation=options.overrelaxation,
-        truncation=options.truncation,
-    )
+    f, g, kxy, _, done, error = iterate(problem, kxy, kyx, eps, f, g, options)
+    columns = Columns(y, problem.log_b, g, None)
+    return _solved(x, y, problem, f, g, kxy, columns, (done, done, error), (order_x, order_y))
+
+
+def _solved(x, y, problem, f, g, kxy: Kernel, columns, counts, orders) -> Solved:
+    """The :class:`Solved` of the multiscale path: ``counts`` = (iterations, final
+    iterations, final error), ``orders`` = (order_x, order_y)."""
+    iterations, final_iterations, error = counts
     return Solved(
         x=x,
         y=y,
@@ -176,13 +159,13 @@ def warm_start(
         f=f,
         g=g,
         kxy=kxy,
-        columns=Columns(y, problem.log_b, g, None),
-        iterations=done,
-        final_iterations=done,
+        columns=columns,
+        iterations=iterations,
+        final_iterations=final_iterations,
         error=error,
         backend="multiscale",
-        order_x=order_x,
-        order_y=order_y,
+        order_x=orders[0],
+        order_y=orders[1],
         support=(kxy.crow, kxy.col) if isinstance(kxy, SparseKernel) else None,
     )
 
@@ -261,10 +244,9 @@ def anneal(
             eps,
             f,
             g,
+            options,
             tol=tol,
             max_iter=max_iter,
-            overrelaxation=options.overrelaxation,
-            truncation=truncation,
         )
         if result.error >= tol:
             log.debug(
@@ -404,16 +386,7 @@ def to_points(
         rows_only=True,
     )
     f_points, g, kxy, _, done, error = iterate(
-        to_clusters,
-        kxy,
-        kyx,
-        eps,
-        f_points,
-        g,
-        tol=options.tol,
-        max_iter=max_iter,
-        overrelaxation=options.overrelaxation,
-        truncation=options.truncation,
+        to_clusters, kxy, kyx, eps, f_points, g, options, max_iter=max_iter
     )
     return f_points, g_points, kxy, g, done, error
 
