@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
@@ -140,10 +141,10 @@ def warm_start(
     order_x, order_y = curve_order(x), curve_order(y)
     x, y, problem = x[order_x], y[order_y], problem.sorted(order_x, order_y)
     f, g = init[0][order_x], init[1][order_y]
-    kxy, kyx = truncated_pair(
+    pair = truncated_pair(
         x, y, problem.log_a, problem.log_b, problem.reach, f, g, eps, options.truncation
     )
-    f, g, kxy, _, done, error = iterate(problem, kxy, kyx, eps, f, g, options)
+    f, g, kxy, _, done, error = iterate(problem, *pair, eps, f, g, options)
     columns = Columns(y, problem.log_b, g, None)
     return _solved(x, y, problem, f, g, kxy, columns, (done, done, error), (order_x, order_y))
 
@@ -257,7 +258,10 @@ def anneal(
             )
         return result
 
-    lx = ly = kxy = kyx = f = g = None
+    lx, ly = levels(epsilons[0], len(epsilons) == 1)
+    f, g = torch.zeros_like(lx.weights), torch.zeros_like(ly.weights)
+    # the kernels of the last step: built at step 0, before their first use at a level change
+    kxy = kyx = cast(Kernel, None)
     updates = final_updates = 0
     level_iterations = min(_COARSE_ITERATIONS, options.max_iter)
 
@@ -266,12 +270,9 @@ def anneal(
         return max(0, min(level_iterations, options.max_iter - final_updates))
 
     for step, eps in enumerate(epsilons):
-        nx, ny = levels(eps, step == len(epsilons) - 1)
+        nx, ny = (lx, ly) if step == 0 else levels(eps, step == len(epsilons) - 1)
         damp = problem.damping(eps)
-        if lx is None:
-            lx, ly = nx, ny
-            f, g = torch.zeros_like(lx.weights), torch.zeros_like(ly.weights)
-        elif nx is not lx:
+        if nx is not lx:
             old_eps = epsilons[step - 1]
             if truncated(nx, ny):
                 # truncated kernels keep what the potentials say matters: potentials one
