@@ -1,7 +1,7 @@
 """Log-sum-exp reductions over a point pair (i, j), the only heavy operations of the solver.
 
-Both backends compute, for points already divided by the blur by :func:`make_kernel` (so
-that C_ij / eps is |x_i - y_j|^2 / 2 and no epsilon enters a compiled formula):
+Both dense backends compute, for points already divided by sqrt(eps) by :func:`make_kernel`
+(so that C_ij / eps is |x_i - y_j|^2 / 2 and no epsilon enters a compiled formula):
 
     lse_i      = log sum_j exp(h_j - |x_i - y_j|^2 / 2)                     (N,)
     average_i  = sum_j softmax_j(h_j - |x_i - y_j|^2 / 2) * v_ij            (N, k)
