@@ -22,11 +22,16 @@ O(N + M) memory, about four passes of a dense iteration. All in float64. Balance
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from .. import native
 from ..native import kernels as native_kernels
 from .kernels import half_sq_dist_blocks, make_kernel
+
+if TYPE_CHECKING:
+    from .solution import TruncatedSupport
 
 
 def c_transform(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -39,15 +44,17 @@ def c_transform(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor) -> torch.Tens
     return out
 
 
-def ot_bounds(x, y, a, b, f, g, blur: float, plan=None) -> tuple[float, float]:
+def ot_bounds(
+    x, y, a, b, f, g, eps: float, truncated: TruncatedSupport | None = None
+) -> tuple[float, float]:
     """[lower, upper] around the exact OT cost sum P_ij |x_i - y_j|^2 / 2 (mm^2).
 
     Args:
         x: (N, D), y: (M, D) points, mm (same frame); a (N,), b (M,) weights of equal sums.
-        f, g: Sinkhorn potentials at ``blur`` (mm), for these points in this order.
-        plan: (crow, col, columns) of a truncated plan: int32 CSR entries from the points x
-            to ``columns`` (``otreg.ot.sinkhorn._Columns``: y itself, or clusters of y whose
-            mass goes to their points in proportion to their weights); None: all pairs.
+        f, g: Sinkhorn potentials at ``eps`` (mm^2), for these points in this order.
+        truncated: the support of a truncated plan: int32 CSR entries from the points x to
+            its ``columns`` (y itself, or clusters of y whose mass goes to their points in
+            proportion to their weights); None: all pairs.
     """
     x, y, a, b, f, g = (t.double() for t in (x, y, a, b, f, g))  # bounds are worth the digits
     center = (a @ x + b @ y) / (a.sum() + b.sum())
@@ -55,9 +62,8 @@ def ot_bounds(x, y, a, b, f, g, blur: float, plan=None) -> tuple[float, float]:
     f_c = c_transform(y, x, f)
     lower = float(a @ c_transform(x, y, f_c) + b @ f_c)
 
-    eps = blur * blur
-    if plan is not None:
-        crow, col, columns = plan
+    if truncated is not None:
+        crow, col, columns = truncated.crow, truncated.col, truncated.columns
         y_cols = columns.points.double() - center
         b_cols = columns.log_weights.double().exp()
         upper = native_kernels.rounded_plan_cost(
@@ -66,7 +72,7 @@ def ot_bounds(x, y, a, b, f, g, blur: float, plan=None) -> tuple[float, float]:
         if columns.spread is not None:  # the rounded plan gives each cluster its exact mass
             upper += float(b_cols @ columns.spread.double()) / 2
         return lower, upper
-    kxy, kyx = make_kernel("torch", x, y, blur), make_kernel("torch", y, x, blur)
+    kxy, kyx = make_kernel("torch", x, y, eps), make_kernel("torch", y, x, eps)
     log_a, log_b = a.log(), b.log()
     # P_ij = a_i b_j exp((f_i + g_j - C_ij) / eps); row sums r, then alpha = min(1, a / r)
     rows = a * (f / eps + kxy.lse(log_b + g / eps)).exp()

@@ -23,9 +23,10 @@ from collections.abc import Callable
 import torch
 
 from ..native import kernels
+from .kernels import TruncatedKernel
 
 
-class SparseKernel:
+class SparseKernel(TruncatedKernel):
     """Truncated reductions ``log sum_j exp(h_j - C_ij / eps)`` over kept entries.
 
     Args:
@@ -34,7 +35,7 @@ class SparseKernel:
         vals: (nnz,) exp(z_ij - row_max_i), z_ij = h_ref[col] - cost / eps.
         row_max: (n,) max_j z_ij of each row; eps: the kernel's epsilon; h_ref: (m,).
         search: ``search(f, g, eps, truncation)`` finds this kernel and its partner again for
-            other potentials (:func:`refilter`).
+            other potentials (the :class:`otreg.ot.kernels.TruncatedKernel` protocol).
     """
 
     name = "sparse"
@@ -154,16 +155,3 @@ def truncated_pair(
         SparseKernel(*kernel_xy, eps, h_y, search),
         SparseKernel(*kernel_yx, eps, h_x, search),
     )
-
-
-def refilter(
-    kxy: SparseKernel,
-    kyx: SparseKernel,
-    f: torch.Tensor,
-    g: torch.Tensor,
-    eps: float,
-    truncation: float,
-) -> tuple[SparseKernel, SparseKernel]:
-    """The pair of :func:`truncated_pair` again, for the potentials f, g at ``eps``: potentials
-    that moved since it was built make other entries heavy."""
-    return kxy.search(f, g, eps, truncation)

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..config import SolverConfig
 from ..errors import InputError
-from ..ot import OTSolution, sinkhorn
+from ..ot import OTSolution, SolverOptions, sinkhorn
 from ..pointcloud import PointCloud
 from ._tensors import to_torch, unit_mass
 
@@ -58,13 +58,7 @@ def match(
         t(unit_mass(target_weights)),
         blur=blur,
         reach=reach,
-        scaling=solver.scaling,
-        tol=solver.tol,
-        max_iter=solver.max_iter,
-        overrelaxation=solver.overrelaxation,
-        backend=solver.backend,
-        multiscale=solver.multiscale,
-        truncation=solver.truncation,
+        options=SolverOptions.from_config(solver),
         init=None if init is None else (init.solution.f, init.solution.g),
     )
     return Matches(

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from ..gpu import keops_installed, lazy_tensor, warn_no_keops
-from .field import KernelField
+from .base import DisplacementField
+from .field import KernelField, regressed_inverse
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 _BLOCK_ELEMENTS = 2_000_000
 
 
-class RidgeField:
+class RidgeField(DisplacementField):
     """u(z) = A^T [z, 1] + sum_k K(z, c_k) alpha_k (see the module docstring).
 
     Args:
@@ -77,8 +78,19 @@ class RidgeField:
             return u
         return np.column_stack([u, self.extra(points, device=device)])
 
+    @property
+    def jacobian_step(self) -> float:
+        return min(self.sigmas) / 50
+
+    def approximate_inverse(self, points: np.ndarray) -> np.ndarray:
+        """z - u regressed at the moved controls (unit weights, the first kernel width)."""
+        u = self(self.controls)[:, :3]
+        return regressed_inverse(
+            self.controls, u, np.ones(len(self.controls)), self.sigmas[0], points
+        )
+
     # ------------------------------------------------------------------ files
-    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+    def to_arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
         arrays = {
             f"{prefix}kind": np.array(self.kind),
             f"{prefix}controls": self.controls,
@@ -91,7 +103,7 @@ class RidgeField:
         return arrays
 
     @classmethod
-    def from_arrays(cls, arrays, prefix: str) -> RidgeField:
+    def from_arrays(cls, arrays, prefix: str = "") -> RidgeField:
         extra = (
             KernelField.from_arrays(arrays, f"{prefix}extra_")
             if f"{prefix}extra_controls" in arrays
