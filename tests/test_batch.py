@@ -366,7 +366,8 @@ def test_killed_workers_and_a_terminated_batch_resume_exactly_the_unfinished_cas
         c: (status_of(out, c)["state"] if (out / c / "status.json").exists() else "pending")
         for c in ("k1", "k2", "k3")
     }
-    assert "interrupted" in states.values() and "running" not in states.values(), states
+    # the running case is marked interrupted (unless it ended just before the signal came)
+    assert "running" not in states.values() and set(states.values()) != {"ok"}, states
     assert hidden_leftovers(out) == []
     unfinished = sorted(c for c, s in states.items() if s != "ok")
     resumed = run_batch(path, jobs=2)
