@@ -37,6 +37,10 @@ stop() {
     for name in slurmd slurmctld munged; do
         if alive "$DIR/$name.pid"; then kill -TERM "$(cat "$DIR/$name.pid")" || true; fi
     done
+    for _ in $(seq 100); do  # until they are gone (zombies count as gone), at most 10 s
+        alive "$DIR/slurmd.pid" || alive "$DIR/slurmctld.pid" || alive "$DIR/munged.pid" || break
+        sleep 0.1
+    done
 }
 
 if [[ "${1:-}" == "stop" ]]; then stop; exit 0; fi
