@@ -164,7 +164,7 @@ def _case(values: dict[str, str], line: int, here: Path, where: str) -> Case:
         raise ManifestError(
             f"{where}, column 'landmark_format': {landmark_format!r} (expected mm or dirlab)"
         )
-    spacing = None
+    spacing: tuple[float, float, float] | None = None
     if values.get("spacing"):
         try:
             numbers = tuple(float(v) for v in values["spacing"].replace(",", " ").split())
@@ -175,18 +175,18 @@ def _case(values: dict[str, str], line: int, here: Path, where: str) -> Case:
                 f"{where}, column 'spacing': {values['spacing']!r} (expected three positive "
                 "numbers, mm: SX SY SZ)"
             )
-        spacing = numbers
+        spacing = (numbers[0], numbers[1], numbers[2])
     overrides = tuple(
         f"{name}={value}" for name, value in values.items() if is_override(name) and value
     )
     return Case(
         id=values["case"],
         row=line,
-        source=file("source"),  # type: ignore[arg-type]  (required: never empty)
-        target=file("target"),  # type: ignore[arg-type]
+        source=(here / values["source"]).absolute(),  # required: never empty
+        target=(here / values["target"]).absolute(),
         source_landmarks=source_landmarks,
         target_landmarks=target_landmarks,
         landmark_format=landmark_format,
-        spacing=spacing,  # type: ignore[arg-type]
+        spacing=spacing,
         overrides=overrides,
     )

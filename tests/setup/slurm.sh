@@ -12,7 +12,7 @@ set -euo pipefail
 
 DIR="${OTREG_SLURM_DIR:-/var/tmp/otreg-slurm}"
 CONF="$DIR/slurm.conf"
-NODE="$(hostname -s)"
+NODE="$(uname -n)"; NODE="${NODE%%.*}"   # hostname -s, without the hostname package
 
 log() { echo "slurm.sh: $*" >&2; }
 
@@ -26,7 +26,8 @@ alive() {  # pid file -> running (not a zombie)
 }
 
 stop() {
-    if [[ -f "$CONF" ]] && command -v squeue >/dev/null; then
+    # (only with a live controller: against a dead one the clients wait for their timeout)
+    if [[ -f "$CONF" ]] && command -v squeue >/dev/null && alive "$DIR/slurmctld.pid"; then
         SLURM_CONF="$CONF" scancel --user=root 2>/dev/null || true
         for _ in $(seq 50); do
             [[ -z "$(SLURM_CONF="$CONF" squeue -h 2>/dev/null)" ]] && break
@@ -35,6 +36,10 @@ stop() {
     fi
     for name in slurmd slurmctld munged; do
         if alive "$DIR/$name.pid"; then kill -TERM "$(cat "$DIR/$name.pid")" || true; fi
+    done
+    for _ in $(seq 100); do  # until they are gone (zombies count as gone), at most 10 s
+        alive "$DIR/slurmd.pid" || alive "$DIR/slurmctld.pid" || alive "$DIR/munged.pid" || break
+        sleep 0.1
     done
 }
 
@@ -78,7 +83,7 @@ ln -sf "$DIR/munge/munged.pid" "$DIR/munged.pid"
 munge -n | unmunge >/dev/null || { log "munge does not work"; exit 3; }
 
 CPUS="$(nproc)"
-MEM=$(( $(free -m | awk '/^Mem:/ {print $2}') - 512 ))
+MEM=$(( $(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo) - 512 ))  # no procps needed
 cat > "$CONF" <<CONF
 # one-node test cluster written by tests/setup/slurm.sh
 ClusterName=otregtest
@@ -110,7 +115,7 @@ rm -rf "$DIR/state"/*   # job ids from 1 again
 export SLURM_CONF="$CONF"
 slurmctld -c -f "$CONF" >&2
 slurmd -N "$NODE" -f "$CONF" >&2
-for _ in $(seq 150); do
+for _ in $(seq 300); do   # 60 s; 0.1-2 s measured
     state="$(sinfo -h -n "$NODE" -o %T 2>/dev/null || true)"
     [[ "$state" == idle* ]] && { echo "SLURM_CONF=$CONF"; exit 0; }
     sleep 0.2
