@@ -201,7 +201,7 @@ class SmoothConfig(_Section):
         default_factory=lambda: [10.0, 5.0], min_length=1, description="kernel width per round, mm"
     )
     regression: list[Literal["gaussian", "ridge"]] = Field(
-        default_factory=lambda: ["gaussian"],
+        default_factory=lambda: ["gaussian"],  # type: ignore[arg-type]
         min_length=1,
         description="per round: gaussian (kernel average of the matches) or ridge (kernel ridge "
         "regression: less biased where the sampling is uneven, e.g. at the lung's border)",
@@ -236,7 +236,7 @@ class SmoothConfig(_Section):
     )
 
     _scalar_to_list = field_validator("sigma", "regression", mode="before")(
-        MatchConfig._scalar_to_list.__func__
+        MatchConfig._scalar_to_list.__func__  # type: ignore[attr-defined]
     )
 
     _point_count = field_validator("ridge_points")(check_point_count)
@@ -335,7 +335,7 @@ class Config(_Section):
     @property
     def rounds(self) -> list[Round]:
         """(blur, sigma, reach, regression) of each non-rigid round (reach None: balanced)."""
-        lists = [
+        lists: list[list[Any]] = [
             self.match.blur,
             self.smooth.sigma,
             self.match.reach or [None],

@@ -80,7 +80,8 @@ def _search_size(grid: _Grid, n: int) -> float:
         evaluations += 1
         return grid.count(size)
 
-    best_size, best_count = None, -1
+    # hi, the first size tried, always qualifies: best_size is set before it is returned
+    best_size, best_count = 0.0, -1
 
     def consider(size: float, c: int) -> None:
         nonlocal best_size, best_count
@@ -96,7 +97,8 @@ def _search_size(grid: _Grid, n: int) -> float:
     consider(hi, c_hi)
 
     # Lower end: shrink using the current slope estimate until the count exceeds n.
-    lo, c_lo = None, None
+    lo: float | None = None
+    c_lo = 0
     slope = 2.0  # a surface; corrected from the first measurements
     size, c = hi, c_hi
     floor = grid.min_size()

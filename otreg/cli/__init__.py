@@ -82,8 +82,8 @@ def main() -> None:
         sys.exit(130)
     except Exception as err:  # click usage errors carry their own exit code (2)
         if isinstance(err, _click_exceptions()):
-            err.show()
-            sys.exit(err.exit_code)
+            err.show()  # type: ignore[attr-defined]
+            sys.exit(err.exit_code)  # type: ignore[attr-defined]
         raise
     if isinstance(code, int) and code:
         if code == 130:

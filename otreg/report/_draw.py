@@ -64,11 +64,11 @@ def draw_overlay(clouds: dict[str, np.ndarray], path: Path) -> None:
             np.max([clouds[k].max(axis=0) for k in ("source", "target", "warped")], axis=0),
         ]
     )
-    plotter = pv.Plotter(off_screen=True, shape=(2, 2), window_size=(2 * PANEL, 2 * PANEL))
+    plotter = pv.Plotter(off_screen=True, shape=(2, 2), window_size=[2 * PANEL, 2 * PANEL])
     for row, (moving, when) in enumerate((("source", "before"), ("warped", "after"))):
         for column, view in enumerate(VIEWS):
             plotter.subplot(row, column)
-            plotter.set_background("white")
+            plotter.set_background("white")  # type: ignore[arg-type]
             _points(plotter, clouds["target"], color=TARGET_COLOUR, opacity=0.7)
             _points(plotter, clouds[moving], color=SOURCE_COLOUR, opacity=0.7)
             plotter.add_text(f"{when}, {view}", position="upper_left", font_size=10, color="black")
@@ -82,7 +82,7 @@ def draw_fields(clouds: dict[str, np.ndarray], path: Path) -> None:
 
     source = clouds["source"]
     bounds = np.stack([source.min(axis=0), source.max(axis=0)])
-    plotter = pv.Plotter(off_screen=True, shape=(1, 2), window_size=(2 * PANEL, PANEL))
+    plotter = pv.Plotter(off_screen=True, shape=(1, 2), window_size=[2 * PANEL, PANEL])
     for column, (key, title, cmap, limits) in enumerate(
         (
             ("displacement_mm", "displacement (mm)", "viridis", None),
@@ -90,13 +90,13 @@ def draw_fields(clouds: dict[str, np.ndarray], path: Path) -> None:
         )
     ):
         plotter.subplot(0, column)
-        plotter.set_background("white")
+        plotter.set_background("white")  # type: ignore[arg-type]
         cloud = pv.PolyData(source)
         cloud[title] = clouds[key]
         plotter.add_mesh(
             cloud,
             scalars=title,
-            cmap=cmap,
+            cmap=cmap,  # type: ignore[arg-type]
             clim=limits,
             point_size=2.5,
             style="points",

@@ -30,7 +30,7 @@ def run_record(
     checksums and seed of one run."""
     from .. import native
 
-    versions = {"otreg": __version__, "python": platform.python_version()}
+    versions: dict[str, str | None] = {"otreg": __version__, "python": platform.python_version()}
     for name in _PACKAGES:
         try:
             versions[name] = metadata.version(name)

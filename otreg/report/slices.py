@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +27,7 @@ def is_image(path: str | Path) -> bool:
 def _image(path: Path, volume: int | None) -> tuple[np.ndarray, np.ndarray]:
     import nibabel as nib
 
-    image = nib.load(str(path))
+    image: Any = nib.load(str(path))
     data = np.asanyarray(image.dataobj)
     if data.ndim == 4:
         data = data[..., volume or 0]

@@ -48,7 +48,7 @@ def match(
     targets keep only the spatial part of the barycentric projection.
     """
     t = lambda array: to_torch(array, solver.dtype, device)  # noqa: E731
-    if source_features is not None:
+    if source_features is not None and target_features is not None:
         source_points = np.column_stack([source_points, source_features])
         target_points = np.column_stack([target_points, target_features])
     solution = sinkhorn(

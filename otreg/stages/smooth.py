@@ -64,6 +64,7 @@ def smooth(
         device: where the ridge fit runs ("cpu" or "cuda").
     """
     mass = weights * matches.confidence
+    field: KernelField | RidgeField
     if regression == "gaussian":
         field = KernelField(
             points, np.column_stack([matches.targets - points, matches.confidence]), mass, sigma

@@ -129,7 +129,7 @@ class Transform(SpatialTransform):
         path = Path(path)
         # a file object: np.savez would append '.npz' to a name
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, **self.to_arrays())
+            np.savez(fh, **self.to_arrays())  # type: ignore[arg-type]
         return path
 
     @classmethod

@@ -72,8 +72,8 @@ class RidgeField(DisplacementField):
             _as_tensor(self.controls - center, device),
             self.sigmas,
         )
-        u = kernel @ _as_tensor(self.coefficients, device)
-        u = u.double().cpu().numpy() + np.column_stack([points, np.ones(len(points))]) @ self.affine
+        u = (kernel @ _as_tensor(self.coefficients, device)).double().cpu().numpy()
+        u += np.column_stack([points, np.ones(len(points))]) @ self.affine
         if self.extra is None:
             return u
         return np.column_stack([u, self.extra(points, device=device)])
