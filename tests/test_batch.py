@@ -247,7 +247,7 @@ def test_run_resume_and_retry_failed(tmp_path, batch_study):
     assert rows["b"]["outlier"] == "failed" and rows["b"]["error"].startswith("InputError")
     assert rows["a"]["tre_after_mm"] < rows["a"]["tre_before_mm"]
     assert (out / "summary.csv").is_file() and (out / "index.html").is_file()
-    assert 'href="a/report.md"' in (out / "index.html").read_text()
+    assert 'href="a/report.html"' in (out / "index.html").read_text()
 
     stamps = {c: (out / c / "status.json").stat().st_mtime_ns for c in "abc"}
     again = run_batch(path, jobs=2)
@@ -416,7 +416,9 @@ def test_a_read_only_output_root_is_one_clear_error(tmp_path, small_disk, batch_
     assert done.stderr.strip() == f"otreg: error: {small_disk}: the output folder is not writable"
 
 
-def _fake_done_case(out: Path, case: str, residual: float, folding: float = 0.0) -> None:
+def _fake_done_case(
+    out: Path, case: str, residual: float, folding: float = 0.0, suspect: str | None = None
+) -> None:
     (out / case).mkdir(parents=True)
     (out / case / "status.json").write_text(json.dumps({"state": "ok", "seconds": 10.0}))
     (out / case / "metrics.json").write_text(
@@ -426,6 +428,9 @@ def _fake_done_case(out: Path, case: str, residual: float, folding: float = 0.0)
                 "residual_after": {"mean_mm": residual},
                 "transported_mass": 0.9,
                 "jacobian": {"min": 0.5 if folding == 0 else -0.1, "folding_fraction": folding},
+                "checks": {
+                    "flags": [{"level": "warn", "title": suspect, "detail": ""}] if suspect else []
+                },
             }
         )
     )
@@ -436,11 +441,13 @@ def test_the_summary_flags_failed_folding_and_far_residuals(tmp_path):
     for case, residual in (("a", 1.0), ("b", 1.1), ("c", 1.2), ("d", 4.0)):
         _fake_done_case(out, case, residual)
     _fake_done_case(out, "e", 1.0, folding=0.02)
+    _fake_done_case(out, "h", 1.0, suspect="Low matched mass")
     (out / "f").mkdir()
     (out / "f" / "status.json").write_text(
         json.dumps({"state": "failed", "error": {"kind": "InputError", "message": "x.vtk: bad"}})
     )
-    rows = {row["case"]: row for row in summarize(out, ["a", "b", "c", "d", "e", "f", "g"])}
+    cases = ["a", "b", "c", "d", "e", "f", "g", "h"]
+    rows = {row["case"]: row for row in summarize(out, cases)}
     assert {case: row["outlier"] for case, row in rows.items()} == {
         "a": None,
         "b": None,
@@ -449,15 +456,17 @@ def test_the_summary_flags_failed_folding_and_far_residuals(tmp_path):
         "e": "folding",
         "f": "failed",
         "g": None,
+        "h": "suspect",
     }
+    assert rows["h"]["suspect"] == "Low matched mass"
     assert rows["g"]["status"] == "pending" and rows["f"]["error"] == "InputError: x.vtk: bad"
-    report = batch_status(out, ["a", "b", "c", "d", "e", "f", "g"])
-    assert report["counts"] == {"ok": 5, "failed": 1, "running": 0, "interrupted": 0, "pending": 1}
+    report = batch_status(out, cases)
+    assert report["counts"] == {"ok": 6, "failed": 1, "running": 0, "interrupted": 0, "pending": 1}
     assert report["median_seconds_per_case"] == 10.0 and report["estimated_seconds_left"] == 10.0
     shown = batch_cli("summary", str(out))
-    assert shown.returncode == 0 and "6 case(s), 3 outlier(s)" in shown.stdout
+    assert shown.returncode == 0 and "7 case(s), 4 outlier(s)" in shown.stdout
     page = (out / "index.html").read_text()
-    assert page.count('class="outlier"') == 3 and 'href="a/report.md"' in page
+    assert page.count('class="outlier"') == 4 and 'href="a/report.html"' in page
 
 
 def test_fail_fast_starts_no_case_after_a_failure(tmp_path, batch_study):

@@ -32,6 +32,7 @@ COLUMNS = [
     "min_det_j",
     "folding_fraction",
     "transported_mass",
+    "suspect",
     "preset",
     "error",
     "outlier",
@@ -78,6 +79,8 @@ def case_row(output: Path, case: str) -> dict[str, Any]:
     row["residual_before_mm"] = metrics.get("residual_before", {}).get("mean_mm")
     row["residual_after_mm"] = metrics.get("residual_after", {}).get("mean_mm")
     row["transported_mass"] = metrics.get("transported_mass")
+    flags = metrics.get("checks", {}).get("flags", [])
+    row["suspect"] = "; ".join(flag["title"] for flag in flags) or None
     jacobian = metrics.get("jacobian") or {}
     row["min_det_j"] = jacobian.get("min")
     row["folding_fraction"] = jacobian.get("folding_fraction")
@@ -104,6 +107,8 @@ def summarize(output: str | Path, cases: list[str] | None = None) -> list[dict[s
             reasons.append("failed")
         if (row["folding_fraction"] or 0) > 0:
             reasons.append("folding")
+        if row["suspect"]:
+            reasons.append("suspect")
         for key, label in (("residual_after_mm", "residual"), ("tre_after_mm", "TRE")):
             median = medians[key]
             if median and row[key] is not None and row[key] > OUTLIER_FACTOR * median:
@@ -142,7 +147,7 @@ def render_index(rows: list[dict[str, Any]]) -> str:
             value = _cell(row[column])
             if column == "case" and row["status"] == DONE:
                 case = html.escape(row["case"], quote=True)
-                value = f'<a href="{case}/report.md">{value}</a>'
+                value = f'<a href="{case}/report.html">{value}</a>'
             cells.append(f"<td>{value}</td>")
         css = ' class="outlier"' if row["outlier"] else ""
         body.append(f"<tr{css}>{''.join(cells)}</tr>")
