@@ -48,11 +48,12 @@ def test_nifti_layout_and_values(fields):
 
     folder, transform, _, _, _ = fields
     image = nib.load(folder / "field_moving_to_fixed.nii.gz")
-    assert image.shape[3:] == (1, 3) and image.header.get_intent()[0] == "vector"
+    # intent 1006 (displacement vector, RAS vectors): what 3D Slicer loads as a transform
+    assert image.shape[3:] == (1, 3) and int(image.header["intent_code"]) == 1006
     data = np.asarray(image.dataobj)
     ijk = np.array([3, 4, 5])
     point = image.affine[:3, :3] @ ijk + image.affine[:3, 3]
-    vector_ras = lps_to_ras(data[3, 4, 5, 0][None].astype(np.float64))[0]
+    vector_ras = data[3, 4, 5, 0].astype(np.float64)
     assert np.allclose(vector_ras, transform(point[None])[0] - point, atol=1e-3)
 
 
@@ -79,6 +80,26 @@ def test_simpleitk_reads_both_directions(fields):
     moved = transform(inside)
     got = np.array([backward.TransformPoint(tuple(p)) for p in ras_to_lps(moved)])
     assert np.abs(lps_to_ras(got) - inside).max() < 0.3
+
+
+def test_composite_transforms_hold_everywhere(fields):
+    # one file per direction, read as ONE transform; far outside the fields' grid the rigid
+    # part still holds (the field's part is zero there)
+    sitk = pytest.importorskip("SimpleITK", reason="SimpleITK checks that ITK reads our files")
+    folder, transform, source, _, _ = fields
+    to_fixed = sitk.ReadTransform(str(folder / "transform_moving_to_fixed.h5"))
+    to_moving = sitk.ReadTransform(str(folder / "transform_fixed_to_moving.h5"))
+    assert to_fixed.GetName() == "CompositeTransform"
+    inside = source[np.all(np.abs(source - source.mean(0)) < [40, 25, 30], axis=1)][:50]
+    got = np.array([to_fixed.TransformPoint(tuple(p)) for p in ras_to_lps(inside)])
+    assert np.abs(lps_to_ras(got) - transform(inside)).max() < 0.3
+    moved = transform(inside)
+    got = np.array([to_moving.TransformPoint(tuple(p)) for p in ras_to_lps(moved)])
+    assert np.abs(lps_to_ras(got) - inside).max() < 0.3
+    far = source.mean(0) + [400.0, -300.0, 500.0]  # hundreds of mm beyond the grid
+    rigid_only = transform.rigid[:3, :3] @ far + transform.rigid[:3, 3]
+    got = lps_to_ras(np.array(to_fixed.TransformPoint(tuple(ras_to_lps(far)))))
+    assert np.allclose(got, rigid_only, atol=1e-6)
 
 
 def test_simpleitk_reads_the_rigid_transform_file(tmp_path):
