@@ -90,7 +90,8 @@ def nifti_header_grid(path: str | Path) -> tuple[tuple[int, int, int], np.ndarra
     try:
         image = nib.load(str(path))
     except Exception as err:  # nibabel raises several kinds for a bad header
-        raise InputError(path, f"is not a readable NIfTI image: {' '.join(str(err).split())}")
+        message = " ".join(str(err).split())
+        raise InputError(path, f"is not a readable NIfTI image: {message}") from None
     if len(image.shape) < 3 or not math.prod(image.shape[:3]):
         raise InputError(path, f"has shape {image.shape}: a reference grid needs a 3D image")
     affine = np.asarray(image.affine, dtype=np.float64)
