@@ -37,7 +37,9 @@ def cip(shared_data, tmp_path_factory):
 def _dice_per_label(fixed: np.ndarray, warped: np.ndarray, min_voxels: int = 100) -> dict:
     labels = [v for v in np.unique(fixed) if v and (fixed == v).sum() >= min_voxels]
     return {
-        int(v): 2 * ((fixed == v) & (warped == v)).sum() / ((fixed == v).sum() + (warped == v).sum())
+        int(v): 2
+        * ((fixed == v) & (warped == v)).sum()
+        / ((fixed == v).sum() + (warped == v).sum())
         for v in labels
     }
 

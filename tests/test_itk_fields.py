@@ -118,3 +118,65 @@ def test_simpleitk_reads_the_rigid_transform_file(tmp_path):
     fixed = moving @ rigid[:3, :3].T + rigid[:3, 3]
     got = np.array([itk.TransformPoint(tuple(p)) for p in ras_to_lps(fixed)])
     assert np.allclose(lps_to_ras(got), moving, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def sample_registration(tmp_path_factory):
+    """An output folder with a known breathing-like transform of the sample pair's space."""
+    from pathlib import Path
+
+    import otreg
+
+    sample = Path(__file__).resolve().parents[1] / "sample_data"
+    source = otreg.load(sample / "exhale_vessels.vtk").points
+    rigid = np.eye(4)
+    c, s = np.cos(np.radians(4)), np.sin(np.radians(4))
+    rigid[:3, :3] = [[1, 0, 0], [0, c, -s], [0, s, c]]
+    rigid[:3, 3] = [2, -6, 4]
+    moved = source @ rigid[:3, :3].T + rigid[:3, 3]
+    z = (moved[:, 2] - moved[:, 2].min()) / np.ptp(moved[:, 2])
+    displacement = np.column_stack([1.5 * z, 3 * (1 - z), -14 * (1 - z) ** 2])
+    transform = Transform(rigid, [KernelField(moved, displacement, np.ones(len(moved)), 12.0)])
+    folder = tmp_path_factory.mktemp("sample")
+    transform.save(folder / "transform.npz")
+    config = Config.model_validate({"output": {"grid_spacing": 4.0, "grid_margin": 10.0}})
+    write_dense_fields(folder, _Result(transform, source, transform(source)), config)
+    return folder, sample / "exhale_landmarks.txt"
+
+
+def test_landmarks_through_itk_files_agree_with_otreg_warp(sample_registration, tmp_path):
+    # the README's recipe: points move with the moving -> fixed files, as LPS points
+    sitk = pytest.importorskip("SimpleITK", reason="SimpleITK reads otreg's ITK files here")
+    import otreg
+
+    folder, landmarks = sample_registration
+    ours = np.loadtxt(otreg.warp(folder, landmarks, tmp_path / "moved.txt"))
+    points_lps = ras_to_lps(np.loadtxt(landmarks))
+    field = sitk.ReadImage(str(folder / "field_moving_to_fixed.nii.gz"), sitk.sitkVectorFloat64)
+    for transform in (
+        sitk.ReadTransform(str(folder / "transform_moving_to_fixed.h5")),
+        sitk.DisplacementFieldTransform(field),
+    ):
+        moved = lps_to_ras(np.array([transform.TransformPoint(tuple(p)) for p in points_lps]))
+        assert np.linalg.norm(moved - ours, axis=1).max() < 0.05
+    # the trap the README warns of: RAS points given to ITK as they are
+    wrong = np.array([transform.TransformPoint(tuple(p)) for p in np.loadtxt(landmarks)])
+    assert np.linalg.norm(wrong - ours, axis=1).mean() > 1.0
+
+
+def test_landmarks_through_ants_agree_with_otreg_warp(sample_registration, tmp_path):
+    ants = pytest.importorskip(
+        "ants", reason="ANTsPy (pip install antspyx, the 'ants' extra) is not installed"
+    )
+    import pandas as pd
+
+    import otreg
+
+    folder, landmarks = sample_registration
+    ours = np.loadtxt(otreg.warp(folder, landmarks, tmp_path / "moved.txt"))
+    points = pd.DataFrame(ras_to_lps(np.loadtxt(landmarks)), columns=["x", "y", "z"])
+    moved = ants.apply_transforms_to_points(
+        3, points, [str(folder / "transform_moving_to_fixed.h5")]
+    )
+    moved_ras = lps_to_ras(moved[["x", "y", "z"]].to_numpy())
+    assert np.linalg.norm(moved_ras - ours, axis=1).max() < 0.05
