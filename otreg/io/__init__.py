@@ -5,7 +5,8 @@ Public functions:
 - :func:`load`: a mesh, point list or NIfTI volume -> PointCloud in world RAS+ mm.
 - :func:`load_options`: an :class:`otreg.config.InputConfig` -> the keyword arguments of ``load``.
 - :func:`warp_file`: write a moved copy of an input file (mesh cells and frame kept).
-- :func:`read_landmarks`: ordered landmarks in mm ("mm" rows or DIR-LAB voxel indices).
+- :func:`read_landmarks`: ordered landmarks in mm ("mm" rows, Slicer markups, or DIR-LAB voxel
+  indices).
 - :func:`supported_suffixes`, :func:`file_suffix`, :func:`warped_suffix`.
 
 Submodules: ``frames`` (RAS/LPS), ``atomic`` (atomic writes), ``meshes`` (VTK/STL/PLY/OBJ via
@@ -24,7 +25,7 @@ import numpy as np
 
 from ..errors import InputError, OutputError
 from ..pointcloud import PointCloud
-from . import meshes, pointlists, volumes
+from . import markups, meshes, pointlists, volumes
 from .atomic import full_suffix
 from .landmarks import read_landmarks
 from .meshes import warped_suffix
@@ -207,6 +208,8 @@ def _read_native(
     if landmark_format != "mm":  # DIR-LAB indices; read_landmarks names an unknown format
         return read_landmarks(path, landmark_format, spacing), "landmarks"
     _check_readable(path)
+    if markups.is_markups(path):
+        return markups.read_markups(path), "markups"
     kind = _kind(path)
     if kind == "mesh":
         return meshes.read_mesh_points(path), kind
@@ -236,6 +239,8 @@ def warp_file(
               (LPS stays LPS) are kept, with the new positions and the mapping's arrays.
             - a point-list or NIfTI input to ``.vtk/.vtp/.vtu``: a point cloud (one vertex per
               point) with the arrays, tagged ``SPACE=RAS``.
+            - a 3D Slicer markups input (``.fcsv``, ``.mrk.json``) to the same format: a copy
+              with the new positions, in the input's frame, everything else kept.
         mapping: ``mapping(points_ras (N, 3) float64) -> (new_points_ras (N, 3), arrays)``
             where ``arrays`` maps names to (N,) or (N, k) arrays; (N, 3) arrays are taken as
             RAS vectors (e.g. ``displacement``) and converted with the points. A bare array
@@ -268,13 +273,15 @@ def warp_file(
                 "%s: text output keeps positions only; arrays %s dropped", path_out, list(arrays)
             )
         return pointlists.write_points_txt(path_out, new_points)
+    if kind == "markups" and markups.is_markups(path_out):
+        return markups.write_markups(path_in, path_out, new_points)
     if kind == "landmarks":
         raise OutputError(
             f"{path_out}: DIR-LAB landmarks are written as .txt (x y z in mm), not {suffix}"
         )
     if kind == "mesh" and suffix in meshes.MESH_WRITE_SUFFIXES:
         return meshes.write_warped_mesh(path_in, path_out, new_points, arrays)
-    if kind in ("points", "volume") and suffix in meshes.ARRAY_SUFFIXES:
+    if kind in ("points", "volume", "markups") and suffix in meshes.ARRAY_SUFFIXES:
         return meshes.write_point_cloud(path_out, new_points, arrays)
     allowed = meshes.MESH_WRITE_SUFFIXES if kind == "mesh" else meshes.ARRAY_SUFFIXES
     raise OutputError(
