@@ -73,9 +73,11 @@ def evaluate(
     if source_landmarks is not None and target_landmarks is not None:
         from .io import read_landmarks
         from .metrics import distance_summary, target_registration_error
+        from .warping import run_config
 
-        src = read_landmarks(source_landmarks, landmark_format, spacing)
-        tgt = read_landmarks(target_landmarks, landmark_format, spacing)
+        frame = run_config(registration).input.mesh_frame
+        src = read_landmarks(source_landmarks, landmark_format, spacing, mesh_frame=frame)
+        tgt = read_landmarks(target_landmarks, landmark_format, spacing, mesh_frame=frame)
         if len(src) != len(tgt):
             raise InputError(
                 target_landmarks, f"has {len(tgt)} landmarks but {source_landmarks} has {len(src)}"

@@ -28,8 +28,9 @@ def tre_after(shared_data):
     folder = shared_data / "dirlab4dct"
     results = {}
     for case, spacing in SPACING.items():
-        source = otreg.load(folder / f"case{case}_exhale_points.vtk")
-        target = otreg.load(folder / f"case{case}_inhale_points.vtk")
+        # untagged files in the frame of the DIR-LAB landmarks (voxel-aligned): read as-is
+        source = otreg.load(folder / f"case{case}_exhale_points.vtk", mesh_frame="ras")
+        target = otreg.load(folder / f"case{case}_inhale_points.vtk", mesh_frame="ras")
         # the diffeomorphic model: as accurate as the displacement one here (1.249 vs 1.254 mm),
         # and the bar is no folding with it
         result = otreg.register(

@@ -438,6 +438,8 @@ def test_dirlab_case1_evaluate(shared_data, tmp_path):
         str(out),
         "-c",
         "lung_points",
+        "--set",
+        "input.mesh_frame=ras",  # untagged, in the frame of the DIR-LAB landmarks
         "--points",
         "800",
         "--set",

@@ -27,6 +27,8 @@ def read_landmarks(
     path: str | Path,
     format: Literal["mm", "dirlab"] = "mm",
     spacing: Sequence[float] | None = None,
+    *,
+    mesh_frame: str = "lps",
 ) -> np.ndarray:
     """Read landmarks as an (N, 3) float64 array in mm (RAS+ for "mm" files), in file order.
 
@@ -34,6 +36,7 @@ def read_landmarks(
         path: the landmark file.
         format: "mm" or "dirlab" (see the module docstring).
         spacing: (sx, sy, sz) voxel size in mm; required for "dirlab", ignored otherwise.
+        mesh_frame: frame of a mesh file without a SPACE= tag ("lps" or "ras").
 
     Raises:
         InputError: missing file, unknown format, missing/bad spacing, unreadable rows, no rows,
@@ -62,7 +65,7 @@ def read_landmarks(
     if markups.is_markups(path):
         return markups.read_markups(path)
     if suffix in meshes.MESH_SUFFIXES:
-        points = meshes.read_mesh_points(path)
+        points = meshes.read_mesh_points(path, default_space=mesh_frame.upper())
     else:
         points = pointlists.read_points(path)
     _check_finite(path, points)
