@@ -161,3 +161,23 @@ def test_points_move_with_the_other_composite_file_in_lps(cip):
     # and the registration recovers the known motion (measured: 0.64 mm mean, 4 mm voxels)
     expected = points @ truth[:3, :3].T + truth[:3, 3]
     assert np.linalg.norm(moved - expected, axis=1).mean() < 1.5
+
+
+def test_the_readme_ants_command_line(cip, tmp_path):
+    # antsApplyTransforms itself (ANTsPy ships it compiled; no ANTs binaries here), with the
+    # README's arguments
+    pytest.importorskip(
+        "ants", reason="ANTsPy (pip install antspyx, the 'ants' extra) is not installed"
+    )
+    import nibabel as nib
+    from ants.internal import get_lib_fn
+
+    folder, out = cip
+    warped = tmp_path / "labels.nii.gz"
+    args = ["-d", "3", "-i", str(folder / "lunglabels_moving.nii.gz")]
+    args += ["-r", str(folder / "lunglabels_fixed.nii.gz")]
+    args += ["-t", str(out / "transform_fixed_to_moving.h5"), "-n", "GenericLabel"]
+    assert get_lib_fn("antsApplyTransforms")([*args, "-o", str(warped)]) == 0
+    fixed = np.asarray(nib.load(folder / "lunglabels_fixed.nii.gz").dataobj)
+    dice = _dice_per_label(fixed, np.asarray(nib.load(warped).dataobj).round())
+    assert min(dice.values()) >= 0.999
