@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -123,8 +125,6 @@ def test_simpleitk_reads_the_rigid_transform_file(tmp_path):
 @pytest.fixture(scope="module")
 def sample_registration(tmp_path_factory):
     """An output folder with a known breathing-like transform of the sample pair's space."""
-    from pathlib import Path
-
     import otreg
 
     sample = Path(__file__).resolve().parents[1] / "sample_data"
@@ -180,3 +180,68 @@ def test_landmarks_through_ants_agree_with_otreg_warp(sample_registration, tmp_p
     )
     moved_ras = lps_to_ras(moved[["x", "y", "z"]].to_numpy())
     assert np.linalg.norm(moved_ras - ours, axis=1).max() < 0.05
+
+
+def test_image_grid_nodes_are_voxel_centres_covering_the_image():
+    from otreg.transforms.grids import image_grid
+
+    affine = np.array(
+        [[-0.7, 0, 0, 120.0], [0, 0, 0.7, -30.0], [0, -2.5, 0, 80.0], [0, 0, 0, 1]]
+    )  # flipped and permuted axes, as NIfTI headers have them
+    shape = (101, 64, 30)
+    grid, step, first = image_grid(shape, affine, 4.0, margin=3.0)
+    assert step.tolist() == [5, 1, 5] and first.tolist() == [-5, -2, -5]
+    nodes = np.indices(grid.shape).reshape(3, -1).T
+    voxels = first + nodes * step  # every node is a voxel centre of the image
+    np.testing.assert_allclose(grid.points(), voxels @ affine[:3, :3].T + affine[:3, 3], atol=1e-9)
+    assert (-voxels.min(0) * np.array([0.7, 2.5, 0.7]) >= 3.0).all()  # the margin
+    assert (voxels.max(0) >= np.array(shape) - 1).all()  # the last voxel covered
+    exact, step, _ = image_grid(shape, affine, 0.5)  # finer than the voxels: the image grid
+    assert step.tolist() == [1, 1, 1] and exact.shape == shape
+
+
+def test_fixed_fields_take_the_reference_images_grid(tmp_path):
+    import nibabel as nib
+
+    from otreg.transforms.grids import image_grid
+
+    rng = np.random.default_rng(3)
+    source = rng.uniform(-40, 40, size=(300, 3))
+    shift = np.eye(4)
+    shift[:3, 3] = [3.0, -2.0, 5.0]
+    transform = Transform(shift)
+    affine = np.diag([-3.0, -3.0, 3.0, 1.0])
+    affine[:3, 3] = [150.0, 150.0, -150.0]
+    reference = tmp_path / "fixed.nii.gz"
+    nib.Nifti1Image(np.zeros((100, 100, 100), np.int16), affine).to_filename(reference)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    config = Config.model_validate({"output": {"grid_spacing": 6.0, "grid_margin": 0.0}})
+    info = write_dense_fields(
+        folder, _Result(transform, source, transform(source)), config, reference=reference
+    )
+    assert info["fixed_grid_from"] == str(reference)
+    assert info["moving_grid_from"] == "the box of both clouds"
+    field = nib.load(folder / "field_fixed_to_moving.nii.gz")
+    grid = image_grid((100, 100, 100), affine, 6.0)[0]
+    assert field.shape[:3] == grid.shape and np.allclose(field.affine, grid.affine)
+    # a rigid shift: the pull-back is -shift everywhere on the whole image's grid
+    vectors = np.asarray(field.dataobj)[..., 0, :].reshape(-1, 3)
+    np.testing.assert_allclose(vectors, np.tile(-shift[:3, 3], (len(vectors), 1)), atol=1e-4)
+
+
+def test_a_bad_reference_fails_before_any_work(tmp_path):
+    import otreg
+    from otreg.errors import InputError
+
+    sample = Path(__file__).resolve().parents[1] / "sample_data"
+    bad = tmp_path / "fixed.nii.gz"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(InputError, match="fixed.nii.gz.*NIfTI"):
+        otreg.run(
+            sample / "exhale_vessels.vtk",
+            sample / "inhale_vessels.vtk",
+            tmp_path / "out",
+            reference=bad,
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fixed.nii.gz"]
