@@ -73,7 +73,6 @@ def evaluate(
     if source_landmarks is not None and target_landmarks is not None:
         from .io import read_landmarks
         from .metrics import distance_summary, target_registration_error
-        from .warping import run_config
 
         frame = run_config(registration).input.mesh_frame
         src = read_landmarks(source_landmarks, landmark_format, spacing, mesh_frame=frame)
@@ -103,8 +102,7 @@ def _quality(
     from .sampling import downsample
 
     folder = registration if registration.is_dir() else registration.parent
-    resolved = folder / "config.resolved.toml"
-    cfg = load_config(resolved if resolved.is_file() else None)
+    cfg = run_config(folder)
     if grid_spacing is not None:  # the schema's rule for output.grid_spacing
         cfg = load_config(cfg, output__grid_spacing=grid_spacing)
     if source is None:
@@ -121,7 +119,26 @@ def _quality(
 
 def recorded_source(folder: Path) -> Path | None:
     """The source file recorded in ``folder/run.json``, or None."""
+    return recorded_input(folder, "source")
+
+
+def recorded_input(registration: str | Path, role: str) -> Path | None:
+    """The ``role`` ("source", "target", "reference") file recorded in the ``run.json`` of an
+    output folder (or of a transform.npz's folder), or None."""
+    registration = Path(registration)
+    folder = registration if registration.is_dir() else registration.parent
     try:
-        return Path(json.loads((folder / "run.json").read_text())["inputs"]["source"]["path"])
+        return Path(json.loads((folder / "run.json").read_text())["inputs"][role]["path"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def run_config(registration: str | Path):
+    """The :class:`otreg.config.Config` of a run: its ``config.resolved.toml`` (the defaults
+    where it has none)."""
+    from .config import load_config
+
+    registration = Path(registration)
+    folder = registration if registration.is_dir() else registration.parent
+    resolved = folder / "config.resolved.toml"
+    return load_config(resolved if resolved.is_file() else None)

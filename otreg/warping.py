@@ -47,7 +47,7 @@ def warp(
         InputError: unreadable inputs.
     """
     from .errors import OutputError
-    from .evaluation import transform_file
+    from .evaluation import recorded_input, run_config, transform_file
     from .io import file_suffix, warp_file
     from .io.volumes import VOLUME_SUFFIXES
     from .transforms import Transform
@@ -64,7 +64,9 @@ def warp(
             transform,
             file,
             output,
-            reference=reference if reference is not None else recorded_target(registration),
+            reference=reference
+            if reference is not None
+            else recorded_input(registration, "target"),
             interpolation=interpolation,
             grid_spacing=config.output.grid_spacing,
             volume=config.input.volume,
@@ -81,29 +83,6 @@ def warp(
         spacing=spacing,
         load_kwargs=load_kwargs,
     )
-
-
-def run_config(registration: str | Path):
-    """The :class:`otreg.config.Config` of a run (its ``config.resolved.toml``; the defaults
-    where it has none)."""
-    from .config import load_config
-
-    registration = Path(registration)
-    folder = registration if registration.is_dir() else registration.parent
-    resolved = folder / "config.resolved.toml"
-    return load_config(resolved if resolved.is_file() else None)
-
-
-def recorded_target(registration: str | Path) -> Path | None:
-    """The target file recorded in the run's ``run.json``, or None."""
-    import json
-
-    registration = Path(registration)
-    folder = registration if registration.is_dir() else registration.parent
-    try:
-        return Path(json.loads((folder / "run.json").read_text())["inputs"]["target"]["path"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def warp_image(
