@@ -31,7 +31,6 @@ from ..config import Config
 from ..errors import OutputError
 from ..io import warp_file, warped_suffix
 from ..io.frames import matrix_ras_to_lps
-from ..transforms.rigid import apply_matrix
 from ..warping import point_mapping
 from .markdown import render_report
 from .provenance import run_record
@@ -115,6 +114,7 @@ def write_dense_fields(
     part, both fields on the fixed grid: the rigid part holds everywhere).
     """
     from ..transforms.itk import displacement_image, nonrigid_part, pullback, write_composite
+    from ..transforms.rigid import apply_matrix
 
     transform = result.transform
     grids = field_grids(
