@@ -126,7 +126,8 @@ class Case:
         import otreg
         from otreg.io import read_landmarks
 
-        self.source, self.target = otreg.load(self.paths[0]), otreg.load(self.paths[1])
+        # DIR-LAB clouds carry no SPACE= tag; they are in the frame of their landmarks
+        self.source, self.target = (otreg.load(p, mesh_frame="ras") for p in self.paths[:2])
         if self.spacing is None:
             self.lm_source, self.lm_target = np.loadtxt(self.paths[2]), np.loadtxt(self.paths[3])
         else:

@@ -85,6 +85,11 @@ class InputConfig(_Section):
         None, description="NIfTI: keep voxels with low <= value <= high"
     )
     volume: int | None = Field(None, ge=0, description="NIfTI: index of the volume of a 4D image")
+    mesh_frame: Literal["lps", "ras"] = Field(
+        "lps",
+        description="frame of mesh files without a SPACE= tag: lps (what 3D Slicer >= 4.11 and "
+        "ITK-based tools assume and write) or ras; tagged files are read in their own frame",
+    )
 
     _point_count = field_validator("points")(check_point_count)
 
@@ -247,7 +252,12 @@ class OutputConfig(_Section):
 
     dense_field: bool = Field(True, description="write ITK/ANTs/Slicer displacement NIfTI fields")
     grid_spacing: PositiveFloat = Field(4.0, description="spacing of the dense fields, mm")
-    grid_margin: float = Field(10.0, ge=0, description="margin around the clouds, mm")
+    grid_margin: float = Field(
+        10.0,
+        ge=0,
+        description="the dense fields reach this far beyond the reference image (or, without "
+        "one, beyond the box of both clouds), mm",
+    )
     jacobian: bool = Field(
         True,
         description="Jacobian determinant of the transform on a grid_spacing grid over the source (metrics.json)",

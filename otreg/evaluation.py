@@ -79,8 +79,9 @@ def evaluate(
         from .io import read_landmarks
         from .metrics import distance_summary, target_registration_error
 
-        src = read_landmarks(source_landmarks, landmark_format, spacing)
-        tgt = read_landmarks(target_landmarks, landmark_format, spacing)
+        frame = run_config(registration).input.mesh_frame
+        src = read_landmarks(source_landmarks, landmark_format, spacing, mesh_frame=frame)
+        tgt = read_landmarks(target_landmarks, landmark_format, spacing, mesh_frame=frame)
         if len(src) != len(tgt):
             raise InputError(
                 target_landmarks, f"has {len(tgt)} landmarks but {source_landmarks} has {len(src)}"
@@ -144,8 +145,7 @@ def _quality(
     from .sampling import downsample, downsample_onto
 
     folder = registration if registration.is_dir() else registration.parent
-    resolved = folder / "config.resolved.toml"
-    cfg = load_config(resolved if resolved.is_file() else None)
+    cfg = run_config(folder)
     if grid_spacing is not None:  # the schema's rule for output.grid_spacing
         cfg = load_config(cfg, output__grid_spacing=grid_spacing)
     if source is None:
@@ -167,9 +167,23 @@ def _quality(
     return transform_quality(transform, cloud.points, cfg.output.grid_spacing, jacobian=jacobian)
 
 
-def recorded_input(folder: Path, which: Literal["source", "target"]) -> Path | None:
-    """The source or target file recorded in ``folder/run.json``, or None."""
+def recorded_input(registration: str | Path, role: str) -> Path | None:
+    """The ``role`` ("source", "target", "reference") file recorded in the ``run.json`` of an
+    output folder (or of a transform.npz's folder), or None."""
+    registration = Path(registration)
+    folder = registration if registration.is_dir() else registration.parent
     try:
-        return Path(json.loads((folder / "run.json").read_text())["inputs"][which]["path"])
+        return Path(json.loads((folder / "run.json").read_text())["inputs"][role]["path"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def run_config(registration: str | Path):
+    """The :class:`otreg.config.Config` of a run: its ``config.resolved.toml`` (the defaults
+    where it has none)."""
+    from .config import load_config
+
+    registration = Path(registration)
+    folder = registration if registration.is_dir() else registration.parent
+    resolved = folder / "config.resolved.toml"
+    return load_config(resolved if resolved.is_file() else None)

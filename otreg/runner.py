@@ -60,6 +60,7 @@ def run(
     *,
     overrides: Sequence[str] = (),
     overwrite: bool = False,
+    reference: str | Path | None = None,
     on_step: Callable[[str], None] | None = None,
     argv: list[str] | None = None,
     **settings: Any,
@@ -73,6 +74,9 @@ def run(
             the input type (:func:`otreg.preset_for`).
         overrides: ``"section.key=value"`` strings applied on top (``--set``).
         overwrite: replace an existing output folder.
+        reference: a NIfTI image (the fixed one) whose grid the fixed-space displacement
+            fields and composite ``.h5`` transforms cover (default: the target's when it is a
+            NIfTI image, else the box of both clouds plus ``output.grid_margin``).
         on_step: called with a short description as each step starts (progress display).
         argv: the command line recorded in ``run.json`` (default: ``sys.argv``).
         settings: values applied last, ``__`` for the dot (``device="cpu"``,
@@ -104,6 +108,11 @@ def run(
         loading = cfg = load_config(config, overrides, **settings)
     options = load_options(loading.input)
     check_output_dir(out, overwrite)
+    if reference is not None:
+        from .transforms.grids import nifti_header_grid
+
+        reference = Path(reference)
+        nifti_header_grid(reference)  # a bad reference fails before any work
     step("loading")
     source_cloud = load(source, **options)
     target_cloud = load(target, **options)
@@ -131,5 +140,6 @@ def run(
         overwrite=overwrite,
         argv=argv,
         preset=preset,
+        reference=reference,
     )
     return RunResult(out, registration, cfg, preset, time.perf_counter() - started)

@@ -53,6 +53,8 @@ OUTPUT_FILES = {
     "rigid_fixed_to_moving.tfm",
     "field_fixed_to_moving.nii.gz",
     "field_moving_to_fixed.nii.gz",
+    "transform_fixed_to_moving.h5",
+    "transform_moving_to_fixed.h5",
     "metrics.json",
     "run.json",
     "config.resolved.toml",
@@ -240,7 +242,10 @@ def test_itk_outputs(registration):
     for name in ("field_fixed_to_moving.nii.gz", "field_moving_to_fixed.nii.gz"):
         image = nib.load(out / name)
         assert image.ndim == 5 and image.shape[3:] == (1, 3)
+        assert int(image.header["intent_code"]) == 1006  # Slicer: a displacement field
         assert np.isfinite(np.asarray(image.dataobj)).all()
+    for name in ("transform_fixed_to_moving.h5", "transform_moving_to_fixed.h5"):
+        assert (out / name).read_bytes()[:8] == b"\x89HDF\r\n\x1a\n"
 
 
 def test_metrics_run_config_report(registration):
@@ -411,7 +416,12 @@ def test_register_overwrite_replaces_folder(registration, tmp_path):
         "output.dense_field=false",
     )
     names = {p.name for p in out.iterdir()}
-    fields = {"field_fixed_to_moving.nii.gz", "field_moving_to_fixed.nii.gz"}
+    fields = {
+        "field_fixed_to_moving.nii.gz",
+        "field_moving_to_fixed.nii.gz",
+        "transform_fixed_to_moving.h5",
+        "transform_moving_to_fixed.h5",
+    }
     # a point list is warped to a .vtp point cloud (text cannot carry the arrays)
     assert names == (OUTPUT_FILES - fields - {"warped_source.vtk"}) | {"warped_source.vtp"}
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
@@ -430,6 +440,8 @@ def test_dirlab_case1_evaluate(shared_data, tmp_path):
         str(out),
         "-c",
         "lung_points",
+        "--set",
+        "input.mesh_frame=ras",  # untagged, in the frame of the DIR-LAB landmarks
         "--points",
         "800",
         "--set",

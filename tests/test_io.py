@@ -115,8 +115,8 @@ def test_atomic_path_missing_folder(tmp_path):
 def test_polydata_formats_round_trip(tmp_path, suffix):
     s = sphere()
     path = tmp_path / f"sphere{suffix}"
-    s.save(path)
-    cloud = io.load(path)
+    s.save(path)  # no SPACE= tag: RAS as the file is, with input.mesh_frame = "ras"
+    cloud = io.load(path, mesh_frame="ras")
     assert cloud.source == str(path)
     assert cloud.meta["space"] == "RAS" and cloud.meta["weights"] == "area"
     np.testing.assert_allclose(sorted_rows(cloud.points), sorted_rows(s.points), atol=1e-4)
@@ -132,7 +132,7 @@ def test_unstructured_grid_round_trip(tmp_path, suffix):
     ug = s.cast_to_unstructured_grid()
     path = tmp_path / f"grid{suffix}"
     ug.save(path)
-    cloud = io.load(path)
+    cloud = io.load(path, mesh_frame="ras")
     assert cloud.meta["dataset"] == "UnstructuredGrid"
     np.testing.assert_allclose(cloud.points, s.points, atol=1e-6)
     np.testing.assert_allclose(cloud.mass, s.area, rtol=1e-5)
@@ -283,8 +283,9 @@ def test_warped_copy_unstructured_grid_and_stl(tmp_path):
     raw = pv.read(out)
     assert isinstance(raw, pv.UnstructuredGrid)
     np.testing.assert_array_equal(raw.celltypes, ug.celltypes)
-    np.testing.assert_allclose(raw.points, ug.points + [1, 2, 3], atol=1e-6)
-    assert out.read_bytes().split(b"\n")[1] == b"vtk output"  # untagged input, untagged output
+    # an untagged input is read as LPS (input.mesh_frame), and its copy says so
+    np.testing.assert_allclose(raw.points, ug.points + [-1, -2, 3], atol=1e-6)
+    assert out.read_bytes().split(b"\n")[1] == b"vtk output SPACE=LPS"
     s.save(tmp_path / "surface.stl")
     assert meshes.warped_suffix(tmp_path / "surface.stl") == ".vtp"
     assert meshes.warped_suffix("a.VTU") == ".vtu"
@@ -375,7 +376,7 @@ def test_nifti_selection_by_intensity_and_float_mask(tmp_path):
     cloud = io.load(path, intensity_range=(-600, -400))
     assert len(cloud) == int(((ct >= -600) & (ct <= -400)).sum())
     assert ((cloud.features["intensity"] >= -600) & (cloud.features["intensity"] <= -400)).all()
-    with pytest.raises(InputError, match="label=.*intensity_range") as err:
+    with pytest.raises(InputError, match="--label.*--intensity-range") as err:
         io.load(path)
     assert str(path) in str(err.value)
     mask = (ct > -500).astype(np.float64)  # a mask stored as float
@@ -590,6 +591,7 @@ def test_load_options_from_config():
         "volume": None,
         "weight_by": None,
         "surface_weights": "area",
+        "mesh_frame": "lps",
     }
     cfg = InputConfig(label=[13, 14], intensity_range=(-1000, -500), volume=2, weight_by="radius")
     opts = io.load_options(cfg)
@@ -628,7 +630,7 @@ def test_real_files(shared_data):
     # DIR-LAB landmarks (1-based voxel indices) land in the frame of the case's point cloud.
     dirlab = shared_data / "dirlab4dct"
     landmarks = io.read_landmarks(dirlab / "case1_300_T00_xyz.txt", "dirlab", (0.97, 0.97, 2.5))
-    inhale = io.load(dirlab / "case1_inhale_points.vtk")
+    inhale = io.load(dirlab / "case1_inhale_points.vtk", mesh_frame="ras")  # untagged, as-is
     assert landmarks.shape == (300, 3)
     assert (landmarks > inhale.points.min(0) - 20).all() and (
         landmarks < inhale.points.max(0) + 20

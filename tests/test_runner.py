@@ -45,9 +45,19 @@ def _cut(text: str, start: str, end: str) -> str:
     return head + end + rest.partition(end)[2]
 
 
+def _itk_transform_parameters(path: Path) -> list:
+    """(type, fixed parameters, parameters) of each transform of an ITK composite file."""
+    import SimpleITK as sitk
+
+    composite = sitk.CompositeTransform(sitk.ReadTransform(str(path)))
+    parts = [composite.GetNthTransform(i) for i in range(composite.GetNumberOfTransforms())]
+    return [(t.GetName(), t.GetFixedParameters(), t.GetParameters()) for t in parts]
+
+
 def _contents(out: Path) -> dict[str, object]:
     """Every output file's content, without what differs between two runs by design: the
-    times, run.json's date and command line, and the date stamps inside zip and gzip files."""
+    times, run.json's date and command line, and the date stamps inside zip, gzip and HDF5
+    files."""
     contents: dict[str, object] = {}
     for path in sorted(out.iterdir()):
         if path.name == "run.json":
@@ -76,6 +86,8 @@ def _contents(out: Path) -> dict[str, object]:
                 contents[path.name] = {k: data[k].tobytes() for k in data.files}
         elif path.name.endswith(".gz"):
             contents[path.name] = gzip.decompress(path.read_bytes())
+        elif path.suffix == ".h5":  # HDF5 object headers carry their write times
+            contents[path.name] = _itk_transform_parameters(path)
         else:
             contents[path.name] = path.read_bytes()
     return contents

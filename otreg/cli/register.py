@@ -38,6 +38,12 @@ def register(
     weight_by: str | None = typer.Option(
         None, "--weight-by", help="Weight points by this point array (e.g. radius)."
     ),
+    reference: Path | None = typer.Option(
+        None,
+        "--reference",
+        help="NIfTI image whose grid the fixed-space fields and .h5 transforms cover "
+        "(default: TARGET's, when it is a NIfTI image; else the clouds' box).",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
     json_: bool = JsonOption,
     verbose: int = VerboseOption,
@@ -60,6 +66,7 @@ def register(
             config,
             overrides=set_ or (),
             overwrite=overwrite,
+            reference=reference,
             on_step=status.update,
             device=device,
             seed=seed,

@@ -15,9 +15,27 @@ def warp(
     registration: Path = typer.Argument(
         ..., help="Output folder of 'otreg register' (or its transform.npz)."
     ),
-    file: Path = typer.Argument(..., help="Points, mesh, NIfTI mask or landmarks in SOURCE space."),
+    file: Path = typer.Argument(
+        ..., help="Points, mesh, landmarks, NIfTI image or mask in SOURCE space."
+    ),
     output: Path = typer.Option(
-        ..., "--output", "-o", help="Warped file; its suffix picks the format (.txt: x y z rows)."
+        ...,
+        "--output",
+        "-o",
+        help="Warped file; its suffix picks the format (.txt: x y z rows; .nii.gz: a "
+        "resampled image).",
+    ),
+    reference: Path | None = typer.Option(
+        None,
+        "--reference",
+        help="Images: the fixed NIfTI image whose grid the output takes (default: the "
+        "registration's target, when it is a NIfTI image).",
+    ),
+    interpolation: str = typer.Option(
+        "auto",
+        "--interpolation",
+        help="Images: auto (label for masks and label maps, else linear), linear, nearest "
+        "or label (label maps stay integer).",
     ),
     fmt: str = typer.Option("mm", "--format", help="Landmark format of FILE: mm or dirlab."),
     spacing: tuple[float, float, float] | None = typer.Option(
@@ -39,6 +57,8 @@ def warp(
                 landmark_format=fmt,
                 spacing=spacing,
                 overwrite=overwrite,
+                reference=reference,
+                interpolation=interpolation,
             )
         )
     )

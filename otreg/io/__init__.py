@@ -5,7 +5,8 @@ Public functions:
 - :func:`load`: a mesh, point list or NIfTI volume -> PointCloud in world RAS+ mm.
 - :func:`load_options`: an :class:`otreg.config.InputConfig` -> the keyword arguments of ``load``.
 - :func:`warp_file`: write a moved copy of an input file (mesh cells and frame kept).
-- :func:`read_landmarks`: ordered landmarks in mm ("mm" rows or DIR-LAB voxel indices).
+- :func:`read_landmarks`: ordered landmarks in mm ("mm" rows, Slicer markups, or DIR-LAB voxel
+  indices).
 - :func:`supported_suffixes`, :func:`file_suffix`, :func:`warped_suffix`.
 
 Submodules: ``frames`` (RAS/LPS), ``atomic`` (atomic writes), ``meshes`` (VTK/STL/PLY/OBJ via
@@ -24,7 +25,7 @@ import numpy as np
 
 from ..errors import InputError, OutputError
 from ..pointcloud import PointCloud
-from . import meshes, pointlists, volumes
+from . import markups, meshes, pointlists, volumes
 from .atomic import full_suffix
 from .landmarks import read_landmarks
 from .meshes import warped_suffix
@@ -93,6 +94,7 @@ def load(
     volume: int | None = None,
     weight_by: str | None = None,
     surface_weights: Literal["area", "uniform"] = "area",
+    mesh_frame: Literal["lps", "ras"] = "lps",
 ) -> PointCloud:
     """Read a file as a weighted point cloud in world RAS+ mm.
 
@@ -106,6 +108,7 @@ def load(
             tree, or ``"intensity"`` of a volume); it must be (N,) and >= 0.
         surface_weights: meshes with 2D cells: "area" (vertex share of triangle area, mm^2) or
             "uniform" (1 per point).
+        mesh_frame: meshes without a SPACE= tag: "lps" (as 3D Slicer reads them) or "ras".
 
     Options that do not apply to the file's kind (``label`` for a mesh ...) are ignored, so one
     :class:`~otreg.config.InputConfig` can serve a source and a target of different kinds.
@@ -136,11 +139,15 @@ def load(
         if ignored:
             log.debug("%s: options for volumes ignored: %s", path, ignored)
         if kind == "mesh":
-            cloud = meshes.read_mesh(path, surface_weights=surface_weights)
+            cloud = meshes.read_mesh(
+                path, surface_weights=surface_weights, default_space=mesh_frame
+            )
         else:
             cloud = pointlists.read_point_list(path)
     if weight_by:
         cloud = _weigh_by(cloud, weight_by)
+    if cloud.meta.get("space_declared") is False:  # once the file is known to be good
+        meshes.warn_assumed_space(path, cloud.meta["space"])
     log.debug("loaded %r", cloud)
     return cloud
 
@@ -193,10 +200,16 @@ def load_options(cfg_input: Any) -> dict[str, Any]:
         "volume": cfg_input.volume,
         "weight_by": cfg_input.weight_by or None,
         "surface_weights": cfg_input.surface_weights,
+        "mesh_frame": getattr(cfg_input, "mesh_frame", "lps"),
     }
 
 
 # ----------------------------------------------------------------------------- warping files
+def mesh_frame(load_kwargs: Mapping[str, Any]) -> str:
+    """The frame of untagged meshes in :func:`load` options ("LPS" unless "ras" is set)."""
+    return str(load_kwargs.get("mesh_frame") or "lps").upper()
+
+
 def _read_native(
     path: Path,
     landmark_format: str,
@@ -207,9 +220,11 @@ def _read_native(
     if landmark_format != "mm":  # DIR-LAB indices; read_landmarks names an unknown format
         return read_landmarks(path, landmark_format, spacing), "landmarks"
     _check_readable(path)
+    if markups.is_markups(path):
+        return markups.read_markups(path), "markups"
     kind = _kind(path)
     if kind == "mesh":
-        return meshes.read_mesh_points(path), kind
+        return meshes.read_mesh_points(path, default_space=mesh_frame(load_kwargs)), kind
     if kind == "points":
         return read_landmarks(path, "mm"), kind  # same reader, no minimum number of points
     return load(path, **load_kwargs).points, kind
@@ -236,6 +251,8 @@ def warp_file(
               (LPS stays LPS) are kept, with the new positions and the mapping's arrays.
             - a point-list or NIfTI input to ``.vtk/.vtp/.vtu``: a point cloud (one vertex per
               point) with the arrays, tagged ``SPACE=RAS``.
+            - a 3D Slicer markups input (``.fcsv``, ``.mrk.json``) to the same format: a copy
+              with the new positions, in the input's frame, everything else kept.
         mapping: ``mapping(points_ras (N, 3) float64) -> (new_points_ras (N, 3), arrays)``
             where ``arrays`` maps names to (N,) or (N, k) arrays; (N, 3) arrays are taken as
             RAS vectors (e.g. ``displacement``) and converted with the points. A bare array
@@ -268,13 +285,17 @@ def warp_file(
                 "%s: text output keeps positions only; arrays %s dropped", path_out, list(arrays)
             )
         return pointlists.write_points_txt(path_out, new_points)
+    if kind == "markups" and markups.is_markups(path_out):
+        return markups.write_markups(path_in, path_out, new_points)
     if kind == "landmarks":
         raise OutputError(
             f"{path_out}: DIR-LAB landmarks are written as .txt (x y z in mm), not {suffix}"
         )
     if kind == "mesh" and suffix in meshes.MESH_WRITE_SUFFIXES:
-        return meshes.write_warped_mesh(path_in, path_out, new_points, arrays)
-    if kind in ("points", "volume") and suffix in meshes.ARRAY_SUFFIXES:
+        return meshes.write_warped_mesh(
+            path_in, path_out, new_points, arrays, default_space=mesh_frame(load_kwargs or {})
+        )
+    if kind in ("points", "volume", "markups") and suffix in meshes.ARRAY_SUFFIXES:
         return meshes.write_point_cloud(path_out, new_points, arrays)
     allowed = meshes.MESH_WRITE_SUFFIXES if kind == "mesh" else meshes.ARRAY_SUFFIXES
     raise OutputError(

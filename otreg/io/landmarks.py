@@ -2,8 +2,9 @@
 
 Two formats:
 
-- ``"mm"``: x y z rows in mm (any point list that :mod:`otreg.io.pointlists` reads, or a
-  mesh / point-cloud file that :mod:`otreg.io.meshes` reads, LPS files converted to RAS).
+- ``"mm"``: x y z rows in mm (any point list that :mod:`otreg.io.pointlists` reads, a
+  mesh / point-cloud file that :mod:`otreg.io.meshes` reads, or 3D Slicer markups ``.fcsv`` /
+  ``.mrk.json`` (:mod:`otreg.io.markups`); LPS files converted to RAS).
 - ``"dirlab"``: the DIR-LAB 4DCT files: whitespace-separated 1-based voxel indices (x y z),
   often with ``\\r\\n`` line endings. ``mm = (index - 1) * spacing``: the frame of the DIR-LAB
   point clouds (voxel-aligned axes, origin at the first voxel's centre), used as-is.
@@ -26,6 +27,8 @@ def read_landmarks(
     path: str | Path,
     format: Literal["mm", "dirlab"] = "mm",
     spacing: Sequence[float] | None = None,
+    *,
+    mesh_frame: str = "lps",
 ) -> np.ndarray:
     """Read landmarks as an (N, 3) float64 array in mm (RAS+ for "mm" files), in file order.
 
@@ -33,12 +36,13 @@ def read_landmarks(
         path: the landmark file.
         format: "mm" or "dirlab" (see the module docstring).
         spacing: (sx, sy, sz) voxel size in mm; required for "dirlab", ignored otherwise.
+        mesh_frame: frame of a mesh file without a SPACE= tag ("lps" or "ras").
 
     Raises:
         InputError: missing file, unknown format, missing/bad spacing, unreadable rows, no rows,
             non-finite values, DIR-LAB indices below 1.
     """
-    from . import meshes, pointlists
+    from . import markups, meshes, pointlists
 
     path = Path(path)
     if format not in LANDMARK_FORMATS:
@@ -58,8 +62,10 @@ def read_landmarks(
             )
         return (index - 1.0) * step
     suffix = path.suffix.lower()
+    if markups.is_markups(path):
+        return markups.read_markups(path)
     if suffix in meshes.MESH_SUFFIXES:
-        points = meshes.read_mesh_points(path)
+        points = meshes.read_mesh_points(path, default_space=mesh_frame.upper())
     else:
         points = pointlists.read_points(path)
     _check_finite(path, points)

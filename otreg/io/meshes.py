@@ -3,8 +3,9 @@
 Reading gives a :class:`~otreg.pointcloud.PointCloud` in world RAS+ mm. Frames: 3D Slicer (>= 4.11)
 writes model files in LPS+ and says so: ``SPACE=LPS`` in line 2 of a legacy .vtk header, in the
 80-byte STL header, in a PLY or OBJ comment, or as a field-data string array ``SPACE`` in
-.vtp/.vtu. Files without such a tag are taken as RAS+. Writing a warped copy stores the points
-back in the frame the input was stored in, with the same tag.
+.vtp/.vtu. Files without such a tag are read in ``default_space`` (``input.mesh_frame``,
+LPS unless set: what Slicer >= 4.11 and ITK-based tools assume), with a warning that says so.
+Writing a warped copy stores the points back in the frame the input was read in, and tags it.
 
 VTK and pyvista are imported inside the functions so that ``import otreg.io`` stays light.
 """
@@ -75,12 +76,15 @@ def _field_space(mesh: pv.DataSet) -> str | None:
 
 
 # ----------------------------------------------------------------------------- reading
-def read_dataset(path: str | Path) -> tuple[pv.DataSet, str, bool]:
+def read_dataset(
+    path: str | Path, *, default_space: str = "LPS", warn: bool = False
+) -> tuple[pv.DataSet, str, bool]:
     """Read a mesh file with VTK; return ``(dataset, space, declared)``.
 
     ``dataset`` is a pyvista PolyData or UnstructuredGrid with coordinates exactly as stored
     (in ``space``: "RAS" or "LPS"); ``declared`` says whether the file named its frame (if not,
-    RAS is assumed). Every failure is an :class:`InputError` naming the file: unreadable or
+    ``default_space`` is assumed, with a warning when ``warn``). Every failure is an
+    :class:`InputError` naming the file: unreadable or
     corrupt content (VTK errors, truncated binary data), no points, an unsupported dataset type.
     """
     import pyvista as pv
@@ -126,7 +130,25 @@ def read_dataset(path: str | Path) -> tuple[pv.DataSet, str, bool]:
         )
     _check_cell_ids(path, mesh)
     declared_space = detect_space(path) or _field_space(mesh)
-    return mesh, declared_space or "RAS", declared_space is not None
+    if declared_space is None:
+        from .frames import check_space
+
+        default_space = check_space(default_space)
+        if warn:
+            warn_assumed_space(path, default_space)
+    return mesh, declared_space or default_space, declared_space is not None
+
+
+def warn_assumed_space(path: str | Path, space: str) -> None:
+    """The warning that a mesh without a SPACE= tag was read in ``space`` ("LPS"/"RAS")."""
+    other = "RAS" if space == "LPS" else "LPS"
+    log.warning(
+        "%s: no SPACE= tag; read as %s (set input.mesh_frame = '%s' if its coordinates are %s)",
+        path,
+        space,
+        other.lower(),
+        other,
+    )
 
 
 def _check_cell_ids(path: Path, mesh: pv.DataSet) -> None:
@@ -310,7 +332,10 @@ def mesh_weights(
 
 
 def read_mesh(
-    path: str | Path, *, surface_weights: Literal["area", "uniform"] = "area"
+    path: str | Path,
+    *,
+    surface_weights: Literal["area", "uniform"] = "area",
+    default_space: str = "LPS",
 ) -> PointCloud:
     """Read a mesh or point cloud file as a weighted :class:`PointCloud` (world RAS+ mm).
 
@@ -318,6 +343,7 @@ def read_mesh(
         path: .vtk (legacy PolyData or UnstructuredGrid), .vtp, .vtu, .stl, .ply or .obj.
         surface_weights: "area" (vertices of 2D cells weighted by their share of triangle
             area, mm^2) or "uniform" (1 per point). Files without 2D cells always get 1 per point.
+        default_space: frame of a file without a SPACE= tag ("LPS" or "RAS").
 
     Returns:
         Points (N, 3) in RAS (converted from LPS when the file declares ``SPACE=LPS``), weights
@@ -325,7 +351,7 @@ def read_mesh(
         space_declared, dataset type, number of cells, surface (whether it has 2D cells),
         weighting.
     """
-    mesh, space, declared = read_dataset(path)
+    mesh, space, declared = read_dataset(path, default_space=default_space)
     weights, how = mesh_weights(mesh, surface_weights)
     return PointCloud(
         points=to_ras(np.asarray(mesh.points), space),
@@ -344,9 +370,10 @@ def read_mesh(
     )
 
 
-def read_mesh_points(path: str | Path) -> np.ndarray:
-    """(N, 3) float64 RAS mm points of a mesh file, in file order (no weights, no checks)."""
-    mesh, space, _ = read_dataset(path)
+def read_mesh_points(path: str | Path, *, default_space: str = "LPS") -> np.ndarray:
+    """(N, 3) float64 RAS mm points of a mesh file, in file order (no weights, no checks);
+    ``default_space``: the frame of a file without a SPACE= tag."""
+    mesh, space, _ = read_dataset(path, default_space=default_space, warn=True)
     return to_ras(np.asarray(mesh.points), space)
 
 
@@ -475,6 +502,7 @@ def write_warped_mesh(
     arrays: Mapping[str, Any] | None = None,
     *,
     vectors: Iterable[str] | None = None,
+    default_space: str = "LPS",
 ) -> Path:
     """Write a copy of mesh ``path_in`` with new point positions, keeping its cells and arrays.
 
@@ -489,11 +517,12 @@ def write_warped_mesh(
         vectors: names of the arrays that are RAS vectors (converted to the file's frame with
             the points). Default: every (N, 3) array.
 
-    The output is stored in the input's frame: an LPS input gives an LPS output with the same
-    ``SPACE=LPS`` tag; a file without a tag gives one without a tag. Normals of the input are
-    dropped (they no longer match the warped surface).
+    The output is stored in the frame the input was read in, and tagged with it: an LPS input
+    gives an LPS output with ``SPACE=LPS``; a file without a tag is read and written in
+    ``default_space``, now named in the output. Normals of the input are dropped (they no
+    longer match the warped surface).
     """
-    mesh, space, declared = read_dataset(path_in)
+    mesh, space, _ = read_dataset(path_in, default_space=default_space)
     points = np.asarray(points_ras, dtype=np.float64)
     if points.shape != (mesh.n_points, 3):
         raise ValueError(
@@ -502,7 +531,7 @@ def write_warped_mesh(
     mesh.points = from_ras(points, space)
     _drop_normals(mesh)
     _add_arrays(mesh, arrays, space, vectors)
-    return write_dataset(mesh, path_out, space_tag=space if declared else None)
+    return write_dataset(mesh, path_out, space_tag=space)
 
 
 def write_point_cloud(

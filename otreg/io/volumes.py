@@ -24,6 +24,15 @@ VOLUME_SUFFIXES = (".nii", ".nii.gz")
 
 _MAX_LISTED = 20
 
+#: what to do with an intensity image given without a selection (register's error message)
+HOW_TO_SELECT = (
+    "Select the voxels to register: a label map or mask of the lungs instead of the CT "
+    "(e.g. from TotalSegmentator or lungmask), or --label L (repeatable; "
+    "input.label = [...]) for a label map, or --intensity-range LOW HIGH "
+    "(input.intensity_range; e.g. -1000 -400 HU for lung tissue in a CT). "
+    "To resample the CT itself once registered, use 'otreg warp OUT CT.nii.gz -o OUT.nii.gz'."
+)
+
 
 def _one_line(err: Exception) -> str:
     return " ".join(str(err).split())
@@ -130,8 +139,7 @@ def select_voxels(
     if not _is_integer_valued(data):
         raise InputError(
             path,
-            "has non-integer values (an intensity image such as a CT, not a mask): "
-            "select voxels with label=[...] or intensity_range=(low, high)",
+            f"has non-integer values (an intensity image such as a CT, not a mask). {HOW_TO_SELECT}",
         )
     low = data.min()
     if low < 0:
@@ -139,7 +147,7 @@ def select_voxels(
         raise InputError(
             path,
             f"has negative values (down to {_fmt(low)}): it looks like an intensity image (CT), "
-            "not a mask: select voxels with label=[...] or intensity_range=(low, high)",
+            f"not a mask. {HOW_TO_SELECT}",
         )
     return data != 0, {"nonzero": True}
 

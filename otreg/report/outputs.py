@@ -8,8 +8,11 @@ Files (see the README for their frames):
   transform.npz              the whole transform, reloaded by 'otreg warp' / Transform.load
   rigid.txt                  4x4 rigid matrix, world RAS mm, source -> target
   rigid_fixed_to_moving.tfm  the same rigid part as an ITK transform file (LPS, fixed -> moving)
-  field_fixed_to_moving.nii.gz   displacement on a grid over the target, LPS vectors (ITK/ANTs/Slicer)
-  field_moving_to_fixed.nii.gz   displacement on a grid over the source, LPS vectors
+  transform_fixed_to_moving.h5   ITK composite (rigid + field): resamples moving images (ITK, ANTs,
+                                 Slicer: also moves points and models there)
+  transform_moving_to_fixed.h5   ITK composite: moves moving-space points (ITK, ANTs; LPS points)
+  field_fixed_to_moving.nii.gz   displacement on the fixed grid, RAS vectors, intent 1006
+  field_moving_to_fixed.nii.gz   displacement on the moving grid, RAS vectors, intent 1006
   metrics.json, run.json, config.resolved.toml
   report.html                a page for a person: pictures, plots, flagged numbers, provenance
 """
@@ -56,27 +59,98 @@ def itk_affine_text(matrix_lps: np.ndarray) -> str:
     )
 
 
-def write_dense_fields(folder: Path, result, config: Config) -> dict[str, Any]:
-    """The two ITK displacement fields; returns their description for metrics.json."""
-    from ..transforms.itk import displacement_image, grid_over, grid_points, inverse_points
+def _image_or_none(path: Path | None) -> Path | None:
+    from ..io import file_suffix
+    from ..io.volumes import VOLUME_SUFFIXES
+
+    return path if path is not None and file_suffix(path) in VOLUME_SUFFIXES else None
+
+
+def field_grids(
+    result,
+    config: Config,
+    *,
+    source_path: Path | None = None,
+    target_path: Path | None = None,
+    reference: Path | None = None,
+) -> dict[str, Any]:
+    """The grids of the dense fields: {"fixed": Grid, "moving": Grid, "fixed_from": text,
+    "moving_from": text}.
+
+    Fixed space: the grid of ``reference`` (a NIfTI image), else of a NIfTI target, else the
+    box of both clouds; moving space: the grid of a NIfTI source, else that box. Image grids
+    keep the image's axes, every output.grid_spacing mm (whole voxels) and reach
+    output.grid_margin beyond the image; the box reaches output.grid_margin beyond the clouds.
+    """
+    from ..transforms.grids import box_grid, image_grid, nifti_header_grid
 
     spacing, margin = config.output.grid_spacing, config.output.grid_margin
-    fixed_shape, fixed_affine = grid_over(result.target.points, spacing, margin)
-    y = grid_points(fixed_shape, fixed_affine)
-    x, inverse_residual = inverse_points(result.transform, y)
-    inverse_residual = inverse_residual[np.isfinite(inverse_residual)]
-    displacement_image(x - y, fixed_shape, fixed_affine).to_filename(
-        folder / "field_fixed_to_moving.nii.gz"
+    both = np.vstack([result.source.points, result.target.points])
+    grids: dict[str, Any] = {}
+    for side, image in (
+        ("fixed", reference or _image_or_none(target_path)),
+        ("moving", _image_or_none(source_path)),
+    ):
+        if image is None:
+            grids[side] = box_grid(both, spacing, margin)
+            grids[f"{side}_from"] = "the box of both clouds"
+        else:
+            grids[side] = image_grid(*nifti_header_grid(image), spacing, margin)[0]
+            grids[f"{side}_from"] = str(image)
+    return grids
+
+
+def write_dense_fields(
+    folder: Path,
+    result,
+    config: Config,
+    *,
+    source_path: Path | None = None,
+    target_path: Path | None = None,
+    reference: Path | None = None,
+) -> dict[str, Any]:
+    """The displacement fields and composite ITK transforms (see :func:`field_grids` for
+    their grids); returns their description for metrics.json.
+
+    Files: field_fixed_to_moving.nii.gz (on the fixed grid: resamples images),
+    field_moving_to_fixed.nii.gz (on the moving grid: moves points), and the composite
+    transform_fixed_to_moving.h5 / transform_moving_to_fixed.h5 (rigid matrix and the fields'
+    part, both fields on the fixed grid: the rigid part holds everywhere).
+    """
+    from ..transforms.itk import displacement_image, nonrigid_part, pullback, write_composite
+    from ..transforms.rigid import apply_matrix
+
+    transform = result.transform
+    grids = field_grids(
+        result, config, source_path=source_path, target_path=target_path, reference=reference
     )
-    moving_shape, moving_affine = grid_over(result.source.points, spacing, margin)
-    x = grid_points(moving_shape, moving_affine)
-    displacement_image(result.transform(x) - x, moving_shape, moving_affine).to_filename(
+    fixed, moving = grids["fixed"], grids["moving"]
+    y = fixed.points()
+    x, inverse_residual = pullback(transform, fixed)
+    displacement_image(x - y, fixed).to_filename(folder / "field_fixed_to_moving.nii.gz")
+    w = apply_matrix(transform.rigid, x) - y  # the fields' part of the pull-back
+    write_composite(
+        folder / "transform_fixed_to_moving.h5",
+        np.linalg.inv(transform.rigid),
+        w,
+        fixed,
+        field_first=True,
+    )
+    u = nonrigid_part(transform).displacement(y)
+    write_composite(
+        folder / "transform_moving_to_fixed.h5", transform.rigid, u, fixed, field_first=False
+    )
+    x = moving.points()
+    displacement_image(transform(x) - x, moving).to_filename(
         folder / "field_moving_to_fixed.nii.gz"
     )
+    inverse_residual = inverse_residual[np.isfinite(inverse_residual)]
     return {
-        "spacing_mm": spacing,
-        "fixed_shape": fixed_shape.tolist(),
-        "moving_shape": moving_shape.tolist(),
+        "spacing_mm": config.output.grid_spacing,
+        "fixed_shape": list(fixed.shape),
+        "moving_shape": list(moving.shape),
+        "fixed_grid_from": grids["fixed_from"],
+        "moving_grid_from": grids["moving_from"],
         # how well field_fixed_to_moving inverts the transform, over its whole grid
         "inverse_residual_mm": {
             "median": float(np.median(inverse_residual)),
@@ -97,11 +171,13 @@ def write_registration(
     overwrite: bool = False,
     argv: list[str] | None = None,
     preset: dict[str, str] | None = None,
+    reference: Path | None = None,
 ) -> Path:
     """Write the output folder ``out`` of ``result`` (a RegistrationResult). Returns ``out``.
 
     ``preset``: {"name": the preset or config file the config came from, "chosen_by": why},
-    recorded in run.json and atop config.resolved.toml.
+    recorded in run.json and atop config.resolved.toml. ``reference``: a NIfTI image whose
+    grid the fixed-space fields cover (default: the target's, when it is a NIfTI image).
     """
     out = Path(out)
     check_output_dir(out, overwrite)
@@ -127,9 +203,19 @@ def write_registration(
         (tmp / "rigid_fixed_to_moving.tfm").write_text(itk_affine_text(fixed_to_moving_lps))
         metrics = dict(result.metrics)
         if config.output.dense_field:
-            metrics["dense_field"] = write_dense_fields(tmp, result, config)
+            metrics["dense_field"] = write_dense_fields(
+                tmp,
+                result,
+                config,
+                source_path=source_path,
+                target_path=target_path,
+                reference=reference,
+            )
+        inputs = {"source": source_path, "target": target_path}
+        if reference is not None:
+            inputs["reference"] = Path(reference)
         run = run_record(
-            inputs={"source": source_path, "target": target_path},
+            inputs=inputs,
             device=metrics["device"],
             seed=config.seed,
             argv=argv,

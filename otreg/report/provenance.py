@@ -12,7 +12,7 @@ from typing import Any
 
 from .._version import __version__
 
-_PACKAGES = ("torch", "pykeops", "numpy", "pyvista", "vtk", "nibabel", "pydantic")
+_PACKAGES = ("torch", "pykeops", "numpy", "pyvista", "vtk", "nibabel", "pydantic", "SimpleITK")
 
 
 def sha256(path: str | Path) -> str:

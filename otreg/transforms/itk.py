@@ -1,19 +1,29 @@
-"""Dense displacement fields as NIfTI files that ITK, ANTs and 3D Slicer read.
+"""otreg's transform as files that ITK, ANTs and 3D Slicer read.
 
-ITK convention: a 5D NIfTI of shape (X, Y, Z, 1, 3), intent 'vector', whose vectors are in
-LPS millimetres while the header affine is RAS (as nibabel and ITK both write NIfTI). A field
-sampled on the FIXED grid that sends a fixed point p to p + v(p) in the moving image is what
-ITK/ANTs/Slicer use to resample the moving image onto the fixed one (a pull-back). otreg's
-transform goes the other way (source/moving -> target/fixed), so that field needs its inverse,
-found here by fixed-point iteration.
+- Displacement fields: a 5D NIfTI of shape (X, Y, Z, 1, 3) with intent 1006 (displacement
+  vector), vectors in RAS mm as the NIfTI standard says; ITK >= 5.4 (SimpleITK >= 2.4), ANTs
+  and 3D Slicer read them and turn the vectors into their LPS themselves (older ITK misreads
+  intent 1006: use the composite files there).
+- Composite transforms: an ITK HDF5 transform file (``.h5``) holding an affine (LPS) and a
+  displacement field (LPS vectors) that ``ReadTransform``, ``antsApplyTransforms`` and
+  Slicer load as ONE transform: the rigid part holds everywhere, the field only on its grid.
+
+A transform sampled on the FIXED grid that sends a fixed point p to where it was in the moving
+image is what ITK/ANTs/Slicer use to resample the moving image onto the fixed one (a
+pull-back). otreg's transform goes the other way (source/moving -> target/fixed), so that
+one needs its inverse, found here by fixed-point iteration. Points are moved with the other
+direction (moving -> fixed): ITK's and ANTs' convention for points.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
 from ..io.frames import ras_to_lps
 from . import Transform
+from .grids import Grid
 from .rigid import apply_matrix
 
 
@@ -80,14 +90,70 @@ def _scattered_inverse(transform: Transform, y: np.ndarray) -> np.ndarray:
     return z
 
 
-def displacement_image(vectors_ras: np.ndarray, shape: np.ndarray, affine: np.ndarray):
-    """An ITK-style displacement NIfTI (nibabel image) from (X*Y*Z, 3) RAS vectors (mm)."""
+#: NIFTI_INTENT_DISPVECT: what 3D Slicer loads as a transform; vectors in RAS
+DISPLACEMENT_INTENT = 1006
+
+
+def displacement_image(vectors_ras: np.ndarray, grid: Grid):
+    """A displacement NIfTI (nibabel image, intent 1006) of (X*Y*Z, 3) RAS vectors (mm) at the
+    nodes of ``grid`` (C order)."""
     import nibabel as nib
 
-    data = ras_to_lps(vectors_ras).reshape(*shape, 1, 3).astype(np.float32)
-    image = nib.Nifti1Image(data, affine)
-    image.header.set_intent("vector")
+    data = np.asarray(vectors_ras, dtype=np.float32).reshape(*grid.shape, 1, 3)
+    image = nib.Nifti1Image(data, grid.affine)
+    image.header.set_intent(DISPLACEMENT_INTENT)
     image.header.set_xyzt_units("mm")
-    image.header.set_sform(affine, code=1)
-    image.header.set_qform(affine, code=1)
+    image.header.set_sform(grid.affine, code=1)
+    image.header.set_qform(grid.affine, code=1)
     return image
+
+
+def nonrigid_part(transform: Transform) -> Transform:
+    """The transform without its rigid matrix: its fields alone."""
+    return Transform(np.eye(4), transform.fields)
+
+
+def pullback(transform: Transform, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """Where each node y of a grid in TARGET space comes from: (x = phi^-1(y) (N, 3) RAS,
+    residual |phi(x) - y| (N,) mm).
+
+    x = rigid^-1 (y + w(y)) with y + w(y) the inverse of the fields alone (found by
+    :func:`inverse_points`): the rigid part is exact everywhere, and w is the displacement
+    field of the composite ``transform_fixed_to_moving.h5``.
+    """
+    y = grid.points()
+    z, residual = inverse_points(nonrigid_part(transform), y)
+    return apply_matrix(np.linalg.inv(transform.rigid), z), residual
+
+
+def write_composite(
+    path: Path, matrix_ras: np.ndarray, field_ras: np.ndarray, grid: Grid, *, field_first: bool
+) -> Path:
+    """Write an ITK composite transform file (``.h5``, atomically): a 4x4 RAS matrix and a
+    displacement field of (X*Y*Z, 3) RAS vectors (mm) at the nodes of ``grid``.
+
+    ``field_first``: the field acts first, then the matrix (x = M (y + w(y))); else the matrix
+    first (x = M y + w(M y)). Written with SimpleITK in ITK's own layout (LPS, double).
+    """
+    import SimpleITK as sitk
+
+    from ..io.atomic import atomic_path
+    from ..io.frames import LPS_FROM_RAS, matrix_ras_to_lps
+
+    matrix_lps = matrix_ras_to_lps(matrix_ras)
+    affine = sitk.AffineTransform(3)
+    affine.SetMatrix(tuple(matrix_lps[:3, :3].ravel()))
+    affine.SetTranslation(tuple(matrix_lps[:3, 3]))
+    vectors = ras_to_lps(field_ras).reshape(*grid.shape, 3)
+    image = sitk.GetImageFromArray(vectors.transpose(2, 1, 0, 3).astype(np.float64), isVector=True)
+    spacing = grid.spacing
+    axes_lps = LPS_FROM_RAS @ grid.affine[:3, :3] / spacing
+    image.SetSpacing(tuple(float(v) for v in spacing))
+    image.SetOrigin(tuple(float(v) for v in LPS_FROM_RAS @ grid.affine[:3, 3]))
+    image.SetDirection(tuple(float(v) for v in axes_lps.ravel()))
+    field = sitk.DisplacementFieldTransform(image)
+    # ITK applies a composite's LAST transform first
+    composite = sitk.CompositeTransform([affine, field] if field_first else [field, affine])
+    with atomic_path(path) as tmp:
+        sitk.WriteTransform(composite, str(tmp))
+    return Path(path)
