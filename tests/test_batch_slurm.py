@@ -18,6 +18,7 @@ import pytest
 
 from otreg.batch import load_pipeline
 from otreg.batch.slurm import options_for, sbatch_script
+from otreg.batch.status import effective_state, read_status
 
 REPO = Path(__file__).resolve().parents[1]
 SETUP = REPO / "tests" / "setup" / "slurm.sh"
@@ -89,13 +90,9 @@ def _wait_for(predicate, timeout: float = 600) -> None:
 
 
 def _states(out: Path) -> dict[str, str]:
-    states = {}
-    for case in CASES:
-        try:
-            states[case] = json.loads((out / case / "status.json").read_text())["state"]
-        except (OSError, ValueError):
-            states[case] = "pending"
-    return states
+    """Each case's state as a runner sees it: 'running' with a dead worker is 'interrupted'
+    (Slurm SIGKILLs what is still there KillWait seconds after the SIGTERM of scancel)."""
+    return {case: effective_state(read_status(out / case)) for case in CASES}
 
 
 def _submit(env, pipeline: Path) -> str:
