@@ -504,3 +504,15 @@ def test_dirlab_landmarks_give_the_tre_of_each_case(tmp_path, shared_data):
     assert [round(row["tre_before_mm"], 2) for row in rows] == [3.89, 4.34]
     for row in rows:
         assert row["tre_after_mm"] < 0.75 * row["tre_before_mm"], row
+
+
+def test_without_a_config_each_case_gets_the_preset_of_its_input_type(tmp_path, batch_study):
+    path = batch_study(tmp_path, ["auto"], landmarks=False)
+    path.write_text(path.read_text().replace('config = "lung_vessels"\n', ""))
+    assert load_pipeline(path).config is None
+    result = run_batch(path)
+    assert result.ok == ["auto"]
+    status = status_of(tmp_path / "out", "auto")
+    assert status["preset"] == "lung_vessels"  # a vessel cloud with a radius array
+    resolved = (tmp_path / "out" / "auto" / "config.resolved.toml").read_text()
+    assert "points = 400" in resolved  # the pipeline's overrides on top of the preset

@@ -18,6 +18,7 @@ import pytest
 
 from otreg.batch import load_pipeline
 from otreg.batch.slurm import options_for, sbatch_script
+from otreg.batch.status import effective_state, read_status
 
 REPO = Path(__file__).resolve().parents[1]
 SETUP = REPO / "tests" / "setup" / "slurm.sh"
@@ -89,13 +90,9 @@ def _wait_for(predicate, timeout: float = 600) -> None:
 
 
 def _states(out: Path) -> dict[str, str]:
-    states = {}
-    for case in CASES:
-        try:
-            states[case] = json.loads((out / case / "status.json").read_text())["state"]
-        except (OSError, ValueError):
-            states[case] = "pending"
-    return states
+    """Each case's state as a runner sees it: 'running' with a dead worker is 'interrupted'
+    (Slurm SIGKILLs what is still there KillWait seconds after the SIGTERM of scancel)."""
+    return {case: effective_state(read_status(out / case)) for case in CASES}
 
 
 def _submit(env, pipeline: Path) -> str:
@@ -156,3 +153,27 @@ def test_a_cancelled_array_resumes_to_completion(tmp_path, slurm_env, batch_stud
     assert {c: (out / c / "status.json").stat().st_mtime_ns for c in done_before} == done_before
     leftovers = [p for c in CASES for p in (out / c).iterdir() if p.name.startswith(".")]
     assert leftovers == []
+
+
+@pytest.mark.slurm
+def test_an_owner_on_another_node_is_dead_once_its_job_is_gone(slurm_env, monkeypatch):
+    from otreg.batch.claims import owner_alive
+
+    monkeypatch.setenv("SLURM_CONF", slurm_env["SLURM_CONF"])
+    submitted = subprocess.run(
+        ["sbatch", "--parsable", "--wrap", "sleep 300", "-o", "/dev/null"],
+        capture_output=True,
+        text=True,
+        env=slurm_env,
+        check=True,
+    )
+    job = submitted.stdout.strip().split(";")[0]
+    owner = {"host": "node-that-crashed.example", "pid": 1, "slurm_job": job}
+    try:
+        assert owner_alive(owner)  # pending or running: its worker may be at work
+    finally:
+        subprocess.run(["scancel", job], env=slurm_env, check=True)
+    _wait_for(lambda: not _queued(slurm_env, job))
+    assert not owner_alive(owner)
+    assert not owner_alive({**owner, "slurm_job": "999999"})  # unknown to squeue
+    assert owner_alive({**owner, "slurm_job": None})  # no job: nothing can tell

@@ -8,7 +8,8 @@ first instant. Two shards or two submissions of one pipeline thus never run a ca
 An owner that died without releasing its claim (SIGKILL, node crash) leaves the file behind:
 when its host is this host and its pid is gone, the claim is broken and taken over, under a
 second short-lived lock so that two processes breaking the same stale claim cannot both win.
-An owner on another host is taken as alive: nothing here can tell.
+An owner on another host is taken as alive, unless it ran in a Slurm job that squeue no longer
+lists.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
+import subprocess
 import time
 import uuid
 from dataclasses import dataclass
@@ -49,11 +52,31 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def owner_alive(owner: dict[str, Any]) -> bool:
-    """Whether a claim's or status's owner may still be working: False only when it ran on
-    this host and its process is gone."""
-    if owner.get("host") != host_name():
+def slurm_job_active(job: str) -> bool:
+    """Whether Slurm job ``job`` is pending or running, by ``squeue`` (no accounting needed);
+    True when squeue cannot tell (missing, failing for another reason than an unknown job)."""
+    squeue = shutil.which("squeue")
+    if squeue is None:
         return True
+    try:
+        done = subprocess.run(
+            [squeue, "-h", "-j", str(job), "-o", "%T"], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return True
+    if done.returncode != 0:
+        return "invalid job id" not in done.stderr.lower()
+    return bool(done.stdout.strip())
+
+
+def owner_alive(owner: dict[str, Any]) -> bool:
+    """Whether a claim's or status's owner may still be working: False when it ran on this
+    host and its process is gone, or ran in a Slurm job that squeue no longer lists (a node
+    that crashed); True otherwise, e.g. on another host outside Slurm, where nothing here can
+    tell."""
+    if owner.get("host") != host_name():
+        job = owner.get("slurm_job")
+        return slurm_job_active(job) if job else True
     try:
         return pid_alive(int(owner.get("pid", 0)))
     except (TypeError, ValueError):
