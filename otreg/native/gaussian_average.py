@@ -5,9 +5,9 @@ The smoothing fields of otreg are Nadaraya-Watson averages
 a softmax over k of ``log w_k - |z - c_k|^2 / (2 sigma^2)``. Only the controls whose logit is
 within ``truncation`` of the largest matter (the others weigh less than e^-truncation of it),
 and the compiled branch and bound (:func:`otreg.native.kernels.truncate`) finds exactly those:
-the cost is that of the nearby controls, not of all of them (20,000 x 20,000 dense: 2.7 s on
-one thread, measured). Far from every control the largest logit is still found, so the
-average repeats the nearest controls' values, as the dense softmax does.
+the cost is that of the nearby controls, not of all of them (far faster than dense on large
+clouds: benchmarks/README.md, design measurements). Far from every control the largest logit
+is still found, so the average repeats the nearest controls' values, as the dense softmax does.
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ def gaussian_average(
     # each row's largest logit, exactly: then the search keeps what is within the truncation
     top = -c_transform(q.double(), c.double(), h.double()).to(dtype)
     # runs of queries (nearby ones: sorted along the curve) small enough that even a kernel
-    # wide enough to keep every control stays within _ENTRIES (a 225,000-node grid against
-    # 10,000 controls at once held 24 GB)
+    # wide enough to keep every control stays within _ENTRIES (a whole dense-field grid
+    # against thousands of controls at once held far too much memory)
     rows = max(1, _ENTRIES // len(c))
     for s in range(0, len(q), rows):
         sums = _weighted_sums(q[s : s + rows], c, h, v, top[s : s + rows])

@@ -3,10 +3,9 @@
 - Lower bound: any pair of potentials with f_i + g_j <= C_ij for all i, j gives
   sum a f + sum b g <= OT (weak duality). The c-transform f^c_j = min_i (C_ij - f_i) makes the
   Sinkhorn potential f feasible, and f^cc >= f keeps (f^cc, f^c) feasible with a larger value
-  (a third transform gives nothing new; on a 25k-point cube at blur 1 %: -1.19 % from the exact
-  cost with one transform, -0.84 % with two, measured). The same from g gave bounds within
-  0.005 % of these on cubes, shells and trees of 25k-100k points, and 0.45 % lower where the
-  solver matched the points to clusters (g is then carried over, f iterated; measured): f alone.
+  (two transforms give a tighter bound than one, a third nothing new). The same from g gave
+  about the same bounds, and lower ones where the solver matched the points to clusters (g is
+  then carried over, f iterated): f alone. Figures: benchmarks/README.md, design measurements.
 - Upper bound: the cost of any plan with the exact marginals is >= OT. The Sinkhorn plan is
   rounded onto them (Altschuler, Weed & Rigollet 2017): rows scaled down to at most a, columns
   to at most b, and the missing mass added as the rank-one plan err_a err_b^T / |err_a|_1, whose

@@ -107,7 +107,7 @@ def iterate(
     kernels (:class:`TruncatedKernel`) choose their entries again once the potentials have
     moved by half the options' ``truncation`` since they were chosen: entries left out then
     may weigh more than exp(-truncation / 2) of a row's largest (the iterations then stalled,
-    and diverged once the kernels were chosen again, measured on vessel-like trees).
+    and diverged once the kernels were chosen again, on vessel-like trees).
 
     Over-relaxation (omega = ``options.overrelaxation``) starts once the error is below
     ``_OVERRELAX_BELOW`` and falls back to plain updates if the error grows tenfold.
@@ -149,7 +149,7 @@ def iterate(
             omega = 1.0
         best = min(best, error)
         # over-relaxation extrapolates: safe near the fixed point only (far from it, e.g. just
-        # after truncated kernels took new entries, it overshot to errors of 1e9, measured)
+        # after truncated kernels took new entries, it overshot by orders of magnitude)
         step = omega if error < _OVERRELAX_BELOW else 1.0
         f = (1 - step) * f + step * f_new
         g = (1 - step) * g + step * problem.g_from_f(kyx, f, eps)

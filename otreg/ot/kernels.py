@@ -8,7 +8,7 @@ Both dense backends compute, for points already divided by sqrt(eps) by :func:`m
 
 with v_ij = [values_j, |x_i - y_j|^2 / 2] for :meth:`Kernel.average` (the last column gives the
 transport cost). ``TorchBlocks`` works on dense row blocks that fit in cache (fastest on the
-CPU, measured); ``KeOpsKernel`` never materialises a block (fastest on CUDA); the truncated
+CPU); ``KeOpsKernel`` never materialises a block (fastest on CUDA); the truncated
 kernels of :mod:`otreg.ot.sparse` keep only the entries that matter. All implement
 :class:`Kernel`, the one interface that the iterations (:mod:`otreg.ot.iterate`) use.
 """
@@ -54,16 +54,16 @@ class TruncatedKernel(Kernel, Protocol):
 
 
 # Rows x columns of one dense block: about 8 MB of float32, which stays in the L2/L3 cache
-# of common CPUs; larger blocks measured 3-5x slower per pair on a 2-core machine.
+# of common CPUs; larger blocks are slower per pair (benchmarks/README.md, design measurements).
 _BLOCK_ELEMENTS = 2_000_000
 
 
 def _logsumexp_rows(z: torch.Tensor) -> torch.Tensor:
-    """logsumexp over dim 1, in place on ``z`` (30 % faster than torch.logsumexp, measured).
+    """logsumexp over dim 1, in place on ``z`` (faster than torch.logsumexp, which allocates).
 
     Exponents are clamped at -87 first: they then add under 1e-38 to a sum that is >= 1, while
-    torch's CPU exp runs ~18x slower on inputs below about -88 (denormal and zero results;
-    measured 41 vs 2.2 ms for 2.56M values).
+    torch's CPU exp is much slower on inputs below about -88 (denormal and zero results; see
+    benchmarks/README.md, design measurements).
     """
     top = z.amax(1, keepdim=True)
     return z.sub_(top).clamp_(min=-87.0).exp_().sum(1).log_().add_(top[:, 0])

@@ -41,13 +41,12 @@ _COARSE_TOL, _LEVEL_TOL, _COARSE_ITERATIONS = 1e-3, 1e-2, 300
 
 # ``options.cluster_final_blur``: solve the final blur s on clusters of side in [s / 2, s) where
 # they merge the points at least two to one, then carry the potentials over to the points
-# (:func:`to_points`). Their certified lower bounds moved by less than 0.06 % on shells and
-# trees of 25k-100k points at blur 1 %, and shells and trees of 100k points took 1.6-2.0 s
-# instead of 8.8-77 s (measured).
+# (:func:`to_points`): about the same certified lower bounds, far faster on dense shells and
+# trees (benchmarks/README.md, design measurements).
 
 # The annealing takes one averaged update per blur: its kernels keep the entries within e^-6
-# of each row's largest (the final blur's, ``truncation``). A 100k-point cube solved 0.2 s
-# faster, to the same certified bounds (measured).
+# of each row's largest (the final blur's, ``truncation``): a little faster, to the same
+# certified bounds (benchmarks/README.md, design measurements).
 _ANNEALING_TRUNCATION = 6.0
 
 
@@ -202,8 +201,8 @@ def anneal(
         """Clusters of side in [s, 2 s), s = sqrt(eps) the blur (at the final eps's last step:
         in [s / 2, s), see ``options.cluster_final_blur``), or the points themselves when the
         clusters would be more than half as many (on sparse clouds such as vessel trees the
-        clusters pay: copd1's 20,000 points keep 290 entries per row at blur 6.5 mm; its
-        registration took 2 s less with a threshold of a half than of 0.3)."""
+        clusters pay: a registration of copd1 was faster with a threshold of a half than of
+        0.3; benchmarks/README.md, design measurements)."""
         if last and not options.cluster_final_blur:
             return hx.finest, hy.finest
         s = math.sqrt(eps)
@@ -277,7 +276,7 @@ def anneal(
             if truncated(nx, ny):
                 # truncated kernels keep what the potentials say matters: potentials one
                 # annealing update from the last blur's can miss mass that must travel far
-                # (vessel-like trees then stalled at marginal errors near 1, measured)
+                # (vessel-like trees then stalled far from convergence)
                 at_final = step == len(epsilons) - 1  # the same eps as the last step's
                 f, g, kxy, kyx, done, _ = converge(
                     lx,
@@ -308,7 +307,7 @@ def anneal(
         if step == len(epsilons) - 2 and nx is not hx.finest:
             # converge the clusters at the final eps before going to the points: the points'
             # kernels are chosen from these potentials, and one annealing update leaves them
-            # too far off (the fine iterations then stalled at marginal errors of 1e-2 - 5e-2)
+            # too far off (the fine iterations then stalled well above the usual tol)
             f, g, kxy, kyx, done, _ = converge(
                 lx, ly, kxy, kyx, eps, f, g, _COARSE_TOL, final_budget()
             )
@@ -352,10 +351,11 @@ def to_points(
     """Potentials on the points from potentials f, g converged on the final clusters.
 
     At blur s, clusters of side < s blur the plan little, while between the points
-    themselves a vessel-like tree of 100,000 points kept 1,300 entries per row (11 GB, 77 s,
-    measured). So both potentials are carried over to the points to first order, and the
-    points of x are matched to the clusters of y (fewer entries per row by the points per
-    cluster), iterated to the marginal error ``options.tol`` in at most ``max_iter`` updates.
+    themselves dense trees and shells keep very many entries per row (memory and time:
+    benchmarks/README.md, design measurements). So both potentials are carried over to the
+    points to first order, and the points of x are matched to the clusters of y (fewer entries
+    per row by the points per cluster), iterated to the marginal error ``options.tol`` in at
+    most ``max_iter`` updates.
 
     Args:
         x: (N, D) the points sorted as the levels; problem: the points' weights.
@@ -373,7 +373,7 @@ def to_points(
     g_points = _prolong(ly, annealed.y_points, g, kyx, lx.points, lx.weights.log() + f / eps, damp)
     to_clusters = Problem(problem.a, ly.weights, problem.reach)
     # the rows of the points alone choose the entries: the clusters' rows reach many more
-    # points each, and their own search was 60 % of the kernels' time on a 100k shell (measured)
+    # points each, and their own search took most of the kernels' time on large shells
     kxy, kyx = truncated_pair(
         x,
         ly.points,

@@ -54,9 +54,9 @@ class SolverOptions:
     dtype: str | None = None
     multiscale: bool = _SCHEMA.multiscale
     truncation: float = _SCHEMA.truncation
-    # with the compiled kernels, 1,000-2,000-point clouds at blur 1 % solved in 0.06-0.09 s
-    # instead of 1.3-8 s (dense, one thread, measured); far smaller problems are not worth the
-    # set-up
+    # with the compiled kernels, clouds of a few thousand points already solve far faster
+    # multiscale than dense (benchmarks/README.md, design measurements); far smaller problems
+    # are not worth the set-up
     dense_pairs: int = 250_000
     cluster_final_blur: bool = True
 

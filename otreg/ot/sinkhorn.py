@@ -5,7 +5,7 @@ standard deviation of the Gaussian kernel exp(-C / eps)); unbalanced marginals p
 rho * KL with rho = reach^2. The schedule follows Feydy's GeomLoss (symmetric, averaged updates
 while blur decreases geometrically from the clouds' diameter), then, unlike GeomLoss, iterates
 at the final blur until the plan's marginal error is below ``tol``: stopping early biases the
-cost by 5-30 % (see ``shared/notes``).
+cost (by how much: benchmarks/README.md, design measurements).
 
 This module checks the inputs, converts blur to eps (the one unit inside :mod:`otreg.ot`), and
 hands the problem to a backend: :mod:`otreg.ot.dense` or :mod:`otreg.ot.multiscale`, which

@@ -6,12 +6,12 @@ past that, an entry weighs less than exp(-truncation) of the largest one. The co
 (:mod:`otreg.native.kernels`) finds ALL such entries of every row, by branch and bound over a tree
 of the columns, for x -> y and for y -> x; both kernels then share the union of the two
 supports, so that the f- and g-updates are those of one sparse matrix (Sinkhorn on two
-supports diverged on vessel-like trees, measured).
+supports diverged on vessel-like trees).
 
-A :class:`SparseKernel` is CSR with int32 indices (MKL's sparse matrix-vector product then
-runs at about 0.5-1 ns per entry, measured) and stores its entries "absorbed" (Schmitzer 2019):
-``vals_ij = exp(z_ij - m_i)`` for the h at build time, so that later updates only multiply by
-exp(h - h_ref), numbers close to 1 that float32 holds well.
+A :class:`SparseKernel` is CSR with int32 indices (MKL's fast path for sparse matrix-vector
+products; see benchmarks/README.md, design measurements) and stores its entries "absorbed"
+(Schmitzer 2019): ``vals_ij = exp(z_ij - m_i)`` for the h at build time, so that later updates
+only multiply by exp(h - h_ref), numbers close to 1 that float32 holds well.
 """
 
 from __future__ import annotations
@@ -91,8 +91,8 @@ class SparseKernel(TruncatedKernel):
             h - self.h_search, nan=0.0, posinf=0.0, neginf=0.0
         )  # as the compiled code
         if float(change.max() - change.min()) <= limit:
-            # the spread over all columns bounds that within any row, in O(m), not O(entries):
-            # at the final blur of 100k-point cubes it stayed under half the truncation (measured)
+            # the spread over all columns bounds that within any row, in O(m), not O(entries),
+            # and on cubes at the final blur it usually stays under the limit
             return False
         return kernels.row_spread(self.crow, self.col, change.contiguous()) > limit
 

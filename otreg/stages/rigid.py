@@ -157,7 +157,7 @@ def _iterate(
         factor = 1.0
         if blur == blurs[-1] and not cfg.scale:
             # At a fixed blur the rounds converge linearly, slowly on vessel trees (each round
-            # removed 10 % of the remaining rotation on copd1): when two successive updates point
+            # removes a small share of the remaining rotation): when two successive updates point
             # the same way, jump to where their geometric series ends (Besl & McKay 1992).
             step = _step(matrix, new, center, radius)
             if previous is not None:

@@ -93,8 +93,8 @@ def smooth(
             regularization,
             device=device,
         )
-        # over the fit's controls too: a reported quantity, and the svf model's grid (copd1:
-        # 290,000 nodes) costs 1.9 s against 20,000 controls, 0.15 s against 1,500
+        # over the fit's controls too: a reported quantity, and sampling it on the svf model's
+        # grid costs in proportion to the controls (benchmarks/README.md, design measurements)
         confidence = KernelField(
             data.points, data.features["confidence"][:, None], data.weights, sigma
         )

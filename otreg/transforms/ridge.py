@@ -146,7 +146,7 @@ class GaussianKernel:
                 alpha=-1,
             ).clamp_(min=0)
             for sigma in self.sigmas:
-                # clamped as in otreg.ot.kernels: exp is ~18x slower on denormal results
+                # clamped as in otreg.ot.kernels: exp is much slower on denormal results
                 block = (half_sq_dist / (-sigma * sigma)).clamp_(min=-87.0).exp_()
                 out[s : s + rows] += block @ v
         return out / len(self.sigmas)
