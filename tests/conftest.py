@@ -2,15 +2,88 @@
 
 ``shared_data``: the folder of real patient data, ``../shared/data`` next to the repository
 (never copied into it). Tests that use it are skipped, with the reason, when it is absent.
+``run_otreg``: the command itself, in a child process (the one CLI helper of the tests).
+``fast_settings``: command-line options that make a sample-pair registration quick.
+
+Torch runs on a fixed number of threads in the test process (``OTREG_TEST_THREADS``, default
+2), whatever the machine, so that float sums keep one order from run to run.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+TEST_THREADS = int(os.environ.get("OTREG_TEST_THREADS", "2"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _pinned_torch_threads():
+    import torch
+
+    torch.set_num_threads(TEST_THREADS)
+
+
+def _run_otreg(
+    *args: str,
+    cwd: str | Path | None = None,
+    check: bool = True,
+    timeout: float = 600,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
+    """``python -m otreg ARGS`` in ``cwd`` (default: the repository), one thread per process
+    (tests run beside each other on shared CPUs, and one thread keeps float sums in order);
+    ``check``: assert that it exits 0. ``env`` adds to the environment."""
+    result = subprocess.run(
+        [sys.executable, "-m", "otreg", *map(str, args)],
+        cwd=cwd or REPO,
+        env={
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "COLUMNS": "200",
+            **(env or {}),
+        },
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check:
+        assert result.returncode == 0, (args, result.returncode, result.stdout, result.stderr)
+    return result
+
+
+@pytest.fixture(scope="session")
+def run_otreg():
+    """The function ``run_otreg(*args, cwd=None, check=True, timeout=600, env=None)`` ->
+    CompletedProcess (text stdout and stderr) of ``python -m otreg ARGS``."""
+    return _run_otreg
+
+
+@pytest.fixture(scope="session")
+def fast_settings() -> list[str]:
+    """Fast but meaningful on the sample pair (TRE ~13.9 mm -> ~2 mm); principal_axes off:
+    the sample pair has no large rotation."""
+    return [
+        "--points",
+        "1500",
+        "--set",
+        "rigid.points=500",
+        "--set",
+        "rigid.iterations=10",
+        "--set",
+        "rigid.principal_axes=false",
+        "--set",
+        "solver.max_iter=100",
+        "--set",
+        "output.grid_spacing=16",
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +107,7 @@ QUICK_BATCH_SETTINGS = [
     "smooth.sigma=[20.0]",
     "smooth.regression=['gaussian']",
 ]
-SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+SAMPLE = REPO / "sample_data"
 
 
 @pytest.fixture

@@ -4,10 +4,10 @@ in metrics.json / report.html of ``otreg register --set smooth.model=svf`` and i
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cli import FAST, SOURCE, SOURCE_LANDMARKS, TARGET, TARGET_LANDMARKS, run_otreg
 
 from otreg.quality import (
     determinants_at,
@@ -18,6 +18,12 @@ from otreg.quality import (
 from otreg.transforms import Transform
 from otreg.transforms.field import KernelField
 
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+SOURCE, TARGET = SAMPLE / "exhale_vessels.vtk", SAMPLE / "inhale_vessels.vtk"
+SOURCE_LANDMARKS, TARGET_LANDMARKS = (
+    SAMPLE / "exhale_landmarks.txt",
+    SAMPLE / "inhale_landmarks.txt",
+)
 CLOUD = np.random.default_rng(0).uniform([-50, -40, 0], [50, 40, 80], size=(300, 3))
 
 
@@ -71,7 +77,7 @@ def test_inverse_consistency_only_with_an_inverse():
 
 # ----------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
-def svf_registration(tmp_path_factory):
+def svf_registration(fast_settings, run_otreg, tmp_path_factory):
     """(OUT, parsed --json stdout) of one fast diffeomorphic registration of the sample pair."""
     out = tmp_path_factory.mktemp("svf") / "out"
     result = run_otreg(
@@ -80,7 +86,7 @@ def svf_registration(tmp_path_factory):
         str(TARGET),
         "-o",
         str(out),
-        *FAST,
+        *fast_settings,
         "--set",
         "smooth.model=svf",
         "--json",
@@ -111,7 +117,7 @@ def test_svf_registration_is_fold_free_and_invertible(svf_registration):
     assert metrics["dense_field"]["inverse_residual_mm"]["median"] < 0.01
 
 
-def test_evaluate_reports_the_same_quality(svf_registration):
+def test_evaluate_reports_the_same_quality(run_otreg, svf_registration):
     out, _ = svf_registration
     metrics = json.loads((out / "metrics.json").read_text())
     result = json.loads(run_otreg("evaluate", str(out), "--json").stdout)
@@ -134,7 +140,7 @@ def test_evaluate_reports_the_same_quality(svf_registration):
     assert "of a 20 mm grid" in words and "Inverse consistency" in words
 
 
-def test_evaluate_needs_both_landmark_files(svf_registration):
+def test_evaluate_needs_both_landmark_files(run_otreg, svf_registration):
     out, _ = svf_registration
     result = run_otreg(
         "evaluate", str(out), "--source-landmarks", str(SOURCE_LANDMARKS), check=False

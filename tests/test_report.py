@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
@@ -158,34 +157,18 @@ def test_evaluate_adds_the_landmarks(registration):
     assert len(page.all("img")) == 2 and len(page.all("svg")) == 6
 
 
-def test_otreg_report_rewrites_the_page(registration, tmp_path):
+def test_otreg_report_rewrites_the_page(run_otreg, registration, tmp_path):
     out, _, _ = registration
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     (copy / "report.html").unlink()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "otreg", "report", str(copy), "--no-pictures"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_otreg("report", str(copy), "--no-pictures")
     assert done.stdout.strip() == str(copy / "report.html")
     page = _Page((copy / "report.html").read_text())
     assert not page.all("img") and len(page.all("svg")) == 6  # landmarks kept
     assert "Pictures skipped: output.report_pictures = false" in "".join(page.text)
     # a folder that is not an output folder: one message, exit 2, nothing written
-    bad = subprocess.run(
-        [sys.executable, "-m", "otreg", "report", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=600,
-    )
+    bad = run_otreg("report", str(tmp_path), check=False)
     assert bad.returncode == 2 and "metrics.json" in bad.stderr and "Traceback" not in bad.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copy"]
 
