@@ -11,6 +11,9 @@ Files (see the README for their frames):
   field_fixed_to_moving.nii.gz   displacement on a grid over the target, LPS vectors (ITK/ANTs/Slicer)
   field_moving_to_fixed.nii.gz   displacement on a grid over the source, LPS vectors
   metrics.json, run.json, config.resolved.toml, report.md
+  .otreg                     marker: otreg wrote this folder (only such folders are replaced)
+
+While it is written, OUT is locked (otreg/io/output_folder.py): a second run on it fails at once.
 """
 
 from __future__ import annotations
@@ -19,28 +22,30 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..config import Config
-from ..errors import OutputError
 from ..io import warp_file, warped_suffix
 from ..io.frames import matrix_ras_to_lps
+from ..io.output_folder import (
+    check_output_location,
+    output_lock,
+    remove_stale_folders,
+    write_marker,
+)
 from ..warping import point_mapping
 from .markdown import render_report
 from .provenance import run_record
 
 
-def check_output_dir(out: Path, overwrite: bool) -> None:
-    """Fail early (before any work) if OUT cannot be (re)written."""
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{out}: exists and is not a folder")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise OutputError(
-            f"{out}: output folder exists and is not empty; pass --overwrite to replace it"
-        )
+def check_output_dir(out: Path, overwrite: bool, inputs: Sequence[str | Path] = ()) -> None:
+    """Fail early (before any work) if OUT cannot be (re)written (see
+    :func:`otreg.io.output_folder.check_output_location`)."""
+    check_output_location(out, overwrite, inputs)
 
 
 def itk_affine_text(matrix_lps: np.ndarray) -> str:
@@ -100,11 +105,19 @@ def write_registration(
     recorded in run.json and atop config.resolved.toml.
     """
     out = Path(out)
-    check_output_dir(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(out):
+        check_output_dir(out, overwrite, (source_path, target_path))
+        remove_stale_folders(out)
+        return _write_locked(
+            out, result, config, source_path, target_path, load_kwargs, argv, preset
+        )
+
+
+def _write_locked(out, result, config, source_path, target_path, load_kwargs, argv, preset):
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
+        write_marker(tmp)
         transform = result.transform
         warp_file(
             source_path,

@@ -1,0 +1,82 @@
+"""Shared by the tests/test_hostile_*.py files: run the real command, check its one message."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Settings that make a registration of a few hundred points take seconds.
+FAST = [
+    "--points",
+    "300",
+    "--set",
+    "rigid.points=300",
+    "--set",
+    "rigid.iterations=5",
+    "--set",
+    "rigid.principal_axes=false",
+    "--set",
+    "output.grid_spacing=16",
+    "--set",
+    "solver.max_iter=50",
+]
+
+
+def otreg_env() -> dict[str, str]:
+    """One thread per process (the machine is shared); this tree first on the path."""
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "COLUMNS": "200",
+        "PYTHONPATH": path,
+    }
+
+
+def run_otreg(*args: str, cwd: Path, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """``python -m otreg ARGS`` in a subprocess (what maps errors onto exit codes)."""
+    return subprocess.run(
+        [sys.executable, "-m", "otreg", *args],
+        cwd=cwd,
+        env=otreg_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
+
+
+def random_points(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 100, size=(n, 3))
+
+
+def write_txt(path: Path, points: np.ndarray) -> Path:
+    np.savetxt(path, points, fmt="%.6f")
+    return path
+
+
+def assert_one_error(result: subprocess.CompletedProcess, *needles: str, code: int = 2) -> str:
+    """The exit code, no traceback, one 'otreg: error:' line holding every needle (any case)."""
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("otreg: error:")]
+    assert len(errors) == 1 and len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle.lower() in errors[0].lower(), (needle, errors[0])
+    return errors[0]
+
+
+def snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every path under ``folder`` (hidden ones too) with its bytes (None for folders)."""
+    return {
+        p.relative_to(folder).as_posix(): (p.read_bytes() if p.is_file() else None)
+        for p in sorted(folder.rglob("*"))
+    }
