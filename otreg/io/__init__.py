@@ -73,11 +73,11 @@ def _kind(path: Path) -> str:
 
 
 def _check_readable(path: Path) -> None:
-    """One clear InputError for a missing file, a directory, or a file we may not read."""
-    if not path.exists():
-        raise InputError(path, "no such file")
-    if path.is_dir():
-        raise InputError(path, "is a directory, not a file")
+    """One clear InputError for a missing file, a directory, a FIFO or device (checked without
+    opening it: opening a pipe blocks), or a file we may not read."""
+    from ._precheck import check_regular_file
+
+    check_regular_file(path)
     try:
         with open(path, "rb") as f:
             f.read(1)
