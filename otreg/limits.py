@@ -65,7 +65,7 @@ def gib(nbytes: float) -> str:
     """'12.0 GiB', '3.2 MiB' ..."""
     for unit, size in (("PiB", 1024**5), ("TiB", 1024**4), ("GiB", _GIB), ("MiB", 1024**2)):
         if nbytes >= size:
-            return f"{nbytes / size:.1f} {unit}"
+            return f"{nbytes / size:.3g} {unit}"
     return f"{nbytes / 1024:.1f} KiB"
 
 
@@ -90,3 +90,17 @@ def check_memory(
     if source is not None:
         raise InputError(source, problem)
     raise ConfigError(f"{key}: {problem}" if key else problem)
+
+
+#: what one node of a grid costs while a field is evaluated and written on it (its coordinates,
+#: the displacement, the inverse iterations' arrays, the NIfTI copy): an estimate, bytes
+BYTES_PER_GRID_NODE = 400
+
+
+def grid_nodes(points, spacing: float, margin: float) -> float:
+    """Nodes of the grid of ``spacing`` mm over (N, 3) ``points`` plus ``margin`` mm around
+    (as :func:`otreg.transforms.itk.grid_over` builds it), as a float (it may be huge)."""
+    import numpy as np
+
+    extent = np.ptp(np.asarray(points, dtype=np.float64), axis=0) + 2 * margin
+    return float(np.prod(np.ceil(extent / spacing) + 1))

@@ -86,6 +86,7 @@ def run(
     """
     from .io import load, load_options
     from .io.output_folder import output_lock
+    from .limits import memory_limit
     from .report.outputs import check_output_dir, write_registration
 
     out = Path(out)
@@ -97,15 +98,15 @@ def run(
         # checked against the preset, whose rounds they may have to agree with.
         loading = load_config(
             None,
-            [o for o in overrides if o.strip().startswith("input.")],
-            **{k: v for k, v in settings.items() if k.startswith("input__")},
+            [o for o in overrides if o.strip().startswith(("input.", "memory_limit_gb"))],
+            **{k: v for k, v in settings.items() if k.startswith(("input__", "memory_limit_gb"))},
         )
     else:
         loading = cfg = load_config(config, overrides, **settings)
     options = load_options(loading.input)
     check_output_dir(out, overwrite, (source, target))
     # OUT is locked from its check to the final rename: a second run on it fails at once
-    with output_lock(out):
+    with output_lock(out), memory_limit(loading.memory_limit_gb):
         check_output_dir(out, overwrite, (source, target))  # again, now that it is ours
         step("loading")
         source_cloud = load(source, **options)

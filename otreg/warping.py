@@ -39,15 +39,14 @@ def warp(
     Raises:
         OutputError: ``output`` exists and ``overwrite`` is False; InputError: unreadable inputs.
     """
-    from .errors import OutputError
     from .evaluation import transform_file
     from .io import warp_file
+    from .io.output_folder import check_output_file
     from .transforms import Transform
 
     output = Path(output)
+    check_output_file(output, overwrite)
     transform = Transform.load(transform_file(registration))
-    if output.exists() and not overwrite:
-        raise OutputError(f"{output}: exists; pass --overwrite to replace it")
     return warp_file(
         file,
         output,

@@ -139,10 +139,25 @@ def load(
             cloud = meshes.read_mesh(path, surface_weights=surface_weights)
         else:
             cloud = pointlists.read_point_list(path)
+    _check_extent(cloud)
     if weight_by:
         cloud = _weigh_by(cloud, weight_by)
     log.debug("loaded %r", cloud)
     return cloud
+
+
+#: coordinates beyond this (mm: 1 km) are not a body in mm; float32 costs of such numbers overflow
+MAX_COORDINATE_MM = 1e6
+
+
+def _check_extent(cloud: PointCloud) -> None:
+    largest = float(np.abs(cloud.points).max())
+    if largest > MAX_COORDINATE_MM:
+        raise InputError(
+            cloud.source,
+            f"has coordinates up to {largest:.3g} mm, beyond {MAX_COORDINATE_MM:g} mm (1 km): "
+            "otreg reads coordinates in mm; is the file in another unit or corrupt?",
+        )
 
 
 def _weigh_by(cloud: PointCloud, name: str) -> PointCloud:
@@ -258,6 +273,14 @@ def warp_file(
     if new_points.shape != points.shape:
         raise ValueError(
             f"mapping returned points of shape {new_points.shape} for input {points.shape}"
+        )
+    if not np.isfinite(new_points).all():
+        from ..errors import SolverError
+
+        bad = int((~np.isfinite(new_points).all(axis=1)).sum())
+        raise SolverError(
+            f"{path_in}: the transform moves {bad} of its {len(new_points)} points to NaN or Inf; "
+            "nothing was written (is the file in the registration's source space?)"
         )
     arrays = dict(arrays or {})
 

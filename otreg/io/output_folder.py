@@ -230,3 +230,30 @@ def remove_stale_folders(out: Path) -> None:
         if (sibling / MARKER).is_file() or not any(sibling.iterdir()):
             log.info("removing %s, left by a killed run", sibling)
             shutil.rmtree(sibling, ignore_errors=True)
+
+
+def check_output_file(path: str | Path, overwrite: bool) -> None:
+    """Fail early (before any work) if the output file ``path`` cannot be (re)written.
+
+    Raises:
+        OutputError: the name is too long for the file system (with the temporary name an
+            atomic write needs), the folder is missing, a file or not writable, ``path`` is a
+            folder, or it exists and ``overwrite`` is False.
+    """
+    path = Path(path)
+    folder = Path(os.path.abspath(path)).parent
+    if not folder.is_dir():
+        what = "is a file" if folder.exists() else "does not exist"
+        raise OutputError(f"{path}: cannot be written: the folder {folder} {what}")
+    room = _name_max(folder) - len(".tmp-12345678") - 1
+    if len(os.fsencode(path.name)) > room:
+        raise OutputError(
+            f"{path.name[:40]}...: the file name is too long for the file system "
+            f"({len(os.fsencode(path.name))} bytes; at most {room} here)"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: cannot be written: {folder} is not writable")
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; give a file name")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path}: exists; pass --overwrite to replace it")

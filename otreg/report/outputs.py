@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..config import Config
+from ..errors import SolverError
 from ..io import warp_file, warped_suffix
 from ..io.frames import matrix_ras_to_lps
 from ..io.output_folder import (
@@ -57,6 +58,16 @@ def itk_affine_text(matrix_lps: np.ndarray) -> str:
     )
 
 
+def _finite(displacement: np.ndarray, name: str) -> np.ndarray:
+    """``displacement``, if it holds no NaN or Inf (SolverError otherwise: nothing is written)."""
+    if not np.isfinite(displacement).all():
+        raise SolverError(
+            f"writing {name}: the transform gives NaN or Inf on the output grid, so nothing was "
+            "written; set output.dense_field = false, or raise smooth.sigma"
+        )
+    return displacement
+
+
 def write_dense_fields(folder: Path, result, config: Config) -> dict[str, Any]:
     """The two ITK displacement fields; returns their description for metrics.json."""
     from ..transforms.itk import displacement_image, grid_over, grid_points, inverse_points
@@ -66,12 +77,13 @@ def write_dense_fields(folder: Path, result, config: Config) -> dict[str, Any]:
     y = grid_points(fixed_shape, fixed_affine)
     x, inverse_residual = inverse_points(result.transform, y)
     inverse_residual = inverse_residual[np.isfinite(inverse_residual)]
-    displacement_image(x - y, fixed_shape, fixed_affine).to_filename(
-        folder / "field_fixed_to_moving.nii.gz"
-    )
+    displacement_image(
+        _finite(x - y, "field_fixed_to_moving"), fixed_shape, fixed_affine
+    ).to_filename(folder / "field_fixed_to_moving.nii.gz")
     moving_shape, moving_affine = grid_over(result.source.points, spacing, margin)
     x = grid_points(moving_shape, moving_affine)
-    displacement_image(result.transform(x) - x, moving_shape, moving_affine).to_filename(
+    moving_to_fixed = _finite(result.transform(x) - x, "field_moving_to_fixed")
+    displacement_image(moving_to_fixed, moving_shape, moving_affine).to_filename(
         folder / "field_moving_to_fixed.nii.gz"
     )
     return {
