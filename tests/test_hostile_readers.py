@@ -149,6 +149,29 @@ CASES = {
         ),
         ["truncated"],
     ),
+    "ply_unknown_header_keyword": (  # found by fuzzing: VTK segfaulted
+        "a.ply",
+        lambda p: (
+            p.write_bytes(
+                _ply_ascii(p, 30, [[0, 1, 2]])
+                .read_bytes()
+                .replace(b"element vertex", b"elemen\x15Zex")
+            )
+            and p
+        ),
+        ["malformed PLY header line"],
+    ),
+    "ply_property_before_element": (
+        "a.ply",
+        lambda p: (
+            p.write_text(
+                "ply\nformat ascii 1.0\nproperty float x\nelement vertex 1\n"
+                "property float y\nend_header\n1 2\n"
+            )
+            and p
+        ),
+        ["malformed PLY header line"],
+    ),
     "obj_face_index_beyond_vertices": ("a.obj", lambda p: _obj(p, "f 1 2 99\n"), ["beyond"]),
     "obj_face_index_zero": ("a.obj", lambda p: _obj(p, "f 0 1 2\n"), ["index"]),
     "obj_negative_index_beyond": ("a.obj", lambda p: _obj(p, "f -1 -2 -99\n"), ["index"]),

@@ -43,6 +43,7 @@ _PLY_TYPES = {
     "float64": "f8",
 }
 _MAX_PLY_HEADER = 1 << 16
+_PLY_KEYWORDS = ("ply", "format", "comment", "obj_info")
 # what one point or cell of a mesh costs once read: VTK's arrays, their float64 copies, the
 # weights and features (an estimate for the memory budget, on the generous side)
 _BYTES_PER_ITEM = 96
@@ -256,7 +257,8 @@ def check_xml_counts(path: Path) -> None:
             count = -1
         if count < 0:
             raise InputError(
-                path, f"declares NumberOf{what.decode()}={text.decode()!r}: corrupt file"
+                path,
+                f"declares NumberOf{what.decode()}={text.decode(errors='replace')!r}: corrupt file",
             )
         total += count
     check_memory(
@@ -335,13 +337,17 @@ def _parse_ply_header(path: Path, data: bytes) -> tuple[str, int, list[tuple[str
                 if count < 0:
                     raise ValueError("negative count")
                 elements.append((words[1], count, []))
-            elif words[0] == "property" and elements:
+            elif words[0] == "property":
+                if not elements:
+                    raise ValueError("a property before any element")
                 if words[1] == "list":
                     elements[-1][2].append(
                         ("list", _PLY_TYPES[words[2]], _PLY_TYPES[words[3]], words[4])
                     )
                 else:
                     elements[-1][2].append(("scalar", _PLY_TYPES[words[1]], words[2]))
+            elif words[0] not in _PLY_KEYWORDS:
+                raise ValueError("not a PLY header keyword")  # VTK's parser crashes on some
         except (IndexError, KeyError, ValueError):
             raise InputError(path, f"has a malformed PLY header line: {raw.strip()!r}") from None
     if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):

@@ -46,7 +46,7 @@ def _list_values(values: np.ndarray) -> str:
 def _load_image(path: Path, volume: int | None):
     """-> (data (I, J, K) array, affine (4, 4)), after choosing the volume of a 4D image."""
     # nibabel reports odd headers as warnings and through its own logger, which prints to
-    # stderr: both go to otreg's log (debug), not raw before otreg's one message
+    # stderr: both go to otreg's log (shown with -v), not raw before otreg's one message
     import nibabel  # noqa: F401  (first: importing it adds the printing handler)
 
     nib_log = logging.getLogger("nibabel.global")
@@ -60,7 +60,7 @@ def _load_image(path: Path, volume: int | None):
     finally:
         nib_log.handlers, nib_log.propagate = handlers, propagate
         for text in [*records.messages, *(str(w.message) for w in caught)]:
-            log.debug("%s: nibabel: %s", path, " ".join(text.split()))
+            log.info("%s: nibabel: %s", path, " ".join(text.split()))
 
 
 class _Records(logging.Handler):
