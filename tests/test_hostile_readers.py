@@ -219,6 +219,16 @@ CASES = {
         ),
         ["POLYGONS", "beyond"],
     ),
+    "vtk_garbled_version": (  # found by fuzzing: VTK segfaulted on a binary file like this
+        "a.vtk",
+        lambda p: (
+            p.write_bytes(
+                _vtk_ascii(p, 30, "").read_bytes().replace(b"Version 3.0", b"Version \xde.\x87")
+            )
+            and p
+        ),
+        ["cannot be read as legacy VTK", "first line"],
+    ),
     "vtk_binary_huge_point_count": (
         "a.vtk",
         lambda p: (

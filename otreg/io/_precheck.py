@@ -84,10 +84,28 @@ def check_file(path: Path) -> None:
     elif suffix == ".stl":
         check_stl(path)
     elif suffix == ".vtk":
+        check_legacy_version(path)
         check_legacy_ascii_points(path)
         check_legacy_ascii_cells(path)
     elif suffix in (".vtp", ".vtu"):
         check_xml_counts(path)
+
+
+_VERSION_LINE = re.compile(rb"# vtk DataFile Version (\d+)\.(\d+)\s*\n")
+
+
+def check_legacy_version(path: Path) -> None:
+    """A legacy .vtk starts with '# vtk DataFile Version X.Y': VTK picks the cell layout by
+    that version and can crash reading a file with a garbled one."""
+    with open(path, "rb") as f:
+        first = f.read(64)
+    if not _VERSION_LINE.match(first):
+        line = first.split(b"\n")[0].decode(errors="replace")
+        raise InputError(
+            path,
+            f"cannot be read as legacy VTK: its first line is {line!r}, not "
+            "'# vtk DataFile Version X.Y'",
+        )
 
 
 _KEYWORD_LINE = re.compile(rb"\n[ \t]*[A-Z][A-Z_]+")
