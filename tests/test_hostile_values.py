@@ -387,3 +387,27 @@ def test_nibabel_complaints_go_to_the_log_not_stderr(data, tmp_path):
     assert_one_error(result, str(odd), "label 9")
     verbose, _ = register(data, tmp_path, odd, "--label", "9", "-vv")
     assert "sizeof_hdr" in verbose.stderr and verbose.returncode == 2
+
+
+def test_a_stray_end_of_file_is_an_error_not_an_interruption(tmp_path):
+    """click turns an EOFError into 'Abort' (exit 130, 'interrupted'): an empty transform.npz
+    used to end that way. Whatever still raises one now gets a message and exit 1."""
+    script = textwrap.dedent(
+        """
+        import sys
+        import otreg.runner
+
+        def cut_short(*args, **kwargs):
+            raise EOFError("Ran out of input")
+
+        otreg.runner.run = cut_short
+        sys.argv = ["otreg", "register", "a.txt", "b.txt", "-o", "out"]
+        from otreg.cli import main
+        main()
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=otreg_env(), capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert_one_error(result, "end of a file", "Ran out of input", code=1)

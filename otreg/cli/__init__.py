@@ -116,7 +116,10 @@ def main() -> None:
         _interrupted()
     except typer.Exit as exit_:
         sys.exit(exit_.exit_code)
-    except typer.Abort:
+    except typer.Abort as abort:
+        if isinstance(abort.__cause__, EOFError):  # click turns a stray EOFError into Abort
+            typer.echo(f"otreg: error: unexpected end of a file: {abort.__cause__}", err=True)
+            sys.exit(1)
         _interrupted()
     except Exception as err:  # click usage errors carry their own exit code (2)
         if isinstance(err, _click_exceptions()):
