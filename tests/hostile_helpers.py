@@ -80,3 +80,15 @@ def snapshot(folder: Path) -> dict[str, bytes | None]:
         p.relative_to(folder).as_posix(): (p.read_bytes() if p.is_file() else None)
         for p in sorted(folder.rglob("*"))
     }
+
+
+def run_python(script: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -c SCRIPT`` with the same environment (for runs that patch otreg first)."""
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=cwd,
+        env=otreg_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

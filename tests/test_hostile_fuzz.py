@@ -11,14 +11,13 @@ kept and named in the failure. ``OTREG_FUZZ_EXAMPLES`` sets the examples per for
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hostile_helpers import otreg_env
+from hostile_helpers import run_python
 
 pytest.importorskip("hypothesis")
 pv = pytest.importorskip("pyvista")
@@ -116,14 +115,7 @@ def test_random_header_bytes_never_crash_a_reader(fmt, seeds, tmp_path):
     script = CHILD.format(
         limit=MEMORY_LIMIT, seed=str(seeds[fmt]), work=str(tmp_path), examples=EXAMPLES
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        env=otreg_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_python(script, tmp_path, timeout=600)
     case = next(tmp_path.glob("case*"), None)
     assert result.returncode == 0 and "done" in result.stdout, (
         f"{fmt}: exit {result.returncode} on {case} (kept):\n{result.stderr[-3000:]}"

@@ -17,6 +17,7 @@ from hostile_helpers import (
     otreg_env,
     random_points,
     run_otreg,
+    run_python,
     snapshot,
     write_txt,
 )
@@ -164,14 +165,7 @@ def test_termination_while_writing_leaves_nothing(tmp_path, pair, signame):
         main()
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        env=otreg_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_python(script, tmp_path, timeout=300)
     signum = getattr(signal, signame)
     assert result.returncode == 128 + signum, result.stderr
     assert f"interrupted ({signame})" in result.stderr and "Traceback" not in result.stderr

@@ -9,8 +9,6 @@ The issue's list (tracebacks where one message belongs): empty and truncated tra
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -19,9 +17,9 @@ import pytest
 from hostile_helpers import (
     FAST,
     assert_one_error,
-    otreg_env,
     random_points,
     run_otreg,
+    run_python,
     write_txt,
 )
 
@@ -111,14 +109,7 @@ def test_nan_at_a_stage_boundary_fails_with_exit_1_naming_the_step(
         main()
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        env=otreg_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_python(script, tmp_path, timeout=300)
     assert_one_error(result, step, "NaN", "nothing was written", code=1)
     assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
 
@@ -406,8 +397,5 @@ def test_a_stray_end_of_file_is_an_error_not_an_interruption(tmp_path):
         main()
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=otreg_env(), capture_output=True,
-        text=True, timeout=120,
-    )  # fmt: skip
+    result = run_python(script, tmp_path, timeout=120)
     assert_one_error(result, "end of a file", "Ran out of input", code=1)
