@@ -172,6 +172,18 @@ CASES = {
         ),
         ["malformed PLY header line"],
     ),
+    "ply_face_without_vertex_indices": (  # found by fuzzing: VTK aborted (invalid free)
+        "a.ply",
+        lambda p: (
+            p.write_bytes(
+                _ply_ascii(p, 30, [[0, 1, 2]])
+                .read_bytes()
+                .replace(b"vertex_indices", b"vertex_indicez")
+            )
+            and p
+        ),
+        ["'face' element without", "vertex_indices"],
+    ),
     "obj_face_index_beyond_vertices": ("a.obj", lambda p: _obj(p, "f 1 2 99\n"), ["beyond"]),
     "obj_face_index_zero": ("a.obj", lambda p: _obj(p, "f 0 1 2\n"), ["index"]),
     "obj_negative_index_beyond": ("a.obj", lambda p: _obj(p, "f -1 -2 -99\n"), ["index"]),

@@ -370,6 +370,12 @@ def _parse_ply_header(path: Path, data: bytes) -> tuple[str, int, list[tuple[str
             raise InputError(path, f"has a malformed PLY header line: {raw.strip()!r}") from None
     if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):
         raise InputError(path, f"has an unknown PLY format {fmt!r}")
+    for name, _, props in elements:
+        if name == "face" and not any(p[0] == "list" and p[3] in _INDEX_LISTS for p in props):
+            # VTK's reader frees an invalid pointer (abort) on a face element without them
+            raise InputError(
+                path, "has a PLY 'face' element without a 'vertex_indices' list property"
+            )
     return fmt, newline + 1, elements
 
 
