@@ -45,8 +45,9 @@ def warp(
     from .transforms import Transform
 
     output = Path(output)
-    check_output_file(output, overwrite)
-    transform = Transform.load(transform_file(registration))
+    transform_path = transform_file(registration)
+    check_output_file(output, overwrite, inputs=(file, transform_path))
+    transform = Transform.load(transform_path)
     return warp_file(
         file,
         output,

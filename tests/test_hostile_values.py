@@ -399,3 +399,13 @@ def test_a_stray_end_of_file_is_an_error_not_an_interruption(tmp_path):
     )
     result = run_python(script, tmp_path, timeout=120)
     assert_one_error(result, "end of a file", "Ran out of input", code=1)
+
+
+def test_warp_never_overwrites_its_input(registration, tmp_path):
+    points = write_txt(tmp_path / "points.txt", random_points(10))
+    before = points.read_bytes()
+    result = run_otreg(
+        "warp", str(registration), str(points), "-o", str(points), "--overwrite", cwd=tmp_path
+    )
+    assert_one_error(result, str(points), "is an input")
+    assert points.read_bytes() == before

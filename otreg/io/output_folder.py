@@ -232,13 +232,13 @@ def remove_stale_folders(out: Path) -> None:
             shutil.rmtree(sibling, ignore_errors=True)
 
 
-def check_output_file(path: str | Path, overwrite: bool) -> None:
+def check_output_file(path: str | Path, overwrite: bool, inputs: Iterable[str | Path] = ()) -> None:
     """Fail early (before any work) if the output file ``path`` cannot be (re)written.
 
     Raises:
         OutputError: the name is too long for the file system (with the temporary name an
             atomic write needs), the folder is missing, a file or not writable, ``path`` is a
-            folder, or it exists and ``overwrite`` is False.
+            folder, it exists and ``overwrite`` is False, or it is one of ``inputs``.
     """
     path = Path(path)
     folder = Path(os.path.abspath(path)).parent
@@ -257,3 +257,5 @@ def check_output_file(path: str | Path, overwrite: bool) -> None:
         raise OutputError(f"{path}: is a folder; give a file name")
     if path.exists() and not overwrite:
         raise OutputError(f"{path}: exists; pass --overwrite to replace it")
+    if path.exists() and any(path.resolve() == Path(item).resolve() for item in inputs):
+        raise OutputError(f"{path}: is an input of this command; write the result elsewhere")
