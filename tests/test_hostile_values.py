@@ -409,3 +409,30 @@ def test_warp_never_overwrites_its_input(registration, tmp_path):
     )
     assert_one_error(result, str(points), "is an input")
     assert points.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "damage, keywords",
+    [
+        ("config_not_toml", ["config.resolved.toml", "not valid TOML"]),
+        ("transform_is_a_folder", ["no transform.npz"]),
+        ("transform_missing", ["no transform.npz"]),
+    ],
+)
+def test_evaluate_and_warp_on_a_damaged_output_folder(registration, tmp_path, damage, keywords):
+    import shutil
+
+    folder = tmp_path / "out"
+    shutil.copytree(registration, folder)
+    if damage == "config_not_toml":
+        (folder / "config.resolved.toml").write_text("garbage [[[\n")
+    else:
+        (folder / "transform.npz").unlink()
+        if damage == "transform_is_a_folder":
+            (folder / "transform.npz").mkdir()
+    assert_one_error(run_otreg("evaluate", str(folder), cwd=tmp_path), *keywords)
+    if damage != "config_not_toml":  # warp reads only the transform
+        points = write_txt(tmp_path / "points.txt", random_points(10))
+        result = run_otreg("warp", str(folder), str(points), "-o", "moved.txt", cwd=tmp_path)
+        assert_one_error(result, *keywords)
+        assert not (tmp_path / "moved.txt").exists()
