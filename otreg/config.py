@@ -319,6 +319,11 @@ class Config(_Section):
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = Field(0, ge=0, le=2**32 - 1, description="random seed (down-sampling grid offsets)")
+    memory_limit_gb: PositiveFloat | None = Field(
+        None,
+        description="refuse inputs and grids whose estimated memory exceeds this, GiB "
+        "(none: half of this machine's memory)",
+    )
     input: InputConfig = Field(default_factory=InputConfig)
     solver: SolverConfig = Field(default_factory=SolverConfig)
     rigid: RigidConfig = Field(default_factory=RigidConfig)

@@ -164,6 +164,16 @@ def _quality(
         cloud = downsample_onto(cloud, cells, transform.rigid, cfg.input.points, seed=cfg.seed)
     else:
         cloud = downsample(cloud, cfg.input.points, seed=cfg.seed)
+    if jacobian:
+        from .limits import BYTES_PER_GRID_NODE, check_memory, grid_nodes
+
+        spacing = cfg.output.grid_spacing
+        nodes = grid_nodes(cloud.points, spacing, spacing)
+        check_memory(
+            nodes * BYTES_PER_GRID_NODE,
+            f"the Jacobian on a {spacing:g} mm grid ({nodes:.3g} nodes)",
+            key="--grid-spacing" if grid_spacing is not None else "output.grid_spacing",
+        )
     return transform_quality(transform, cloud.points, cfg.output.grid_spacing, jacobian=jacobian)
 
 

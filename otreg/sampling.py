@@ -248,10 +248,15 @@ def downsample(cloud: PointCloud, n: int, *, seed: int = 0) -> PointCloud:
             occupied cells jumps as the cell size changes).
     """
     check_point_count(n)
-    if n == 0 or len(cloud) <= n:
-        return cloud
     positive = cloud.weights > 0
+    if positive.sum() < MIN_POINTS:
+        raise InputError(
+            cloud.source,
+            f"only {int(positive.sum())} of its {len(cloud)} points carry weight (> 0); "
+            f"registration needs at least {MIN_POINTS} (isolated vertices of a surface weigh 0)",
+        )
     if not positive.all():
+        # even when no down-sampling is needed: a point of weight 0 makes the OT potentials -inf
         log.debug(
             "%s: %d zero-weight point(s) carry no mass and are left out",
             cloud.source,
@@ -260,6 +265,10 @@ def downsample(cloud: PointCloud, n: int, *, seed: int = 0) -> PointCloud:
         cloud_pos = cloud.subset(positive)
     else:
         cloud_pos = cloud
+    if n == 0 or len(cloud) <= n:
+        if cloud_pos is not cloud:
+            cloud_pos.meta = {**cloud_pos.meta, "downsampled_from": len(cloud)}
+        return cloud_pos
     if len(cloud_pos) <= n:
         out = cloud_pos
         out.meta = {**out.meta, "downsampled_from": len(cloud)}

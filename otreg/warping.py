@@ -46,18 +46,16 @@ def warp(
         OutputError: ``output`` exists and ``overwrite`` is False, or is ``file`` itself;
         InputError: unreadable inputs.
     """
-    from .errors import OutputError
     from .evaluation import recorded_input, run_config, transform_file
     from .io import file_suffix, warp_file
+    from .io.output_folder import check_output_file
     from .io.volumes import VOLUME_SUFFIXES
     from .transforms import Transform
 
     output, file = Path(output), Path(file)
-    transform = Transform.load(transform_file(registration))
-    if output.exists() and not overwrite:
-        raise OutputError(f"{output}: exists; pass --overwrite to replace it")
-    if output.exists() and file.exists() and output.resolve() == file.resolve():
-        raise OutputError(f"{output}: is the input file; otreg never replaces its inputs")
+    transform_path = transform_file(registration)
+    check_output_file(output, overwrite, inputs=(file, transform_path))
+    transform = Transform.load(transform_path)
     config = run_config(registration)
     if file_suffix(output) in VOLUME_SUFFIXES:
         return warp_image(

@@ -11,11 +11,11 @@ Torch runs on a fixed number of threads in the test process (``OTREG_TEST_THREAD
 
 from __future__ import annotations
 
+import functools
 import os
-import subprocess
-import sys
 from pathlib import Path
 
+import helpers
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,40 +30,11 @@ def _pinned_torch_threads():
     torch.set_num_threads(TEST_THREADS)
 
 
-def _run_otreg(
-    *args: str,
-    cwd: str | Path | None = None,
-    check: bool = True,
-    timeout: float = 600,
-    env: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess:
-    """``python -m otreg ARGS`` in ``cwd`` (default: the repository), one thread per process
-    (tests run beside each other on shared CPUs, and one thread keeps float sums in order);
-    ``check``: assert that it exits 0. ``env`` adds to the environment."""
-    result = subprocess.run(
-        [sys.executable, "-m", "otreg", *map(str, args)],
-        cwd=cwd or REPO,
-        env={
-            **os.environ,
-            "OMP_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1",
-            "COLUMNS": "200",
-            **(env or {}),
-        },
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if check:
-        assert result.returncode == 0, (args, result.returncode, result.stdout, result.stderr)
-    return result
-
-
 @pytest.fixture(scope="session")
 def run_otreg():
-    """The function ``run_otreg(*args, cwd=None, check=True, timeout=600, env=None)`` ->
-    CompletedProcess (text stdout and stderr) of ``python -m otreg ARGS``."""
-    return _run_otreg
+    """``helpers.run_otreg`` checking the exit code by default: ``run_otreg(*args, cwd=None,
+    check=True, timeout=600, env=None)`` -> CompletedProcess of ``python -m otreg ARGS``."""
+    return functools.partial(helpers.run_otreg, check=True)
 
 
 @pytest.fixture(scope="session")

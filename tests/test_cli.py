@@ -43,6 +43,7 @@ OUTPUT_FILES = {
     "run.json",
     "config.resolved.toml",
     "report.html",
+    ".otreg",  # the marker: otreg wrote this folder, --overwrite may replace it
 }
 
 
@@ -360,9 +361,11 @@ def test_rerun_from_resolved_config_reproduces(run_otreg, registration, tmp_path
 
 
 def test_register_overwrite_replaces_folder(run_otreg, registration, tmp_path):
-    """--overwrite on a folder with old files: the old files are gone, nothing is left beside."""
+    """--overwrite on an old otreg output folder: the old files are gone, nothing is left
+    beside (folders otreg did not write are refused: tests/test_hostile_output.py)."""
     out = tmp_path / "out"
     out.mkdir()
+    (out / ".otreg").write_text("written by otreg\n")  # the marker of otreg's folders
     (out / "stale.txt").write_text("old\n")
     # a quick registration of the landmark sets themselves (80 points each)
     run_otreg(

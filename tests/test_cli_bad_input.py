@@ -11,37 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import FAST, random_points, write_txt
 
 pv = pytest.importorskip("pyvista")
 nib = pytest.importorskip("nibabel")
 
+
 # Settings that make a registration fast, should a bad input ever get through to one.
-FAST = [
-    "--points",
-    "300",
-    "--set",
-    "rigid.points=300",
-    "--set",
-    "rigid.iterations=5",
-    "--set",
-    "rigid.principal_axes=false",
-    "--set",
-    "output.grid_spacing=16",
-    "--set",
-    "solver.max_iter=50",
-]
-
-
-# ----------------------------------------------------------------------------- bad files
-def random_points(n: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).uniform(0, 100, size=(n, 3))
-
-
-def write_txt(path: Path, points: np.ndarray) -> Path:
-    np.savetxt(path, points, fmt="%.6f")
-    return path
-
-
 def missing(tmp: Path) -> Path:
     return tmp / "does_not_exist.vtk"
 

@@ -134,23 +134,77 @@ class Transform(SpatialTransform):
 
     @classmethod
     def load(cls, path: str | Path) -> Transform:
-        """Read a ``transform.npz`` (any version otreg wrote: fields without a kind are
-        kernel fields).
+        """Read a ``transform.npz`` written by :meth:`save`, checked before it is used.
 
         Raises:
-            InputError: naming the file, when it cannot be read or is not an otreg transform.
+            InputError: naming the file: not a readable .npz (empty, truncated, another
+                format), a format version otreg does not know, missing or misshaped arrays,
+                NaN/Inf values, a singular rigid matrix, a non-positive sigma or spacing.
         """
+        from ..io._precheck import check_regular_file
+
         path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {key: data[key] for key in data.files}
-        except (OSError, ValueError) as err:
-            raise InputError(path, f"cannot read the transform: {err}") from None
+        check_regular_file(path)
+        arrays = _read_npz(path)
         if str(arrays.get("format", "")) != FORMAT:
-            raise InputError(path, f"not an otreg transform (expected format {FORMAT})")
+            found = str(arrays["format"]) if "format" in arrays else "none"
+            raise InputError(
+                path, f"not an otreg transform (format {found!r}; this otreg reads {FORMAT})"
+            )
+        _check_values(path, arrays)
         try:
-            return cls.from_arrays(arrays)
+            n_fields = int(arrays["n_fields"])
+            if not 0 <= n_fields <= _MAX_FIELDS:
+                raise ValueError(f"n_fields = {n_fields}")
+            transform = cls.from_arrays(arrays)
         except KeyError as err:
             raise InputError(path, f"cannot read the transform: missing {err}") from None
-        except ValueError as err:
+        except (ValueError, TypeError, IndexError) as err:
             raise InputError(path, f"cannot read the transform: {err}") from None
+        try:  # shapes that disagree between a field's arrays surface only when it is applied
+            moved, _ = transform.apply(np.zeros((1, 3)))
+        except Exception as err:
+            raise InputError(path, f"cannot apply the transform: {err}") from None
+        if not np.isfinite(moved).all():
+            raise InputError(path, "the transform gives NaN or Inf: the file is corrupt")
+        return transform
+
+
+#: a transform.npz never holds more fields than this (otreg writes one)
+_MAX_FIELDS = 64
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz, after checking their declared sizes against the memory budget."""
+    import zipfile
+
+    from ..limits import check_memory
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+        check_memory(declared, "its arrays", source=path)
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except InputError:
+        raise
+    except Exception as err:  # zipfile, zlib, numpy and EOF errors of empty or cut files
+        problem = " ".join(str(err).split()) or type(err).__name__
+        raise InputError(
+            path, f"cannot read the transform (empty, truncated or not an .npz file): {problem}"
+        ) from None
+
+
+def _check_values(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Finite numbers everywhere, a usable rigid matrix, positive sigmas and spacings."""
+    for key, value in arrays.items():
+        if value.dtype.kind in "fc" and not np.isfinite(value).all():
+            raise InputError(path, f"array {key!r} holds NaN or Inf values: the file is corrupt")
+        if key.endswith(("sigma", "sigmas", "spacing")) and not (value > 0).all():
+            raise InputError(path, f"array {key!r} must be > 0, got {value.ravel()[:3]}")
+    rigid = arrays.get("rigid")
+    if rigid is None or rigid.shape != (4, 4) or rigid.dtype.kind not in "fiu":
+        shape = None if rigid is None else rigid.shape
+        raise InputError(path, f"the rigid matrix must be 4 x 4 numbers, got shape {shape}")
+    if not np.allclose(rigid[3], [0, 0, 0, 1]) or abs(np.linalg.det(rigid[:3, :3])) < 1e-12:
+        raise InputError(path, "the rigid matrix is not an invertible affine matrix")
