@@ -142,7 +142,7 @@ def warp_image(
         interpolation=mode,
         grid_spacing=grid_spacing,
     )
-    header = nib.load(str(reference)).header
+    header: Any = nib.load(str(reference)).header
     image = nib.Nifti1Image(warped, reference_affine)
     image.set_qform(reference_affine, int(header["qform_code"]) or 1)
     image.set_sform(reference_affine, int(header["sform_code"]) or 1)

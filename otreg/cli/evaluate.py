@@ -57,7 +57,7 @@ def evaluate(
         registration,
         source_landmarks,
         target_landmarks,
-        landmark_format=fmt,
+        landmark_format=fmt,  # type: ignore[arg-type]
         spacing=spacing,
         source=source,
         grid_spacing=grid_spacing,

@@ -233,7 +233,7 @@ def _read_native(
 ) -> tuple[np.ndarray, str]:
     """(N, 3) RAS points of ``path`` in file order and its kind ('landmarks', 'mesh', ...)."""
     if landmark_format != "mm":  # DIR-LAB indices; read_landmarks names an unknown format
-        return read_landmarks(path, landmark_format, spacing), "landmarks"
+        return read_landmarks(path, landmark_format, spacing), "landmarks"  # type: ignore[arg-type]
     _check_readable(path)
     if markups.is_markups(path):
         return markups.read_markups(path), "markups"

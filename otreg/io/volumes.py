@@ -12,6 +12,7 @@ import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -87,7 +88,7 @@ def _read_image(path: Path, volume: int | None):
     import nibabel as nib
 
     try:
-        img = nib.load(str(path))
+        img: Any = nib.load(str(path))
     except Exception as err:  # nibabel raises ImageFileError, OSError, EOFError, zlib errors ...
         raise InputError(path, f"is not a readable NIfTI image: {_one_line(err)}") from None
     affine = np.asarray(img.affine, dtype=np.float64)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from .rigid import apply_matrix
 class Grid:
     """A regular grid: ``shape`` (3,) nodes, ``affine`` (4, 4) node index -> world RAS mm."""
 
-    shape: tuple[int, int, int]
+    shape: tuple[int, ...]
     affine: np.ndarray
 
     @property
@@ -74,7 +75,7 @@ def image_grid(
     return Grid(tuple(int(v) for v in nodes), grid_affine), step, first
 
 
-def nifti_header_grid(path: str | Path) -> tuple[tuple[int, int, int], np.ndarray]:
+def nifti_header_grid(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
     """(shape (3,), affine voxel -> RAS) of a NIfTI image's header, without reading its voxels.
 
     Raises:
@@ -88,7 +89,7 @@ def nifti_header_grid(path: str | Path) -> tuple[tuple[int, int, int], np.ndarra
     if not path.is_file():
         raise InputError(path, "no such file" if not path.exists() else "is not a file")
     try:
-        image = nib.load(str(path))
+        image: Any = nib.load(str(path))
     except Exception as err:  # nibabel raises several kinds for a bad header
         message = " ".join(str(err).split())
         raise InputError(path, f"is not a readable NIfTI image: {message}") from None
