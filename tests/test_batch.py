@@ -58,11 +58,15 @@ def status_of(out: Path, case: str) -> dict:
     return json.loads((out / case / "status.json").read_text())
 
 
+#: hidden files that belong in a case folder: the claim, otreg's marker of its output folders
+KEPT = {CLAIM, ".otreg"}
+
+
 def hidden_leftovers(out: Path) -> list[Path]:
     """Temporary files or folders left in OUT or a case folder (claims aside)."""
     found = []
     for folder in [out, *(p for p in out.iterdir() if p.is_dir())]:
-        found += [p for p in folder.iterdir() if p.name.startswith(".") and p.name != CLAIM]
+        found += [p for p in folder.iterdir() if p.name.startswith(".") and p.name not in KEPT]
     return found
 
 
@@ -495,7 +499,9 @@ def test_dirlab_landmarks_give_the_tre_of_each_case(tmp_path, shared_data):
     path = tmp_path / "pipeline.toml"
     path.write_text(
         'manifest = "cases.csv"\noutput = "out"\n[registration]\nconfig = "lung_points"\n'
-        'set = ["input.points=1000", "output.dense_field=false"]\n[landmarks]\nformat = "dirlab"\n'
+        # the clouds' untagged coordinates are in the landmarks' frame: read them as they are
+        'set = ["input.points=1000", "output.dense_field=false", "input.mesh_frame=\'ras\'"]\n'
+        '[landmarks]\nformat = "dirlab"\n'
     )
     result = run_batch(path, jobs=2)
     assert result.exit_code == 0, [status_of(tmp_path / "out", c) for c in ("case1", "case2")]

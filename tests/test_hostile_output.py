@@ -155,11 +155,11 @@ def test_termination_while_writing_leaves_nothing(tmp_path, pair, signame):
         f"""
         import os, signal, sys
         import otreg.report.outputs as outputs
-        render = outputs.render_report
+        render = outputs._write_report
         def killed(*args):
             os.kill(os.getpid(), signal.{signame})
             return render(*args)
-        outputs.render_report = killed
+        outputs._write_report = killed
         from otreg.cli import main
         sys.argv = ["otreg", "register", *{[str(pair[0]), str(pair[1]), "-o", str(out), *FAST]!r}]
         main()

@@ -148,7 +148,7 @@ def load(
     if weight_by:
         cloud = _weigh_by(cloud, weight_by)
     if cloud.meta.get("space_declared") is False:  # once the file is known to be good
-        meshes.warn_assumed_space(path, cloud.meta["space"])
+        meshes.note_assumed_space(path, cloud.meta["space"])
     log.debug("loaded %r", cloud)
     return cloud
 
