@@ -287,6 +287,7 @@ def good_target(tmp_path_factory) -> Path:
 def test_hostile_file_gives_one_message(case, tmp_path, good_target):
     name, make, keywords = CASES[case]
     bad = make(tmp_path / name)
+    before = bad.read_bytes() if bad.is_file() and not bad.is_symlink() else None
     out = tmp_path / "out"
     result = run_otreg(
         "register", str(bad), str(good_target), "-o", str(out), *FAST, cwd=tmp_path, timeout=120
@@ -294,6 +295,7 @@ def test_hostile_file_gives_one_message(case, tmp_path, good_target):
     assert_one_error(result, str(bad), *keywords)
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+    assert before is None or bad.read_bytes() == before  # the input untouched
 
 
 def test_landmarks_from_a_fifo_are_refused_without_blocking(tmp_path):

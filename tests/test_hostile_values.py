@@ -55,11 +55,22 @@ def registration(data) -> Path:
 
 
 def register(data: Path, tmp_path: Path, source, *extra, target=None):
+    """``otreg register SOURCE TARGET -o tmp_path/out``; asserts that the inputs are untouched."""
     out = tmp_path / "out"
     target = target or data / "target.txt"
+
+    def readable(path: Path) -> bool:
+        try:
+            return path.is_file()
+        except OSError:  # e.g. a name too long to look up
+            return False
+
+    inputs = [Path(p) for p in (source, target) if readable(Path(p))]
+    before = [p.read_bytes() for p in inputs]
     result = run_otreg(
         "register", str(source), str(target), "-o", str(out), *FAST, *extra, cwd=tmp_path
     )
+    assert [p.read_bytes() for p in inputs] == before, "an input was changed"
     return result, out
 
 
