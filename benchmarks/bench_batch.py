@@ -156,6 +156,13 @@ def slurm_overhead(pipeline: Path) -> dict[str, float]:
     }
 
 
+class Rows:
+    """The table's rows, each printed as soon as it is measured."""
+
+    def append(self, row: tuple[str, str, str]) -> None:
+        print("| " + " | ".join(row) + " |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DATA)
@@ -191,7 +198,9 @@ def main() -> None:
         for _, s, t in [("", *pair), *many]:
             if not s.is_file() or not t.is_file():
                 sys.exit(f"{s if not s.is_file() else t}: not found (--data, or --quick)")
-    rows = []
+    print(f"cpus: {len(os.sched_getaffinity(0))}, otreg batch, {time.strftime('%Y-%m-%d %H:%M')}")
+    print("| measurement | wall | |\n|---|---|---|", flush=True)
+    rows = Rows()
     one = write_pipeline(work / "one", [("a", *pair)], overrides, config)
     alone = timed_batch(one, "--jobs", "1", "--threads", "1")
     rows.append(
@@ -235,7 +244,7 @@ def main() -> None:
         )
     )
     if args.slurm:
-        small = write_pipeline(work / "slurm", many[:4], QUICK, "lung_vessels")
+        small = write_pipeline(work / "slurm", many[:4], QUICK, many_config)
         overhead = slurm_overhead(small)
         rows.append(
             (
@@ -245,10 +254,6 @@ def main() -> None:
                 f"-> array done {overhead['last_case_to_array_done_s']:.1f} s",
             )
         )
-    print(f"cpus: {len(os.sched_getaffinity(0))}, otreg batch, {time.strftime('%Y-%m-%d %H:%M')}")
-    print("| measurement | wall | |\n|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
     shutil.rmtree(work, ignore_errors=True)
 
 

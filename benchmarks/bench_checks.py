@@ -81,7 +81,7 @@ def main() -> None:
         preset = preset_for(source, target)[0]
         result = otreg.register(source, target, otreg.load_config(preset))
         checks = result.metrics["checks"]
-        flags = "; ".join(flag.split(":")[0] for flag in checks["flags"]) or "none"
+        flags = "; ".join(flag["title"] for flag in checks["flags"]) or "none"
         print(
             f"| {name} | {kind} | {preset} | {checks['matched_mass']:.2f} | "
             f"{checks['lowest_region_matched_mass']:.2f} | {flags} |",
