@@ -11,6 +11,13 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+# the sample pair (sample_data/make_sample_data.py): source = exhale, target = inhale
+SAMPLE = REPO / "sample_data"
+SOURCE, TARGET = SAMPLE / "exhale_vessels.vtk", SAMPLE / "inhale_vessels.vtk"
+SOURCE_LANDMARKS, TARGET_LANDMARKS = (
+    SAMPLE / "exhale_landmarks.txt",
+    SAMPLE / "inhale_landmarks.txt",
+)
 
 # Settings that make a registration of a few hundred points take seconds (should a bad input
 # ever get through to one).

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SOURCE, SOURCE_LANDMARKS, TARGET, TARGET_LANDMARKS
 
 import otreg
 
@@ -24,11 +25,6 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "sample_data"
-SOURCE = SAMPLE / "exhale_vessels.vtk"
-TARGET = SAMPLE / "inhale_vessels.vtk"
-SOURCE_LANDMARKS = SAMPLE / "exhale_landmarks.txt"
-TARGET_LANDMARKS = SAMPLE / "inhale_landmarks.txt"
 
 OUTPUT_FILES = {
     "warped_source.vtk",

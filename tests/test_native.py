@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import SOURCE, TARGET
 
 import otreg
 from otreg import native
 from otreg.errors import NativeKernelError, OtregError, OutOfMemoryError, SolverError
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCE = REPO / "sample_data" / "exhale_vessels.vtk"
-TARGET = REPO / "sample_data" / "inhale_vessels.vtk"
 
 needs_native = pytest.mark.skipif(
     not native.available(), reason="otreg's compiled kernels are not built (pip install -e .)"

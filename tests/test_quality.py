@@ -4,10 +4,10 @@ in metrics.json / report.html of ``otreg register --set smooth.model=svf`` and i
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SOURCE, SOURCE_LANDMARKS, TARGET, TARGET_LANDMARKS
 
 from otreg.quality import (
     determinants_at,
@@ -18,12 +18,6 @@ from otreg.quality import (
 from otreg.transforms import Transform
 from otreg.transforms.field import KernelField
 
-SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
-SOURCE, TARGET = SAMPLE / "exhale_vessels.vtk", SAMPLE / "inhale_vessels.vtk"
-SOURCE_LANDMARKS, TARGET_LANDMARKS = (
-    SAMPLE / "exhale_landmarks.txt",
-    SAMPLE / "inhale_landmarks.txt",
-)
 CLOUD = np.random.default_rng(0).uniform([-50, -40, 0], [50, 40, 80], size=(300, 3))
 
 

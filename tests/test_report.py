@@ -19,15 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SOURCE, SOURCE_LANDMARKS, TARGET, TARGET_LANDMARKS
 
 import otreg
 from otreg.report.build import ReportClouds, report_html
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "sample_data"
-SOURCE, TARGET = SAMPLE / "exhale_vessels.vtk", SAMPLE / "inhale_vessels.vtk"
-SOURCE_LANDMARKS = SAMPLE / "exhale_landmarks.txt"
-TARGET_LANDMARKS = SAMPLE / "inhale_landmarks.txt"
 QUICK = [
     "input.points=1000",
     "rigid.points=400",

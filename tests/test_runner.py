@@ -11,14 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SAMPLE, SOURCE, TARGET
 
 import otreg
 from otreg.errors import ConfigError, InputError, OutputError
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "sample_data"
-SOURCE = SAMPLE / "exhale_vessels.vtk"
-TARGET = SAMPLE / "inhale_vessels.vtk"
 # a quick registration of the sample pair: every step runs, on small clouds
 QUICK = [
     "input.points=1000",
