@@ -840,6 +840,19 @@ namespace {
 template <class T>
 using Array = py::array_t<T, py::array::c_style>;
 
+// A new (n,) array in memory of the extension's own (malloc), freed with the array. Not
+// numpy's allocator: numpy asks the kernel for transparent huge pages on every large array,
+// and where THP is "madvise" (the Linux default) each first touch then zeroes 2 MB; with the
+// kernels' buffers reusing that memory, building them took 1.5x longer
+// (benchmarks/README.md, "the extension's arrays").
+template <class T>
+Array<T> new_array(int64_t n) {
+  void* data = std::malloc(sizeof(T) * std::max<int64_t>(n, 1));
+  if (!data) throw std::bad_alloc();
+  py::capsule owner(data, [](void* p) { std::free(p); });
+  return Array<T>({n}, {(py::ssize_t)sizeof(T)}, static_cast<T*>(data), owner);
+}
+
 // Check that `a` has the sizes `shape` (-1: any size) and return its extents.
 template <class T>
 void check_shape(const Array<T>& a, const char* name, std::initializer_list<int64_t> shape) {
@@ -872,8 +885,8 @@ py::tuple collect(std::unique_ptr<Entries<T>> entries, const Array<int64_t>& cou
                   Array<T> row_max) {
   const int64_t n = counts.shape(0), nnz = entries->size();
   check_int32_entries(nnz);
-  Array<int32_t> crow(n + 1), col(nnz);
-  Array<T> cost(nnz), val(nnz);
+  auto crow = new_array<int32_t>(n + 1), col = new_array<int32_t>(nnz);
+  auto cost = new_array<T>(nnz), val = new_array<T>(nnz);
   int32_t *crow_p = crow.mutable_data(), *col_p = col.mutable_data();
   T *cost_p = cost.mutable_data(), *val_p = val.mutable_data();
   const int64_t* count_p = counts.data();
@@ -890,8 +903,8 @@ py::tuple collect(std::unique_ptr<Entries<T>> entries, const Array<int64_t>& cou
 // (truncate or select: entries, per row max and count), and collects its entries.
 template <class T, class Search>
 py::tuple search_entries(int64_t n, Search&& search) {
-  Array<T> row_max(n);
-  Array<int64_t> counts(n);
+  auto row_max = new_array<T>(n);
+  auto counts = new_array<int64_t>(n);
   T* row_max_p = row_max.mutable_data();
   int64_t* counts_p = counts.mutable_data();
   std::unique_ptr<Entries<T>> entries;
@@ -957,8 +970,10 @@ py::tuple py_kernel_pair(const Array<T>& x, const Array<T>& x_t, const Array<T>&
                           &nnz, threads);
   }
   check_int32_entries(nnz);
-  Array<int32_t> crow_xy(n + 1), col_xy(nnz), crow_yx(m + 1), col_yx(nnz);
-  Array<T> cost_xy(nnz), val_xy(nnz), max_xy(n), cost_yx(nnz), val_yx(nnz), max_yx(m);
+  auto crow_xy = new_array<int32_t>(n + 1), col_xy = new_array<int32_t>(nnz),
+       crow_yx = new_array<int32_t>(m + 1), col_yx = new_array<int32_t>(nnz);
+  auto cost_xy = new_array<T>(nnz), val_xy = new_array<T>(nnz), max_xy = new_array<T>(n),
+       cost_yx = new_array<T>(nnz), val_yx = new_array<T>(nnz), max_yx = new_array<T>(m);
   int32_t *p_crow_xy = crow_xy.mutable_data(), *p_col_xy = col_xy.mutable_data(),
           *p_crow_yx = crow_yx.mutable_data(), *p_col_yx = col_yx.mutable_data();
   T *p_cost_xy = cost_xy.mutable_data(), *p_val_xy = val_xy.mutable_data(),
@@ -992,7 +1007,7 @@ Array<double> py_c_transform(const Array<double>& x, const Array<double>& y_t,
   check_shape(y_t, "y_t", {dim, -1});
   const int64_t m = y_t.shape(1);
   check_shape(g, "g", {m});
-  Array<double> out(n);
+  auto out = new_array<double>(n);
   double* out_p = out.mutable_data();
   {
     py::gil_scoped_release release;
