@@ -57,7 +57,9 @@ def fingerprint() -> str:
     digest = hashlib.sha256(otreg.config.resolve_config_path(PRESET).read_bytes())
     for part in CODE_PARTS:
         path = package / part
-        files = sorted(path.rglob("*.py")) + sorted(path.rglob("*.cpp")) if path.is_dir() else [path]
+        files = (
+            sorted(path.rglob("*.py")) + sorted(path.rglob("*.cpp")) if path.is_dir() else [path]
+        )
         for file in files:
             digest.update(file.name.encode())
             digest.update(file.read_bytes())
@@ -149,7 +151,9 @@ def loo_summary(table: dict[str, dict[str, dict]]) -> dict:
     }
 
 
-def run_grid(settings: dict[str, list[str]], cache_path: Path, jobs: int, fresh: bool, threads: int):
+def run_grid(
+    settings: dict[str, list[str]], cache_path: Path, jobs: int, fresh: bool, threads: int
+):
     """Fill the cache for every (case, setting); print each row as it ends. Returns the table."""
     import torch  # noqa: F401  (before forking: one import)
 
@@ -215,7 +219,9 @@ def print_summary(summary: dict) -> None:
     )
     print(f"Leave-one-case-out mean: {summary['loo_mean']:.3f} mm")
     print()
-    print("| case | in-sample TRE mm | LOO TRE mm | LOO min det J | setting chosen on the other four |")
+    print(
+        "| case | in-sample TRE mm | LOO TRE mm | LOO min det J | setting chosen on the other four |"
+    )
     print("|---|---|---|---|---|")
     for case in CASES:
         chosen, row = summary["loo"][case]

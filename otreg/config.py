@@ -211,10 +211,11 @@ class SmoothConfig(_Section):
         description="per round: gaussian (kernel average of the matches) or ridge (kernel ridge "
         "regression: less biased where the sampling is uneven, e.g. at the lung's border)",
     )
-    regularization: PositiveFloat = Field(
+    regularization: PositiveFloat | Literal["auto"] = Field(
         1.0,
         description="ridge: smoothness weight lambda, about (match error / non-affine "
-        "motion)^2: larger is smoother",
+        "motion)^2: larger is smoother; auto: chosen per round from the matches "
+        "(generalized cross-validation of the fit, logged and in metrics.json's rounds)",
     )
     ridge_widths: list[PositiveFloat] = Field(
         default_factory=lambda: [1.0, 2.0, 4.0, 8.0],
