@@ -44,6 +44,8 @@ from bench_accuracy import SPACING, Case  # noqa: E402  (the cases as bench_accu
 CASES = [f"dirlab{c}" for c in SPACING]
 PRESET = "lung_points"
 DEFAULT_CACHE = ROOT / "runs" / "tune_loo.json"
+#: settings scored beside the grid by default: the smoothness weight chosen from the data
+DEFAULT_EXTRA = ['smooth.regularization="auto"']
 #: the code a registration's TRE depends on (not the CLI, reports or batch runner)
 CODE_PARTS = ("ot", "stages", "transforms", "native", "pipeline.py", "sampling.py", "config.py")
 
@@ -151,12 +153,28 @@ def loo_summary(table: dict[str, dict[str, dict]]) -> dict:
     }
 
 
+def cached_table(settings: dict[str, list[str]], cache_path: Path) -> dict[str, dict[str, dict]]:
+    """``table[label][case]``: the rows of the cache for this code (missing ones left out)."""
+    code, cache = fingerprint(), load_cache(cache_path)
+    return {
+        label: {c: cache[key(c, ov, code)] for c in CASES if key(c, ov, code) in cache}
+        for label, ov in settings.items()
+    }
+
+
 def run_grid(
-    settings: dict[str, list[str]], cache_path: Path, jobs: int, fresh: bool, threads: int
+    settings: dict[str, list[str]],
+    cache_path: Path,
+    jobs: int,
+    fresh: bool,
+    threads: int,
+    quiet: bool = False,
 ):
-    """Fill the cache for every (case, setting); print each row as it ends. Returns the table."""
+    """Fill the cache for every (case, setting); print each row as it ends (to stderr if
+    ``quiet``). Returns the table."""
     import torch  # noqa: F401  (before forking: one import)
 
+    out = sys.stderr if quiet else sys.stdout
     code = fingerprint()
     cache = {} if fresh else load_cache(cache_path)
     table: dict[str, dict[str, dict]] = {label: {} for label in settings}
@@ -172,20 +190,21 @@ def run_grid(
         f"{len(settings)} settings x {len(CASES)} cases: {len(todo)} to run, "
         f"{len(settings) * len(CASES) - len(todo)} from {cache_path} (code {code}); "
         f"{jobs} process(es), {threads} thread(s) each, load average {os.getloadavg()[0]:.1f}",
+        file=out,
         flush=True,
     )
-    print("| setting | case | TRE mean mm | TRE p95 mm | min det J | lambda chosen |")
-    print("|---|---|---|---|---|---|", flush=True)
+    print("| setting | case | TRE mean mm | TRE p95 mm | min det J | lambda chosen |", file=out)
+    print("|---|---|---|---|---|---|", file=out, flush=True)
     for label in settings:
         for case in CASES:
             if case in table[label]:
-                print_row(label, case, table[label][case], cached=True)
+                print_row(label, case, table[label][case], cached=True, out=out)
 
     def finish(label, case, k, row):
         table[label][case] = row
         cache[k] = row
         save_cache(cache_path, cache)
-        print_row(label, case, row)
+        print_row(label, case, row, out=out)
 
     if jobs <= 1:
         for label, case, overrides, k in todo:
@@ -202,11 +221,12 @@ def run_grid(
     return table
 
 
-def print_row(label: str, case: str, row: dict, cached: bool = False) -> None:
+def print_row(label: str, case: str, row: dict, cached: bool = False, out=sys.stdout) -> None:
     chosen = ", ".join(f"{v:.3g}" for v in row.get("regularization_chosen") or []) or "-"
     print(
         f"| {label} | {case} | {row['mean']:.3f} | {row['p95']:.2f} | {row['min_det_j']:.3f} | "
         f"{chosen} |" + (" (cached)" if cached else ""),
+        file=out,
         flush=True,
     )
 
@@ -242,7 +262,7 @@ def default_jobs() -> int:
     return max(1, min(cores, int(cores - os.getloadavg()[0] + 0.5)))
 
 
-def main() -> None:
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--jobs", type=int, default=None, help="processes (default: idle cores)")
@@ -252,9 +272,18 @@ def main() -> None:
     parser.add_argument("--sigma-scale", type=float, nargs="+", default=[0.75, 1.0, 1.5])
     parser.add_argument("--blur-scale", type=float, nargs="+", default=[0.75, 1.0, 1.5])
     parser.add_argument(
-        "--extra", nargs="*", default=[], help="whole settings, each 'k=v k=v' (quoted)"
+        "--extra", nargs="*", default=DEFAULT_EXTRA, help="whole settings, each 'k=v k=v' (quoted)"
     )
-    args = parser.parse_args()
+    return parser
+
+
+def default_arguments() -> argparse.Namespace:
+    """The default grid's arguments (what bench_accuracy.py reads from the cache)."""
+    return argument_parser().parse_args([])
+
+
+def main() -> None:
+    args = argument_parser().parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     missing = [p for c in CASES for p in Case(c).missing()]
     if missing:
