@@ -1,8 +1,10 @@
 """Registration accuracy (landmark TRE), otreg side by side with CPD and one-shot GeomLoss, in one run.
 
 Cases: the five DIR-LAB 4DCT development cases (``../shared/data/dirlab4dct``: exhale feature
-points -> inhale feature points, 300 expert landmark pairs each) and the synthetic pair in
-``sample_data/`` (exhale -> inhale vessels, 80 bifurcations). Each method registers exhale
+points -> inhale feature points, 300 expert landmark pairs each), the synthetic pair in
+``sample_data/`` (exhale -> inhale vessels, 80 bifurcations) and a held-out synthetic pair
+(``heldout``: ``sample_data/make_sample_data.py`` with seed 7 and 1.5x the breathing motion,
+written to a temporary folder and deleted after; no preset was tuned on it). Each method registers exhale
 (source, moving) onto inhale (fixed) from the two clouds alone; the landmarks are only used to
 score it: TRE = |phi(exhale landmark) - inhale landmark| (mm), mean and 95th percentile.
 
@@ -42,10 +44,19 @@ map on a grid over the source (the otreg preset's ``output.grid_spacing``, 4 mm;
 ``metrics["jacobian"]["min"]``, the peers' by ``otreg.quality.jacobian_summary``). Runtime:
 the registration (with the peers' down-sampling), not the Jacobian.
 
-    python benchmarks/bench_accuracy.py [--cases dirlab1 ... dirlab5 sample] [--threads T]
+After the table, a summary of issue 16's figures side by side (otreg, CPD, GeomLoss, BCPD's
+published figures): DIR-LAB per case and mean, the leave-one-case-out mean of
+``benchmarks/tune_loo.py`` (read from its cache, or its grid run with ``--run-loo``), the
+sample and held-out pairs, the LUNA16 lobe surfaces (``bench_surface.py``'s pairs, 12
+subjects, ``lung_surface``) and the cip_chest label maps (an exactly rigid motion, default
+``lung_mask``: error of the whole transform at every voxel, rotation error). ``--extras``
+chooses which of the last three run.
+
+    python benchmarks/bench_accuracy.py [--cases dirlab1 ... dirlab5 sample heldout] [--threads T]
                                         [--methods otreg otreg-displacement otreg-gaussian cpd
                                         geomloss]
-                                        [--quick]
+                                        [--quick] [--extras loo surface cip] [--run-loo]
+                                        [--surface-subjects 12]
 """
 
 from __future__ import annotations
