@@ -96,3 +96,34 @@ def test_config_takes_auto_or_a_positive_number():
     for bad in ("automatic", "-1", "0"):
         with pytest.raises(ConfigError, match="smooth.regularization"):
             otreg.load_config(None, [f"smooth.regularization={bad}"])
+
+
+def test_cli_logs_and_records_the_chosen_weight(fast_settings, run_otreg, tmp_path):
+    """``otreg register --set smooth.regularization=auto`` on the sample pair (its preset's
+    ridge rounds): each ridge round's weight in metrics.json and in the log (-v)."""
+    import json
+
+    from helpers import SOURCE, TARGET
+
+    out = tmp_path / "out"
+    result = run_otreg(
+        "register",
+        str(SOURCE),
+        str(TARGET),
+        "-o",
+        str(out),
+        *fast_settings,
+        "--set",
+        "smooth.regularization=auto",
+        "--set",
+        "output.dense_field=false",
+        "--set",
+        "output.report=false",
+        "-v",
+    )
+    rounds = json.loads((out / "metrics.json").read_text())["rounds"]
+    ridge = [r for r in rounds if r["regression"] == "ridge"]
+    assert ridge and all(CANDIDATES[0] <= r["regularization"] <= CANDIDATES[-1] for r in ridge)
+    assert "regularization" not in rounds[0]  # a kernel-average round has none
+    assert "ridge smoothness weight from the matches" in result.stderr
+    assert 'regularization = "auto"' in (out / "config.resolved.toml").read_text()
