@@ -215,7 +215,8 @@ class SmoothConfig(_Section):
         1.0,
         description="ridge: smoothness weight lambda, about (match error / non-affine "
         "motion)^2: larger is smoother; auto: chosen per round from the matches "
-        "(generalized cross-validation of the fit, logged and in metrics.json's rounds)",
+        "(generalized cross-validation of the fit, logged and in metrics.json's rounds; for "
+        "matches that scatter independently, e.g. feature points, not vessels or surfaces)",
     )
     ridge_widths: list[PositiveFloat] = Field(
         default_factory=lambda: [1.0, 2.0, 4.0, 8.0],
