@@ -248,6 +248,20 @@ class SmoothConfig(_Section):
 
     _point_count = field_validator("ridge_points")(check_point_count)
 
+    @field_validator("regularization", mode="before")
+    @classmethod
+    def _auto_or_number(cls, v: Any) -> Any:
+        """auto (any case) or a positive, finite number, with one message otherwise."""
+        if isinstance(v, str) and v.strip().lower() == "auto":
+            return "auto"
+        try:
+            number = float(v)
+        except (TypeError, ValueError):
+            raise ValueError('must be a positive number or "auto"') from None
+        if not (0 < number < float("inf")):
+            raise ValueError('must be a positive, finite number or "auto"')
+        return number
+
 
 class OutputConfig(_Section):
     """What is written besides the always-written files."""

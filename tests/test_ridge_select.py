@@ -93,8 +93,11 @@ def test_smooth_stage_reports_the_chosen_weight():
 def test_config_takes_auto_or_a_positive_number():
     assert otreg.load_config(None, ["smooth.regularization=auto"]).smooth.regularization == "auto"
     assert otreg.load_config(None, ["smooth.regularization=2"]).smooth.regularization == 2.0
-    for bad in ("automatic", "-1", "0"):
-        with pytest.raises(ConfigError, match="smooth.regularization"):
+    assert otreg.load_config(None, ['smooth.regularization="AUTO"']).smooth.regularization == "auto"
+    for bad in ("automatic", "-1", "0", "nan", "[1]"):
+        with pytest.raises(
+            ConfigError, match='smooth.regularization: must be a positive.* or "auto"'
+        ):
             otreg.load_config(None, [f"smooth.regularization={bad}"])
 
 
