@@ -1,8 +1,10 @@
 """Registration accuracy (landmark TRE), otreg side by side with CPD and one-shot GeomLoss, in one run.
 
 Cases: the five DIR-LAB 4DCT development cases (``../shared/data/dirlab4dct``: exhale feature
-points -> inhale feature points, 300 expert landmark pairs each) and the synthetic pair in
-``sample_data/`` (exhale -> inhale vessels, 80 bifurcations). Each method registers exhale
+points -> inhale feature points, 300 expert landmark pairs each), the synthetic pair in
+``sample_data/`` (exhale -> inhale vessels, 80 bifurcations) and a held-out synthetic pair
+(``heldout``: ``sample_data/make_sample_data.py`` with seed 7 and 1.5x the breathing motion,
+written to a temporary folder and deleted after; no preset was tuned on it). Each method registers exhale
 (source, moving) onto inhale (fixed) from the two clouds alone; the landmarks are only used to
 score it: TRE = |phi(exhale landmark) - inhale landmark| (mm), mean and 95th percentile.
 
@@ -42,10 +44,19 @@ map on a grid over the source (the otreg preset's ``output.grid_spacing``, 4 mm;
 ``metrics["jacobian"]["min"]``, the peers' by ``otreg.quality.jacobian_summary``). Runtime:
 the registration (with the peers' down-sampling), not the Jacobian.
 
-    python benchmarks/bench_accuracy.py [--cases dirlab1 ... dirlab5 sample] [--threads T]
+After the table, a summary of issue 16's figures side by side (otreg, CPD, GeomLoss, BCPD's
+published figures): DIR-LAB per case and mean, the leave-one-case-out mean of
+``benchmarks/tune_loo.py`` (read from its cache, or its grid run with ``--run-loo``), the
+sample and held-out pairs, the LUNA16 lobe surfaces (``bench_surface.py``'s pairs, 12
+subjects, ``lung_surface``) and the cip_chest label maps (an exactly rigid motion, default
+``lung_mask``: error of the whole transform at every voxel, rotation error). ``--extras``
+chooses which of the last three run.
+
+    python benchmarks/bench_accuracy.py [--cases dirlab1 ... dirlab5 sample heldout] [--threads T]
                                         [--methods otreg otreg-displacement otreg-gaussian cpd
                                         geomloss]
-                                        [--quick]
+                                        [--quick] [--extras loo surface cip] [--run-loo]
+                                        [--surface-subjects 12]
 """
 
 from __future__ import annotations
@@ -54,7 +65,10 @@ import argparse
 import contextlib
 import os
 import platform
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -68,7 +82,13 @@ SPACING = {
     4: (1.13, 1.13, 2.5),
     5: (1.10, 1.10, 2.5),
 }
-CASES = [f"dirlab{c}" for c in SPACING] + ["sample"]
+CASES = [f"dirlab{c}" for c in SPACING] + ["sample", "heldout"]
+#: the held-out synthetic pair: make_sample_data.py with another seed and a larger breath,
+#: written to a temporary folder, scored with the presets as they are (no tuning on it)
+HELDOUT_SEED, HELDOUT_MOTION = 7, 1.5
+#: BCPD's published mean TRE on DIR-LAB 1-5 (issue 16's bar: otreg better on every case)
+BCPD = {"dirlab1": 1.07, "dirlab2": 1.06, "dirlab3": 1.34, "dirlab4": 1.81, "dirlab5": 1.92}
+EXTRAS = ["loo", "surface", "cip"]
 METHODS = ["otreg", "otreg-displacement", "otreg-gaussian", "cpd", "geomloss"]
 #: --set overrides of the otreg methods
 OTREG_SETTINGS = {
@@ -96,10 +116,12 @@ def fmt(values) -> str:
 class Case:
     """One exhale -> inhale pair: clouds, landmarks (mm) and the otreg preset for it."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, heldout_dir: Path | None = None):
         self.name = name
-        if name == "sample":
-            folder = ROOT / "sample_data"
+        if name in ("sample", "heldout"):
+            folder = (
+                ROOT / "sample_data" if name == "sample" else heldout_dir or Path("/nonexistent")
+            )
             self.paths = (
                 folder / "exhale_vessels.vtk",
                 folder / "inhale_vessels.vtk",
@@ -328,6 +350,159 @@ def run_peer(method: str, cases: list[Case], grid, fit, names: tuple[str, str]):
     return label, results
 
 
+def make_heldout(folder: Path) -> None:
+    """The held-out synthetic pair in ``folder`` (make_sample_data.py, HELDOUT_SEED and
+    HELDOUT_MOTION: a tree and breath no preset was tuned on)."""
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "sample_data" / "make_sample_data.py"),
+            "--seed",
+            str(HELDOUT_SEED),
+            "--motion-scale",
+            str(HELDOUT_MOTION),
+            "--out",
+            str(folder),
+        ],
+        check=True,
+        stdout=sys.stderr,
+    )
+
+
+def loo_figures(run: bool) -> dict | None:
+    """tune_loo.py's in-sample and leave-one-out summary of its default grid (from its cache;
+    ``run``: computing the rows it lacks), or None when the cache lacks rows."""
+    import tune_loo
+
+    parser_defaults = tune_loo.default_arguments()
+    settings = tune_loo.grid_settings(parser_defaults)
+    if run:
+        table = tune_loo.run_grid(
+            settings, tune_loo.DEFAULT_CACHE, tune_loo.default_jobs(), False, 1, quiet=True
+        )
+    else:
+        table = tune_loo.cached_table(settings, tune_loo.DEFAULT_CACHE)
+    if any(len(rows) < len(tune_loo.CASES) for rows in table.values()):
+        return None
+    return tune_loo.loo_summary(table)
+
+
+def cip_figures() -> dict | None:
+    """Default lung_mask registration of the cip_chest label maps (an exactly rigid motion):
+    mean and max error of the whole transform against the known matrix at every voxel (mm),
+    the rigid step's rotation error (degrees); None when the data is absent."""
+    import numpy as np
+
+    import otreg
+    from otreg.transforms.rigid import apply_matrix, matrix_difference
+
+    folder = DATA / "cip_chest"
+    paths = [folder / f for f in ("lunglabels_moving.nii.gz", "lunglabels_fixed.nii.gz")]
+    if not all(p.exists() for p in paths):
+        return None
+    moving, fixed = (otreg.load(p) for p in paths)
+    truth = np.loadtxt(folder / "expected_moving_to_fixed_ras.txt")
+    started = time.perf_counter()
+    result = otreg.register(
+        moving, fixed, otreg.load_config("lung_mask", ["output.jacobian=false"])
+    )
+    runtime = time.perf_counter() - started
+    error = np.linalg.norm(
+        result.transform(moving.points) - apply_matrix(truth, moving.points), axis=1
+    )
+    degrees, _ = matrix_difference(result.transform.rigid, truth)
+    return {"mean": error.mean(), "max": error.max(), "degrees": degrees, "runtime": runtime}
+
+
+def print_summary(by_method: dict[str, tuple[str, dict]], args) -> None:
+    """Issue 16's figures in one table: DIR-LAB per case and mean (in-sample; leave-one-out
+    from tune_loo), the sample and held-out synthetic pairs, LUNA16 lobes, cip_chest; the
+    peers beside otreg where they ran."""
+    import numpy as np
+
+    print()
+    print("Issue 16 figures (bars in brackets)")
+    methods = [m for m in ("otreg", "cpd", "geomloss") if m in by_method]
+    labels = [by_method[m][0] for m in methods]
+    print("| figure | " + " | ".join(labels) + " | BCPD (published) |")
+    print("|---|" + "---|" * (len(methods) + 1))
+
+    def cell(method, name, pick):
+        results = by_method[method][1]
+        return pick(results[name]) if name in results else "-"
+
+    def tre(r):
+        return f"{r[0].mean():.2f} (p95 {np.percentile(r[0], 95):.2f}, det J {r[1]:.2f})"
+
+    for name in [c for c in CASES if c.startswith("dirlab")]:
+        row = [cell(m, name, tre) for m in methods]
+        print(f"| {name} mean TRE mm (< BCPD) | " + " | ".join(row) + f" | {BCPD[name]:.2f} |")
+    dirlab_means = {}
+    for m in methods:
+        results = by_method[m][1]
+        names = [n for n in results if n.startswith("dirlab")]
+        if len(names) == 5:
+            dirlab_means[m] = np.mean([results[n][0].mean() for n in names])
+    if dirlab_means:
+        row = [f"{dirlab_means[m]:.3f}" if m in dirlab_means else "-" for m in methods]
+        print(
+            "| DIR-LAB 1-5 mean TRE mm, in-sample (<= 1.15) | "
+            + " | ".join(row)
+            + f" | {np.mean(list(BCPD.values())):.2f} |"
+        )
+    if "loo" in args.extras:
+        loo = loo_figures(args.run_loo)
+        text = (
+            f"{loo['loo_mean']:.3f} (grid's in-sample best {loo['in_sample_mean']:.3f}: "
+            f"{loo['in_sample_setting']})"
+            if loo
+            else "not in tune_loo.py's cache for this code: run benchmarks/tune_loo.py "
+            "(or this script with --run-loo)"
+        )
+        print(
+            "| DIR-LAB 1-5 mean TRE mm, leave-one-case-out over tune_loo's grid (<= 1.20) | "
+            + text
+            + " |" * len(methods)
+        )
+    for name, bar in (("sample", " (<= 0.35, p95 <= 1.0)"), ("heldout", "")):
+        label = (
+            "sample pair"
+            if name == "sample"
+            else f"held-out synthetic (seed {HELDOUT_SEED}, motion x{HELDOUT_MOTION:g})"
+        )
+        row = [cell(m, name, tre) for m in methods]
+        print(f"| {label} mean TRE mm{bar} | " + " | ".join(row) + " | |")
+    if "surface" in args.extras and "otreg" in args.methods:
+        from bench_surface import run_subjects, subject_files
+
+        import otreg
+
+        files = subject_files(args.surface_subjects)
+        if files:
+            print(f"(LUNA16 lobes, lung_surface preset, {len(files)} subjects:)", file=sys.stderr)
+            means = run_subjects(
+                files,
+                otreg.load_config("lung_surface"),
+                emit=lambda line: print(line, file=sys.stderr, flush=True),
+            )
+            print(
+                f"| LUNA16 lobe surfaces, {len(means)} subjects: mean / worst mm (<= 1.8 / 3) | "
+                f"{np.mean(means):.2f} / {np.max(means):.2f} ({sum(m > 3 for m in means)} above 3 mm)"
+                + " | -" * (len(methods) - 1)
+                + " | |",
+                flush=True,
+            )
+    if "cip" in args.extras and "otreg" in args.methods:
+        cip = cip_figures()
+        if cip:
+            print(
+                "| cip_chest label maps (rigid motion), default lung_mask: mean error mm (<= 0.1), "
+                f"rotation deg (<= 0.02) | {cip['mean']:.3f} (max {cip['max']:.3f}), "
+                f"{cip['degrees']:.4f} deg" + " | -" * (len(methods) - 1) + " | |",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=CASES, choices=CASES)
@@ -340,6 +515,23 @@ def main() -> None:
     )
     parser.add_argument(
         "--quick", action="store_true", help="a single parameter setting for each peer"
+    )
+    parser.add_argument(
+        "--extras",
+        nargs="*",
+        default=EXTRAS,
+        choices=EXTRAS,
+        help="issue 16's other figures in the closing summary: loo (tune_loo.py's cache, or "
+        "its grid run now with --run-loo), surface (LUNA16 lobes, bench_surface.py), cip "
+        "(cip_chest label maps, rigid motion); none: --extras with no value",
+    )
+    parser.add_argument(
+        "--run-loo",
+        action="store_true",
+        help="run tune_loo.py's default grid where its cache lacks rows (about 15 min idle)",
+    )
+    parser.add_argument(
+        "--surface-subjects", type=int, default=12, help="LUNA16 subjects of the summary"
     )
     args = parser.parse_args()
     # numpy's BLAS (CPD) reads these when it loads: set them before the first numpy import
@@ -354,9 +546,13 @@ def main() -> None:
     except ImportError:
         pass
 
+    heldout_dir = None
+    if "heldout" in args.cases:
+        heldout_dir = Path(tempfile.mkdtemp(prefix="otreg_heldout_"))
+        make_heldout(heldout_dir)
     cases = []
     for name in args.cases:
-        case = Case(name)
+        case = Case(name, heldout_dir)
         if missing := case.missing():
             print(f"skip {name}: {missing[0]} not found", file=sys.stderr)
             continue
@@ -384,6 +580,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|", flush=True)
     # One method at a time, its rows as its cases end (a peer's only after its whole grid).
+    by_method: dict[str, tuple[str, dict]] = {}
     for method in args.methods:
         if method.startswith("otreg"):
             label, results = method, {}
@@ -408,6 +605,10 @@ def main() -> None:
                     print(row(case, label, points, tre, jac, runtime), flush=True)
         if (line := avg_row(label, results)) is not None:
             print(line, flush=True)
+        by_method[method] = (label, results)
+    if heldout_dir is not None:
+        shutil.rmtree(heldout_dir, ignore_errors=True)
+    print_summary(by_method, args)
 
 
 if __name__ == "__main__":

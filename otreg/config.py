@@ -211,10 +211,12 @@ class SmoothConfig(_Section):
         description="per round: gaussian (kernel average of the matches) or ridge (kernel ridge "
         "regression: less biased where the sampling is uneven, e.g. at the lung's border)",
     )
-    regularization: PositiveFloat = Field(
+    regularization: PositiveFloat | Literal["auto"] = Field(
         1.0,
         description="ridge: smoothness weight lambda, about (match error / non-affine "
-        "motion)^2: larger is smoother",
+        "motion)^2: larger is smoother; auto: chosen per round from the matches "
+        "(generalized cross-validation of the fit, logged and in metrics.json's rounds; for "
+        "matches that scatter independently, e.g. feature points, not vessels or surfaces)",
     )
     ridge_widths: list[PositiveFloat] = Field(
         default_factory=lambda: [1.0, 2.0, 4.0, 8.0],
@@ -245,6 +247,20 @@ class SmoothConfig(_Section):
     )
 
     _point_count = field_validator("ridge_points")(check_point_count)
+
+    @field_validator("regularization", mode="before")
+    @classmethod
+    def _auto_or_number(cls, v: Any) -> Any:
+        """auto (any case) or a positive, finite number, with one message otherwise."""
+        if isinstance(v, str) and v.strip().lower() == "auto":
+            return "auto"
+        try:
+            number = float(v)
+        except (TypeError, ValueError):
+            raise ValueError('must be a positive number or "auto"') from None
+        if not (0 < number < float("inf")):
+            raise ValueError('must be a positive, finite number or "auto"')
+        return number
 
 
 class OutputConfig(_Section):

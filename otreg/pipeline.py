@@ -241,6 +241,7 @@ def register(
         )
         # Only the last round's field becomes the transform: the rounds before need the
         # regression at the points alone, not the svf model's velocity grid.
+        chosen: dict[str, float] = {}
         field_k = smooth(
             aligned,
             src.weights,
@@ -254,6 +255,7 @@ def register(
             anisotropic=cfg.smooth.anisotropic,
             spacing=cfg.smooth.svf_spacing,
             device=device,
+            info=chosen,
         )
         fitted = aligned + field_k(aligned)[:, :3]
         _require_finite(
@@ -276,6 +278,7 @@ def register(
                 "sigma_mm": sigma,
                 "reach_mm": reach,
                 "regression": regression,
+                **chosen,
                 "ot_cost_mm2": sol.cost,
                 "ot_dual_mm2": sol.dual,
                 "iterations": sol.iterations,

@@ -2,14 +2,15 @@
 
 Usage::
 
-    python sample_data/make_sample_data.py [--seed 0] [--out sample_data]
+    python sample_data/make_sample_data.py [--seed 0] [--out sample_data] [--motion-scale 1]
 
 Everything is in mm, world RAS+ (+x patient Right, +y Anterior, +z Superior).
 Steps:
 
 1. Two half-ellipsoid lungs with a domed diaphragm (base at low z).
 2. A random vessel tree per lung, grown from the hilum (radius ~6 mm -> 1 mm).
-3. A smooth breathing motion (exhale -> inhale), checked for a positive Jacobian.
+3. A smooth breathing motion (exhale -> inhale), checked for a positive Jacobian
+   (``--motion-scale`` multiplies it: a larger breath for a held-out pair).
 4. Two independent samplings of the tree (exhale = source, inhale = target),
    each with its own sensor noise and a few different distal branches missing.
 5. Bifurcation landmarks in exhale and their images under the motion.
@@ -102,8 +103,9 @@ def build_tree(rng):
     return p0, p1, r, parent.astype(int)
 
 
-def motion(p):
-    """Exhale -> inhale displacement (mm) of points p (..., 3): a smooth polynomial/Gaussian field.
+def motion(p, scale=1.0):
+    """Exhale -> inhale displacement (mm) of points p (..., 3): a smooth polynomial/Gaussian field,
+    times ``scale``.
 
     The diaphragm descends (-z) by up to ~28 mm at the base (more dorsally), decaying
     quadratically to ~3 mm at the apex; the anterior chest wall moves up to ~4 mm +y
@@ -115,10 +117,10 @@ def motion(p):
     uz = -(3.0 + 25.0 * w) * dorsal
     uy = 4.0 * (y + B_AP) / (2 * B_AP) * (0.5 + 0.5 * w)
     ux = 0.02 * x * (0.5 + 0.5 * w)
-    return np.stack([ux, uy, uz], axis=-1)
+    return scale * np.stack([ux, uy, uz], axis=-1)
 
 
-def min_jacobian(step=2.0):
+def min_jacobian(step=2.0, scale=1.0):
     """Minimum det(I + grad u) over a grid covering both lungs (central differences)."""
     axes = [
         np.arange(-160, 160 + step, step),
@@ -126,7 +128,7 @@ def min_jacobian(step=2.0):
         np.arange(-10, HEIGHT + 10 + step, step),
     ]
     grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
-    u = motion(grid)
+    u = motion(grid, scale)
     jac = np.empty(grid.shape[:3] + (3, 3))
     for i in range(3):
         for j, g in enumerate(np.gradient(u[..., i], step, step, step)):
@@ -180,6 +182,12 @@ def main():
         default=Path(__file__).resolve().parent,
         help="output folder (default: this script's folder, sample_data/)",
     )
+    ap.add_argument(
+        "--motion-scale",
+        type=float,
+        default=1.0,
+        help="multiply the breathing motion (default 1: the committed sample pair)",
+    )
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -192,7 +200,7 @@ def main():
     bif = np.array([s for s in range(len(r)) if len(children[s]) >= 2])
 
     # The field must be a diffeomorphism of the lungs (no folding): check det(J).
-    jac_lung, jac_box = min_jacobian()
+    jac_lung, jac_box = min_jacobian(scale=args.motion_scale)
     assert jac_lung > 0.2, f"motion folds: min Jacobian {jac_lung:.3f}"
 
     # Missing branches: small distal subtrees (<= 3 segments, r < 2 mm), disjoint
@@ -212,14 +220,14 @@ def main():
     ok = [s for s in bif if both[s] and all(both[c] for c in children[s])]
     lm_idx = np.sort(rng.choice(ok, size=N_LANDMARKS, replace=False))
     lm_ex = p1[lm_idx]
-    lm_in = lm_ex + motion(lm_ex)
+    lm_in = lm_ex + motion(lm_ex, args.motion_scale)
 
     # Two independent samplings of the same tree; inhale = motion(tree samples).
     clouds = {}
     for phase in ("exhale", "inhale"):
         pts, rad = sample(rng, p0, p1, r, keep[phase], N_POINTS)
         if phase == "inhale":
-            pts = pts + motion(pts)
+            pts = pts + motion(pts, args.motion_scale)
         pts = pts + rng.normal(0.0, NOISE_MM, size=pts.shape)  # independent sensor noise
         order = rng.permutation(N_POINTS)  # no ordering correspondence between phases
         clouds[phase] = pts[order], rad[order]

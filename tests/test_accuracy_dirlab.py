@@ -103,7 +103,7 @@ def test_sample_pair_tre(sample_pair):
 def test_lobe_surface_with_a_known_motion(shared_data, tmp_path):
     """lung_surface preset on a LUNA16 lobe surface rebuilt as a mesh, moved by a known
     breathing motion and rebuilt at another spacing (benchmarks/bench_surface.py): measured
-    error 9.28 -> 1.58 mm at the surface points (kernel averages alone: 3.50 mm)."""
+    error 9.28 -> 1.48 mm at the surface points, p95 2.77 mm (kernel averages alone: 3.50 mm)."""
     import sys
 
     sys.path.insert(0, str(SAMPLE))
@@ -118,4 +118,4 @@ def test_lobe_surface_with_a_known_motion(shared_data, tmp_path):
         source, target, otreg.load_config("lung_surface", ["output.jacobian=false"])
     )
     error = np.linalg.norm(result.transform(points) - truth, axis=1)
-    assert error.mean() < 1.8 and np.percentile(error, 95) < 3.3
+    assert error.mean() < 1.65 and np.percentile(error, 95) < 3.1

@@ -17,6 +17,7 @@ and two models of the last round's field (``smooth.model``):
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,8 +26,11 @@ from ..pointcloud import PointCloud
 from ..sampling import downsample
 from ..transforms.field import KernelField
 from ..transforms.ridge import RidgeField, fit_ridge
+from ..transforms.ridge_select import select_regularization
 from ..transforms.svf import SVFField, velocity_for
 from .match import Matches
+
+log = logging.getLogger(__name__)
 
 
 def smooth(
@@ -37,12 +41,13 @@ def smooth(
     *,
     regression: str = "gaussian",
     model: str = "displacement",
-    regularization: float = 1.0,
+    regularization: float | str = 1.0,
     widths: Sequence[float] = (1.0,),
     ridge_points: int = 0,
     anisotropic: bool = False,
     spacing: float | None = None,
     device: str = "cpu",
+    info: dict | None = None,
 ) -> KernelField | RidgeField | SVFField:
     """Regression of the match displacements into a field; columns 0-2 of its values are the
     displacement (mm), column 3 the smoothed match confidence.
@@ -57,11 +62,13 @@ def smooth(
         regression: "gaussian" (kernel average) or "ridge" (kernel ridge regression with
             smoothness weight ``regularization`` and Gaussians of ``widths`` x sigma, fitted to
             the matches averaged over voxel cells to at most ``ridge_points`` controls, 0 = all;
-            ``anisotropic``: each weighted by :func:`sliding_weights`).
+            ``anisotropic``: each weighted by :func:`sliding_weights`); ``regularization =
+            "auto"``: chosen from the matches (:func:`select_regularization`).
         model: "displacement" (the regression is the displacement) or "svf" (a velocity whose
             exponential has that displacement: fold-free).
         spacing: grid spacing of the velocity (svf), mm; default ``sigma / 2``.
         device: where the ridge fit runs ("cpu" or "cuda").
+        info: filled with what was chosen from the data ({"regularization": lambda}).
     """
     mass = weights * matches.confidence
     field: KernelField | RidgeField
@@ -85,12 +92,26 @@ def smooth(
             fit_weights = fit_weights[:, None, None] * sliding_weights(
                 data.points, points, weights, sigma
             )
+        if regularization == "auto":
+            lam, picks = select_regularization(
+                data.points, data.features["displacement"], fit_weights, sigmas
+            )
+            log.info(
+                "ridge smoothness weight from the matches (sigma %g mm): %.3g (%s)",
+                sigma,
+                lam,
+                ", ".join(f"{k} {v:.3g}" for k, v in picks.items()),
+            )
+        else:
+            lam = float(regularization)
+        if info is not None:
+            info["regularization"] = lam
         coefficients, affine = fit_ridge(
             data.points,
             data.features["displacement"],
             fit_weights,
             sigmas,
-            regularization,
+            lam,
             device=device,
         )
         # over the fit's controls too: a reported quantity, and sampling it on the svf model's
