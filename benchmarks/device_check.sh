@@ -62,7 +62,7 @@ echo "=== otreg device check: device $DEVICE, quick $QUICK, budget ${BUDGET} s, 
 git log -1 --format='commit %h %s' 2>/dev/null || true
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PY -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-nproc
+python3 -c "import os; print(os.cpu_count(), 'CPU cores')"
 
 if [ "$WHEELS" = 1 ] && ls .whl/*.whl >/dev/null 2>&1; then
   part wheels 120 $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
@@ -96,7 +96,7 @@ fi
 # shellcheck disable=SC2086
 part solver 260 $PY benchmarks/bench_solver.py --device "$DEVICE" --sizes $SIZES --kinds cube \
   --peers $PEERS --exact-up-to 0 --reference-up-to 100000 --repeats 3 \
-  --geomloss-repeats-above 100000 1 --online-up-to 100000 --timeout 90 --threads "$(nproc)"
+  --geomloss-repeats-above 100000 1 --online-up-to 100000 --timeout 90 --threads "$(python3 -c 'import os; print(os.cpu_count())')"
 
 part register 120 $PY benchmarks/bench_register_device.py --device "$DEVICE" --points "$POINTS" \
   --repeats 2

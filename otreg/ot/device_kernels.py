@@ -26,6 +26,9 @@ from ..errors import OutOfMemoryError, SolverError
 Entries = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 _BLOCK = 32  # points per block: the compiled kernels' tree leaves hold as many
+# block pairs above which blocks grow (x2 per step, to 128): bounding every pair of blocks
+# costs O(N M / B^2), evaluating the kept pairs O(B) per kept entry
+_BLOCK_PAIRS = 1 << 26
 _PROBES = 8  # column blocks per row block whose exact z give the lower bound of the row max
 # log sum exp - max <= log(columns of weight): a row's guessed lse lies about this far above its
 # max (a row of e^4 ~ 50 columns of equal z), as in the compiled search
@@ -38,21 +41,29 @@ def _chunk_elements(device: torch.device) -> int:
     return 1 << 26 if device.type == "cuda" else 1 << 22
 
 
-def _blocks(points: torch.Tensor) -> torch.Tensor:
+def _block_size(n: int, m: int) -> int:
+    """Points per block for n rows and m columns."""
+    block = _BLOCK
+    while block < 128 and -(-n // block) * -(-m // block) > _BLOCK_PAIRS:
+        block *= 2
+    return block
+
+
+def _blocks(points: torch.Tensor, block: int) -> torch.Tensor:
     """(n, D) -> (ceil(n / B), B, D), the last block padded with copies of the last point."""
     n, dim = points.shape
-    pad = -n % _BLOCK
+    pad = -n % block
     if pad:
         points = torch.cat([points, points[-1:].expand(pad, dim)])
-    return points.view(-1, _BLOCK, dim)
+    return points.view(-1, block, dim)
 
 
-def _padded(h: torch.Tensor) -> torch.Tensor:
+def _padded(h: torch.Tensor, block: int) -> torch.Tensor:
     """(m,) -> (ceil(m / B), B): padding columns get h = -inf (never kept)."""
-    pad = -len(h) % _BLOCK
+    pad = -len(h) % block
     if pad:
         h = torch.cat([h, h.new_full((pad,), -torch.inf)])
-    return h.view(-1, _BLOCK)
+    return h.view(-1, block)
 
 
 class _ColumnBlocks:
@@ -122,7 +133,8 @@ def truncate(
     """
     n, m, dim = len(x), len(y), x.shape[1]
     device, eps = x.device, 1.0 / inv_eps
-    x_blk, y_blk, h_blk = _blocks(x), _blocks(y), _padded(h)
+    block = _block_size(n, m)
+    x_blk, y_blk, h_blk = _blocks(x, block), _blocks(y, block), _padded(h, block)
     nb, mb = len(x_blk), len(y_blk)
     columns = _ColumnBlocks(y_blk, h_blk)
     x_lo, x_hi = x_blk.amin(1), x_blk.amax(1)
@@ -133,12 +145,12 @@ def truncate(
     half_sq_x = (x_local * x_local).sum(2) * (0.5 * inv_eps)  # (nb, B)
     chunk = _chunk_elements(device)
     probes = min(_PROBES, mb)
-    rows_per_chunk = max(1, chunk // (dim * max(mb, probes * _BLOCK * _BLOCK)))
+    rows_per_chunk = max(1, chunk // (dim * max(mb, probes * block * block)))
     guess = None
     if lse is not None:  # a guess that is not finite is no guess
         guess = lse.to(x.dtype) - _LSE_ABOVE_MAX
-        guess = _padded(torch.where(torch.isfinite(guess), guess, -torch.inf))
-    lane = torch.arange(_BLOCK, device=device)
+        guess = _padded(torch.where(torch.isfinite(guess), guess, -torch.inf), block)
+    lane = torch.arange(block, device=device)
 
     def z_of(bi: torch.Tensor, bj: torch.Tensor) -> torch.Tensor:
         """(p, B, B): z of the block pairs (bi, bj)."""
@@ -155,7 +167,7 @@ def truncate(
         # a lower bound of every row's max: the exact z over the most promising blocks
         best = upper.topk(probes, dim=1).indices  # (r, probes)
         bi = torch.arange(start, stop, device=device).repeat_interleave(probes)
-        z = z_of(bi, best.flatten()).view(stop - start, probes, _BLOCK, _BLOCK)
+        z = z_of(bi, best.flatten()).view(stop - start, probes, block, block)
         row_floor = z.amax(3).amax(1)  # (r, B): <= each row's max
         safe = row_floor.amin(1)
         first = safe if guess is None else torch.maximum(row_floor, guess[start:stop]).amin(1)
@@ -166,21 +178,21 @@ def truncate(
         safe_floor.append(safe)
         floor.append(first)
     blocks_i, blocks_j = torch.cat(pair_i), torch.cat(pair_j)
-    pairs_per_chunk = max(1, chunk // (_BLOCK * _BLOCK * dim))
+    pairs_per_chunk = max(1, chunk // (block * block * dim))
 
     def maxima(bi: torch.Tensor, bj: torch.Tensor, row_max: torch.Tensor) -> None:
         for s in range(0, len(bi), pairs_per_chunk):
             top = z_of(bi[s : s + pairs_per_chunk], bj[s : s + pairs_per_chunk]).amax(2)
-            index = (bi[s : s + pairs_per_chunk, None] * _BLOCK + lane).flatten()
+            index = (bi[s : s + pairs_per_chunk, None] * block + lane).flatten()
             row_max.scatter_reduce_(0, index, top.flatten(), "amax")
 
-    row_max = torch.full((nb * _BLOCK,), -torch.inf, dtype=x.dtype, device=device)
+    row_max = torch.full((nb * block,), -torch.inf, dtype=x.dtype, device=device)
     maxima(blocks_i, blocks_j, row_max)
     if guess is not None:
         # a row whose max is below its block's floor may miss columns: its block is searched
         # again from the safe floor (the blocks between the two floors are added)
         floors, safes = torch.cat(floor), torch.cat(safe_floor)
-        missed = (row_max.view(nb, _BLOCK) < floors[:, None].to(x.dtype)).any(1).nonzero()[:, 0]
+        missed = (row_max.view(nb, block) < floors[:, None].to(x.dtype)).any(1).nonzero()[:, 0]
         if len(missed):
             upper = torch.cat(
                 [
@@ -198,11 +210,11 @@ def truncate(
     for s in range(0, len(blocks_i), pairs_per_chunk):
         bi, bj = blocks_i[s : s + pairs_per_chunk], blocks_j[s : s + pairs_per_chunk]
         z = z_of(bi, bj)
-        row = bi[:, None] * _BLOCK + lane  # (p, B)
+        row = bi[:, None] * block + lane  # (p, B)
         kept = (z >= threshold[row][:, :, None]) & torch.isfinite(z)
         p, r, c = kept.nonzero(as_tuple=True)
-        rows.append(bi[p] * _BLOCK + r)
-        cols.append(bj[p] * _BLOCK + c)
+        rows.append(bi[p] * block + r)
+        cols.append(bj[p] * block + c)
     rows_t = torch.cat(rows) if rows else torch.empty(0, dtype=torch.long, device=device)
     cols_t = torch.cat(cols) if cols else torch.empty(0, dtype=torch.long, device=device)
     real = (rows_t < n) & (cols_t < m)
