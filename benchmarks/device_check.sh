@@ -64,15 +64,22 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,dri
 $PY -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 python3 -c "import os; print(os.cpu_count(), 'CPU cores')"
 
+# pykeops goes to a folder of its own, on the path of the solver benchmark alone (GeomLoss
+# needs it): otreg's own tests and registrations then run torch's kernels, whatever KeOps'
+# compilations do on this machine
+KEOPS_SITE=
 if [ "$WHEELS" = 1 ] && ls .whl/*.whl >/dev/null 2>&1; then
-  part wheels 120 $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-    --upgrade --target /tmp/site .whl/*.whl
+  part wheels 120 bash -c "$PY -m pip install -q --no-index --no-deps --no-compile \
+    --no-cache-dir --upgrade --target /tmp/site \$(ls .whl/*.whl | grep -v -e pykeops -e keopscore) \
+    && $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site-keops .whl/pykeops-*.whl .whl/keopscore-*.whl"
   export PYTHONPATH="$PYTHONPATH:/tmp/site"
+  KEOPS_SITE=/tmp/site-keops
 fi
-$PY - <<'EOF'
+PYTHONPATH="$PYTHONPATH${KEOPS_SITE:+:$KEOPS_SITE}" $PY - <<'EOF'
 import importlib.util
 for name in ["pydantic", "pydantic_core", "pykeops", "keopscore", "geomloss", "flash_sinkhorn",
-             "nibabel", "typer", "rich", "pyvista", "ot"]:
+             "nibabel", "typer", "rich", "pyvista", "ot", "triton"]:
     print(f"{name}: {'yes' if importlib.util.find_spec(name) else 'MISSING'}")
 EOF
 
@@ -94,7 +101,8 @@ else
 fi
 [ "$DEVICE" = cuda ] && [ "$QUICK" = 0 ] && PEERS="$PEERS flash-symmetric"
 # shellcheck disable=SC2086
-part solver 260 $PY benchmarks/bench_solver.py --device "$DEVICE" --sizes $SIZES --kinds cube \
+part solver 260 env PYTHONPATH="$PYTHONPATH${KEOPS_SITE:+:$KEOPS_SITE}" \
+  $PY benchmarks/bench_solver.py --device "$DEVICE" --sizes $SIZES --kinds cube \
   --peers $PEERS --exact-up-to 0 --reference-up-to 100000 --repeats 3 \
   --geomloss-repeats-above 100000 1 --online-up-to 100000 --timeout 90 --threads "$(python3 -c 'import os; print(os.cpu_count())')"
 

@@ -217,7 +217,9 @@ def truncated_pair(
         implementation=implementation,
     )
     kind = SparseKernel if implementation == "native" else DeviceSparseKernel
-    return (
-        kind(*kernel_xy, eps, h_y, search, implementation),
-        kind(*kernel_yx, eps, h_x, search, implementation),
-    )
+
+    def kernel(entries, h: torch.Tensor) -> SparseKernel:
+        crow, col, cost, vals, row_max = entries
+        return kind(crow, col, cost, vals, row_max, eps, h, search, implementation)
+
+    return kernel(kernel_xy, h_y), kernel(kernel_yx, h_x)
