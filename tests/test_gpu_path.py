@@ -94,9 +94,10 @@ def test_the_torch_kernels_keep_the_entries_of_the_compiled_ones(blur, rows_only
 @pytest.mark.parametrize("block_pairs", [None, 64])
 def test_the_torch_kernels_find_every_entry_however_wrong_the_guess(monkeypatch, block_pairs):
     # a guess of the rows' lse far above the truth: its floor is caught, the rows done again;
-    # block_pairs 64: the blocks of the largest clouds (128 points)
+    # block_pairs 64: the blocks of the largest clouds (128 points), candidates computed twice
     if block_pairs is not None:
         monkeypatch.setattr(device_kernels, "_BLOCK_PAIRS", block_pairs)
+        monkeypatch.setattr(device_kernels, "_STORED_CHUNKS", 0)
     x, y, _, _ = _pair("tree", 2000, seed=2)
     x, y = _sorted(x), _sorted(y)
     h = torch.full((2000,), -math.log(2000.0))

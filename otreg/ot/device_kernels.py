@@ -36,6 +36,9 @@ _LSE_ABOVE_MAX = 4.0
 _INT32_MAX = 2**31 - 1
 
 
+_STORED_CHUNKS = 8  # candidates' z kept between the two passes up to this many chunks
+
+
 def _chunk_elements(device: torch.device) -> int:
     """Elements of the largest temporary (float64 bounds, candidate costs) per chunk."""
     return 1 << 26 if device.type == "cuda" else 1 << 22
@@ -179,12 +182,18 @@ def truncate(
         floor.append(first)
     blocks_i, blocks_j = torch.cat(pair_i), torch.cat(pair_j)
     pairs_per_chunk = max(1, chunk // (block * block * dim))
+    # the candidates' z, kept from the pass that finds the row maxima for the pass that
+    # selects, where they fit in a few chunks' memory (else computed again)
+    store = len(blocks_i) * block * block <= _STORED_CHUNKS * chunk
+    segments: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
 
     def maxima(bi: torch.Tensor, bj: torch.Tensor, row_max: torch.Tensor) -> None:
         for s in range(0, len(bi), pairs_per_chunk):
-            top = z_of(bi[s : s + pairs_per_chunk], bj[s : s + pairs_per_chunk]).amax(2)
-            index = (bi[s : s + pairs_per_chunk, None] * block + lane).flatten()
-            row_max.scatter_reduce_(0, index, top.flatten(), "amax")
+            bi_s, bj_s = bi[s : s + pairs_per_chunk], bj[s : s + pairs_per_chunk]
+            z = z_of(bi_s, bj_s)
+            index = (bi_s[:, None] * block + lane).flatten()
+            row_max.scatter_reduce_(0, index, z.amax(2).flatten(), "amax")
+            segments.append((bi_s, bj_s, z if store else None))
 
     row_max = torch.full((nb * block,), -torch.inf, dtype=x.dtype, device=device)
     maxima(blocks_i, blocks_j, row_max)
@@ -204,12 +213,10 @@ def truncate(
             high = (floors[missed] - truncation)[:, None].to(upper.dtype)
             i, j = ((upper >= low) & (upper < high) & (upper > -torch.inf)).nonzero(as_tuple=True)
             maxima(missed[i], j, row_max)
-            blocks_i, blocks_j = torch.cat([blocks_i, missed[i]]), torch.cat([blocks_j, j])
     threshold = row_max - truncation
     rows, cols = [], []
-    for s in range(0, len(blocks_i), pairs_per_chunk):
-        bi, bj = blocks_i[s : s + pairs_per_chunk], blocks_j[s : s + pairs_per_chunk]
-        z = z_of(bi, bj)
+    for bi, bj, stored in segments:
+        z = z_of(bi, bj) if stored is None else stored
         row = bi[:, None] * block + lane  # (p, B)
         kept = (z >= threshold[row][:, :, None]) & torch.isfinite(z)
         p, r, c = kept.nonzero(as_tuple=True)
