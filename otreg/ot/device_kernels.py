@@ -23,7 +23,7 @@ import torch
 from ..errors import OutOfMemoryError, SolverError
 
 # (crow int32 (n + 1), col int32 (nnz), cost (nnz), val (nnz), row_max (n)) of one CSR kernel
-Entries = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+from ..native.kernels import Entries
 
 _BLOCK = 32  # points per block: the compiled kernels' tree leaves hold as many
 # block pairs above which blocks grow (x2 per step, to 128): bounding every pair of blocks
