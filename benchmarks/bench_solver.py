@@ -15,12 +15,25 @@ What each solver reports as the OT cost:
 - GeomLoss: ``SamplesLoss("sinkhorn", p=2, blur=..., scaling=0.9)`` (debiased Sinkhorn
   divergence, its estimate of OT; scaling 0.9 rather than its default 0.5 for accuracy).
 
+- FlashSinkhorn (``flash-sinkhorn`` on PyPI, Triton, CUDA only): its multiscale backend
+  (``flash-multiscale``: Morton-cell centroids, then block-sparse updates to its ``tol``) and its
+  dense streaming one (``flash-symmetric``, epsilon scaling 0.9), both ``half_cost=True`` (cost
+  |x - y|^2 / 2) and ``debias=True``, like GeomLoss's.
+
 Reference: POT's exact EMD up to ``--exact-up-to`` points; above, otreg's certificate of a
 solve at a quarter of the blur (an interval that contains the exact cost; its half-width is
 printed). Scaling: the exponent of otreg's time from the smallest size >= 25k to the largest.
 
+``--device cuda`` solves on the GPU (otreg's torch kernels, GeomLoss through KeOps,
+FlashSinkhorn through Triton); then each time is the solve alone, synchronised, and otreg's
+certificate is computed after it, on the CPU (compiled kernels), untimed; peak MB is the GPU's
+(``torch.cuda.max_memory_allocated``). ``--timeout`` bounds each child process (a peer that
+runs past it is reported and skipped).
+
     python benchmarks/bench_solver.py                          # 10k 25k 50k 100k, all peers
     python benchmarks/bench_solver.py --sizes 10000 --kinds cube --peers otreg
+    python benchmarks/bench_solver.py --device cuda --sizes 10000 100000 1000000 --kinds cube \
+        --peers otreg geomloss-multiscale flash-multiscale --exact-up-to 0 --timeout 120
 """
 
 from __future__ import annotations
@@ -36,7 +49,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PEERS = ["otreg", "geomloss-multiscale", "geomloss-online"]
+PEERS = ["otreg", "geomloss-multiscale", "geomloss-online", "flash-multiscale", "flash-symmetric"]
+CPU_PEERS = PEERS[:3]  # FlashSinkhorn runs on CUDA only
 
 
 def cloud(kind: str, n: int, gen):
@@ -70,50 +84,89 @@ def deformed_pair(kind: str, n: int, seed: int = 0):
 
 
 # ----------------------------------------------------------------------------- child side
+def _sync(x) -> None:
+    """Wait for the GPU's queued work (timings of CUDA solves); nothing on the CPU."""
+    if x.is_cuda:
+        import torch
+
+        torch.cuda.synchronize()
+
+
 def _solve(solver: str, x, y, blur: float):
-    """One solve -> dict of values (mm^2 units of the unit box)."""
-    if solver == "otreg":
+    """One solve -> (dict of values (mm^2 units of the unit box), a function that completes
+    them untimed: otreg's certificate on CUDA, else nothing)."""
+    if solver in ("otreg", "reference"):
         from otreg.ot import sinkhorn
 
-        s = sinkhorn(x, y, blur=blur, tol=1e-3, max_iter=2000)
-        lower, upper = s.bounds()
-        return {"value": lower, "primal": s.cost, "upper": upper, "iterations": s.iterations}
-    if solver == "reference":  # a quarter of the blur, tightly converged: an interval around OT
-        from otreg.ot import sinkhorn
+        if solver == "otreg":
+            s = sinkhorn(x, y, blur=blur, tol=1e-3, max_iter=2000)
+        else:  # a quarter of the blur, tightly converged: an interval around OT
+            s = sinkhorn(x, y, blur=blur / 4, tol=1e-4, max_iter=2000)
+        _sync(x)
 
-        s = sinkhorn(x, y, blur=blur / 4, tol=1e-4, max_iter=2000)
-        lower, upper = s.bounds()
-        return {"value": (lower + upper) / 2, "halfwidth": (upper - lower) / 2}
+        def certify(result: dict) -> None:
+            try:
+                lower, upper = s.bounds()
+            except Exception as err:  # e.g. no compiled kernels on the GPU machine
+                print(f"no certificate ({err}): the primal cost stands in", file=sys.stderr)
+                lower, upper = s.cost, math.nan
+            if solver == "otreg":
+                result.update(value=lower, primal=s.cost, upper=upper, iterations=s.iterations)
+            else:
+                result.update(value=(lower + upper) / 2, halfwidth=(upper - lower) / 2)
+
+        if x.is_cuda:
+            return {}, certify
+        result: dict = {}
+        certify(result)  # on the CPU the certificate is timed with the solve
+        return result, None
     if solver == "exact":
         import numpy as np
         import ot
 
         a = np.full(len(x), 1 / len(x))
         b = np.full(len(y), 1 / len(y))
-        cost = ot.dist(x.double().numpy(), y.double().numpy()) / 2
-        return {"value": float(ot.emd2(a, b, cost, numItermax=10**8)), "halfwidth": 0.0}
-    from geomloss import SamplesLoss
-
+        cost = ot.dist(x.double().cpu().numpy(), y.double().cpu().numpy()) / 2
+        return {"value": float(ot.emd2(a, b, cost, numItermax=10**8)), "halfwidth": 0.0}, None
     backend = solver.split("-")[1]
-    loss = SamplesLoss("sinkhorn", p=2, blur=blur, scaling=0.9, backend=backend)
-    return {"value": float(loss(x, y))}
+    if solver.startswith("flash"):
+        from flash_sinkhorn import SamplesLoss as FlashLoss
+
+        loss = FlashLoss(
+            "sinkhorn", p=2, blur=blur, scaling=0.9, debias=True, half_cost=True, backend=backend
+        )
+    else:
+        from geomloss import SamplesLoss
+
+        loss = SamplesLoss("sinkhorn", p=2, blur=blur, scaling=0.9, backend=backend)
+    value = float(loss(x, y))
+    return {"value": value}, None
 
 
-def child(kind: str, n: int, solver: str, repeats: int) -> None:
+def child(kind: str, n: int, solver: str, repeats: int, device: str) -> None:
     import torch
 
     x, y, diameter = deformed_pair(kind, n)
+    x, y = x.to(device), y.to(device)
     blur = 0.01 * diameter
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    result = _solve(solver, x, y, blur)
+    result, complete = _solve(solver, x, y, blur)
     first = time.perf_counter() - t0
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        result = _solve(solver, x, y, blur)
+        result, complete = _solve(solver, x, y, blur)
         times.append(time.perf_counter() - t0)
-    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+    if device == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+    if complete is not None:
+        complete(result)
     print(
         json.dumps(
             {
@@ -128,9 +181,16 @@ def child(kind: str, n: int, solver: str, repeats: int) -> None:
 
 
 # ----------------------------------------------------------------------------- parent side
-def run_child(kind: str, n: int, solver: str, repeats: int, env: dict) -> dict | None:
+def run_child(
+    kind: str, n: int, solver: str, repeats: int, env: dict, device: str, timeout: float | None
+) -> dict | None:
     cmd = [sys.executable, os.path.abspath(__file__), "--child", kind, str(n), solver, str(repeats)]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    cmd += ["--device", device]
+    try:
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        print(f"{solver} on {kind} {n} ran past --timeout {timeout:g} s: skipped", file=sys.stderr)
+        return None
     if out.returncode:
         print(f"{solver} on {kind} {n} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
         return None
@@ -149,16 +209,40 @@ def kernels_record(env: dict) -> str:
     return f"torch kernels: {info['reason']}"
 
 
+def device_record(device: str) -> str:
+    """The device the children solve on, as a short description."""
+    if device == "cpu":
+        return "CPU"
+    import torch
+
+    if not torch.cuda.is_available():
+        sys.exit("--device cuda: torch sees no CUDA GPU")
+    return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 25_000, 50_000, 100_000])
     parser.add_argument("--kinds", nargs="+", default=["cube", "surface", "tree"])
-    parser.add_argument("--peers", nargs="+", default=PEERS, choices=PEERS)
+    parser.add_argument(
+        "--peers", nargs="+", choices=PEERS, help=f"default: {' '.join(CPU_PEERS)} (CPU)"
+    )
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="seconds per child process (default: none)"
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--repeats", type=int, default=3, help="timed calls after the first")
     parser.add_argument(
         "--exact-up-to", type=int, default=10_000, help="POT exact EMD as reference up to N"
+    )
+    parser.add_argument(
+        "--reference-up-to",
+        type=int,
+        default=None,
+        help="solve the reference (blur / 4) up to N points only; above, the reference is "
+        "otreg's own certified interval (default: every size)",
     )
     parser.add_argument(
         "--geomloss-repeats-above",
@@ -175,12 +259,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         kind, n, solver, repeats = args.child
-        child(kind, int(n), solver, int(repeats))
+        child(kind, int(n), solver, int(repeats), args.device)
         return
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": ROOT}
+    peers = args.peers or (CPU_PEERS if args.device == "cpu" else PEERS)
+    path = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH", "")]))
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": path}
     print(
-        f"OT solvers, {args.threads} thread(s), load average {os.getloadavg()[0]:.1f}, CPU "
-        f"({kernels_record(env)})",
+        f"OT solvers, {args.threads} thread(s), load average {os.getloadavg()[0]:.1f}, "
+        f"{device_record(args.device)} ({kernels_record(env)})",
         flush=True,
     )
     print(
@@ -191,7 +277,17 @@ def main() -> None:
     median = {}
     for n in args.sizes:  # every cloud at a size before the next size: the slowest come last
         for kind in args.kinds:
-            ref = run_child(kind, n, "exact" if n <= args.exact_up_to else "reference", 0, env)
+            ref = None
+            if args.reference_up_to is None or n <= args.reference_up_to:
+                ref = run_child(
+                    kind,
+                    n,
+                    "exact" if n <= args.exact_up_to else "reference",
+                    0,
+                    env,
+                    args.device,
+                    args.timeout,
+                )
             reference = ref["value"] if ref else math.nan
             ref_text = (
                 "POT exact"
@@ -200,17 +296,24 @@ def main() -> None:
                 if ref
                 else "-"
             )
-            for solver in args.peers:
+            for solver in peers:
                 repeats = args.repeats
                 if solver.startswith("geomloss"):
                     if solver.endswith("online") and n > args.online_up_to:
                         continue
                     if n > args.geomloss_repeats_above[0]:
                         repeats = args.geomloss_repeats_above[1]
-                r = run_child(kind, n, solver, repeats, env)
+                if solver == "flash-symmetric" and n > args.online_up_to:
+                    continue  # dense: O(N^2) per iteration, like GeomLoss online
+                r = run_child(kind, n, solver, repeats, env, args.device, args.timeout)
                 if r is None:
                     continue
                 median[kind, n, solver] = r["median"]
+                if solver == "otreg" and not ref:  # no reference: otreg's own certificate
+                    reference = (r["value"] + r["upper"]) / 2
+                    ref_text = (
+                        f"otreg's own bounds, ±{(r['upper'] - r['value']) / 2 / reference:.2%}"
+                    )
                 error = abs(r["value"] - reference) / reference
                 extra = (
                     f"{(r['primal'] - reference) / reference:+.2%} / {(r['upper'] - reference) / reference:+.2%}"
@@ -218,7 +321,7 @@ def main() -> None:
                     else ""
                 )
                 print(
-                    f"| {kind} | {n} | {solver} | {r['first']:.2f} | {r['median']:.2f} | {r['value']:.6g} | "
+                    f"| {kind} | {n} | {solver} | {r['first']:.3f} | {r['median']:.3f} | {r['value']:.6g} | "
                     f"{reference:.6g} ({ref_text}) | {error:.2%} | {extra} | {r['peak_mb']:.0f} |",
                     flush=True,
                 )

@@ -98,7 +98,9 @@ class SolverConfig(_Section):
     """Settings of the Sinkhorn solver shared by every OT solve."""
 
     backend: Literal["auto", "torch", "keops"] = Field(
-        "auto", description="auto: keops on CUDA, dense torch blocks on the CPU"
+        "auto",
+        description="dense kernels; auto: torch blocks, keops on CUDA where every level is dense "
+        "(multiscale off)",
     )
     scaling: float = Field(0.5, gt=0, lt=1, description="blur ratio between annealing steps")
     tol: PositiveFloat = Field(
@@ -116,6 +118,11 @@ class SolverConfig(_Section):
     truncation: PositiveFloat = Field(
         10.0,
         description="multiscale kernels keep entries within exp(-truncation) of their row's largest",
+    )
+    kernels: Literal["auto", "native", "torch"] = Field(
+        "auto",
+        description="who builds the multiscale truncated kernels: auto = compiled on the CPU, "
+        "torch on CUDA; native = compiled only (else dense); torch = the GPU path on any device",
     )
 
 

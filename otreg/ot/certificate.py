@@ -21,6 +21,7 @@ O(N + M) memory, about four passes of a dense iteration. All in float64. Balance
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -54,7 +55,13 @@ def ot_bounds(
         truncated: the support of a truncated plan: int32 CSR entries from the points x to
             its ``columns`` (y itself, or clusters of y whose mass goes to their points in
             proportion to their weights); None: all pairs.
+
+    A truncated plan on a GPU is certified on the CPU, by the compiled kernels (copied once:
+    the bounds are asked for after a solve, not inside one).
     """
+    if truncated is not None and x.device.type != "cpu":
+        x, y, a, b, f, g = (t.cpu() for t in (x, y, a, b, f, g))
+        truncated = _on_cpu(truncated)
     x, y, a, b, f, g = (t.double() for t in (x, y, a, b, f, g))  # bounds are worth the digits
     center = (a @ x + b @ y) / (a.sum() + b.sum())
     x, y = (x - center).contiguous(), (y - center).contiguous()
@@ -94,3 +101,20 @@ def ot_bounds(
             / mass
         )
     return lower, cost
+
+
+def _on_cpu(truncated: TruncatedSupport) -> TruncatedSupport:
+    """The support and its columns copied to the CPU."""
+    columns = truncated.columns
+    return replace(
+        truncated,
+        crow=truncated.crow.cpu(),
+        col=truncated.col.cpu(),
+        columns=replace(
+            columns,
+            points=columns.points.cpu(),
+            log_weights=columns.log_weights.cpu(),
+            g=columns.g.cpu(),
+            spread=None if columns.spread is None else columns.spread.cpu(),
+        ),
+    )

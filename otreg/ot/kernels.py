@@ -143,12 +143,14 @@ def make_kernel(backend: str, x: torch.Tensor, y: torch.Tensor, eps: float) -> K
     raise ValueError(f"unknown backend {backend!r}")
 
 
-def choose_backend(backend: str, device: torch.device) -> str:
+def choose_backend(backend: str, device: torch.device, small_only: bool = False) -> str:
     """'auto' -> KeOps on CUDA (never builds an N x M block; torch blocks, with a warning, where
-    pykeops is not installed), dense torch blocks on the CPU."""
+    pykeops is not installed), dense torch blocks on the CPU. ``small_only``: the dense kernels
+    will only serve small problems (the multiscale solver's coarse levels, under
+    ``dense_pairs``): torch blocks there too, a few MB, without KeOps' compilations."""
     if backend != "auto":
         return backend
-    if device.type != "cuda":
+    if device.type != "cuda" or small_only:
         return "torch"
     if keops_installed():
         return "keops"

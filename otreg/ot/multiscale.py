@@ -4,8 +4,9 @@ At each blur s of the annealing, both clouds are replaced by their voxel cluster
 about s (:mod:`otreg.ot.hierarchy`): finer clusters would not change the blurred plan much,
 and coarser ones would. While the clusters are few, the kernels are dense; past
 ``options.dense_pairs`` they are truncated (:mod:`otreg.ot.sparse`): each row keeps only the entries
-within ``truncation`` of its largest, found by a compiled branch and bound (CPU; elsewhere, or
-without a compiler, the kernels stay dense). Going one level finer, the potentials are carried
+within ``truncation`` of its largest, found by a compiled branch and bound on the CPU, by
+block bounds in torch on CUDA (:mod:`otreg.ot.device_kernels`; ``options.kernels``); on a CPU
+without the compiled kernels they stay dense. Going one level finer, the potentials are carried
 over to the children to first order: f(x) = f(X) + grad f(X) . (x - X), with
 grad f(X) = X - T(X) (T: the barycentric map of the coarse plan). Where the points are
 denser than the final blur (shells and trees), the final blur is solved on clusters too and
@@ -24,13 +25,12 @@ from typing import cast
 
 import torch
 
-from .. import native as _native
 from .hierarchy import BITS, Hierarchy, Level, curve_order
 from .iterate import Problem, iterate
 from .kernels import Kernel, make_kernel
 from .options import SolverOptions
 from .solution import Columns, Solved
-from .sparse import SparseKernel, truncated_pair
+from .sparse import SparseKernel, truncated_pair, truncation_backend
 
 log = logging.getLogger(__name__)
 
@@ -136,12 +136,24 @@ def warm_start(
 ) -> Solved:
     """Iterate at ``eps`` from the potentials ``init`` of a previous solve between nearly the
     same clouds (e.g. the last rigid iteration), on the truncated kernels that they choose, the
-    points sorted along the curve (compiled kernels only: see :func:`_native.usable`)."""
+    points sorted along the curve (where truncated kernels can be built: see
+    :func:`otreg.ot.sparse.truncation_backend`)."""
     order_x, order_y = curve_order(x), curve_order(y)
     x, y, problem = x[order_x], y[order_y], problem.sorted(order_x, order_y)
     f, g = init[0][order_x], init[1][order_y]
+    implementation = truncation_backend(options.kernels, x, y)
+    assert implementation is not None, "warm_start needs truncated kernels (sinkhorn checks)"
     pair = truncated_pair(
-        x, y, problem.log_a, problem.log_b, problem.reach, f, g, eps, options.truncation
+        x,
+        y,
+        problem.log_a,
+        problem.log_b,
+        problem.reach,
+        f,
+        g,
+        eps,
+        options.truncation,
+        implementation=implementation,
     )
     f, g, kxy, _, done, error = iterate(problem, *pair, eps, f, g, options)
     columns = Columns(y, problem.log_b, g, None)
@@ -213,8 +225,10 @@ def anneal(
             return hx.finest, hy.finest
         return lx, ly
 
+    implementation = truncation_backend(options.kernels, x, y)
+
     def truncated(lx: Level, ly: Level) -> bool:
-        return len(lx) * len(ly) > options.dense_pairs and _native.usable(lx.points, ly.points)
+        return len(lx) * len(ly) > options.dense_pairs and implementation is not None
 
     def kernels(lx: Level, ly: Level, f, g, eps: float, cut: float) -> tuple[Kernel, Kernel]:
         """The pair of kernels x -> y, y -> x of the levels at eps: truncated at ``cut`` for
@@ -230,6 +244,7 @@ def anneal(
                 g,
                 eps,
                 cut,
+                implementation=cast(str, implementation),
             )
         return make_kernel(backend, lx.points, ly.points, eps), make_kernel(
             backend, ly.points, lx.points, eps
@@ -385,6 +400,7 @@ def to_points(
         eps,
         options.truncation,
         rows_only=True,
+        implementation=cast(str, truncation_backend(options.kernels, x, ly.points)),
     )
     f_points, g, kxy, _, done, error = iterate(
         to_clusters, kxy, kyx, eps, f_points, g, options, max_iter=max_iter

@@ -25,7 +25,8 @@ class SolverOptions:
 
     Attributes:
         backend: 'auto', 'torch' (dense blocks) or 'keops', for the dense (coarse or small)
-            problems; 'auto' takes KeOps on CUDA, dense torch blocks on the CPU.
+            problems; 'auto' takes dense torch blocks, and KeOps on CUDA where the dense
+            kernels serve large problems too (no truncated kernels: ``multiscale`` off).
         scaling: ratio between successive blurs of the annealing (0 < scaling < 1).
         tol: stop iterating at the final blur when the source-marginal L1 error (relative) is
             below it.
@@ -44,6 +45,9 @@ class SolverOptions:
             dense one, and its cluster levels take truncated kernels.
         cluster_final_blur: where the points are denser than the final blur, solve it on
             clusters and match the points to them (:func:`otreg.ot.multiscale.to_points`).
+        kernels: who builds the truncated kernels (:func:`otreg.ot.sparse.truncation_backend`):
+            'auto' (compiled on the CPU, torch on CUDA), 'native' or 'torch' (the GPU path,
+            on any device: the tests force it on the CPU).
     """
 
     backend: str = _SCHEMA.backend
@@ -54,6 +58,7 @@ class SolverOptions:
     dtype: str | None = None
     multiscale: bool = _SCHEMA.multiscale
     truncation: float = _SCHEMA.truncation
+    kernels: str = _SCHEMA.kernels
     # with the compiled kernels, clouds of a few thousand points already solve far faster
     # multiscale than dense (benchmarks/README.md, design measurements); far smaller problems
     # are not worth the set-up
@@ -74,6 +79,8 @@ class SolverOptions:
             problems.append(f"overrelaxation must be in [1, 2), got {self.overrelaxation}")
         if self.dtype not in (None, "float32", "float64"):
             problems.append(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if self.kernels not in ("auto", "native", "torch"):
+            problems.append(f"kernels must be 'auto', 'native' or 'torch', got {self.kernels!r}")
         if not self.truncation > 0:
             problems.append(f"truncation must be > 0, got {self.truncation}")
         if problems:

@@ -20,13 +20,13 @@ from dataclasses import replace
 
 import torch
 
-from .. import native as _native
 from ..errors import SolverError
 from . import dense, multiscale
 from .iterate import Problem, blur_schedule, eps_schedule
 from .kernels import choose_backend
 from .options import SolverOptions
 from .solution import OTSolution, finish
+from .sparse import truncation_backend
 
 __all__ = ["OTSolution", "SolverOptions", "blur_schedule", "sinkhorn"]
 
@@ -80,7 +80,8 @@ def sinkhorn(
         raise SolverError(
             f"balanced OT needs equal masses, got {float(a.sum()):.6g} and {float(b.sum()):.6g}"
         )
-    options = replace(options, backend=choose_backend(options.backend, device))
+    truncated = options.multiscale and truncation_backend(options.kernels, x, y) is not None
+    options = replace(options, backend=choose_backend(options.backend, device, truncated))
 
     # Centre on the joint centre of mass: costs are translation invariant, and |x|^2 terms of
     # the dense kernel lose float32 precision when the clouds sit 300 mm from the origin.
@@ -93,7 +94,7 @@ def sinkhorn(
     problem = Problem(a, b, reach)
 
     large = options.multiscale and len(x) * len(y) > options.dense_pairs
-    if large and init is not None and _native.usable(x, y):
+    if large and init is not None and truncated:
         solved = multiscale.warm_start(x, y, problem, eps, init, options)
     elif large and init is None:
         solved = multiscale.solve(x, y, problem, epsilons, options)

@@ -12,6 +12,11 @@ A :class:`SparseKernel` is CSR with int32 indices (MKL's fast path for sparse ma
 products; see benchmarks/README.md, design measurements) and stores its entries "absorbed"
 (Schmitzer 2019): ``vals_ij = exp(z_ij - m_i)`` for the h at build time, so that later updates
 only multiply by exp(h - h_ref), numbers close to 1 that float32 holds well.
+
+Two implementations build the same kernels (``options.kernels``, :func:`truncation_backend`):
+"native", the compiled CPU kernels, and "torch" (:mod:`otreg.ot.device_kernels`), block
+bounds and segment sums in torch on the tensors' device: the GPU path, which the tests also
+force on the CPU. Its kernels are :class:`DeviceSparseKernel` (row sums by ``index_add_``).
 """
 
 from __future__ import annotations
@@ -22,8 +27,33 @@ from collections.abc import Callable
 
 import torch
 
-from ..native import kernels
+from .. import native
 from .kernels import TruncatedKernel
+
+
+def _implementation(name: str):
+    """The module that builds truncated kernels: 'native' (compiled, CPU) or 'torch'."""
+    if name == "native":
+        from ..native import kernels
+
+        return kernels
+    from . import device_kernels
+
+    return device_kernels
+
+
+def truncation_backend(choice: str, *tensors: torch.Tensor) -> str | None:
+    """Which implementation builds the truncated kernels for ``tensors``: ``choice`` is
+    ``options.kernels``; 'auto' takes the compiled kernels where usable (CPU, built), torch on
+    CUDA, and None (dense kernels at every level) on a CPU without the compiled kernels;
+    'native' the compiled kernels where usable, else None; 'torch' always torch."""
+    if choice == "torch":
+        return "torch"
+    if native.usable(*tensors):
+        return "native"
+    if choice == "auto" and all(t.device.type == "cuda" for t in tensors):
+        return "torch"
+    return None
 
 
 class SparseKernel(TruncatedKernel):
@@ -50,8 +80,10 @@ class SparseKernel(TruncatedKernel):
         eps: float,
         h_ref: torch.Tensor,
         search: Callable[..., tuple[SparseKernel, SparseKernel]],
+        implementation: str = "native",
     ):
         self.crow, self.col, self.cost, self.eps, self.search = crow, col, cost, eps, search
+        self._kernels = _implementation(implementation)
         self.n_rows = len(crow) - 1
         self.h_search = h_ref  # the h the entries were chosen for
         self._set_values(vals, row_max, h_ref)
@@ -74,7 +106,7 @@ class SparseKernel(TruncatedKernel):
         # on the union of supports), so the products stay above float32's smallest normal
         # (e^-87) while the spread is below 60
         if not math.isfinite(spread) or spread > 60:
-            _, _, _, vals, row_max = kernels.select(
+            _, _, _, vals, row_max = self._kernels.select(
                 self.crow, self.col, self.cost, h.contiguous(), 1 / self.eps, math.inf
             )
             self._set_values(vals, row_max, h)
@@ -94,28 +126,50 @@ class SparseKernel(TruncatedKernel):
             # the spread over all columns bounds that within any row, in O(m), not O(entries),
             # and on cubes at the final blur it usually stays under the limit
             return False
-        return kernels.row_spread(self.crow, self.col, change.contiguous()) > limit
+        return self._kernels.row_spread(self.crow, self.col, change.contiguous()) > limit
+
+    def _product(self, dense: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """Row sums sum_j vals_ij (* scale_ij) dense_j over the kept entries: (n,) for dense
+        (m,), (n, k) for (m, k)."""
+        csr = self._csr
+        if scale is not None:
+            csr = torch.sparse_csr_tensor(
+                self.crow, self.col, csr.values() * scale, csr.shape, check_invariants=False
+            )
+        return csr @ dense
 
     def lse(self, h: torch.Tensor) -> torch.Tensor:
         """(n,) log sum_j exp(h_j - C_ij / eps) over the kept entries of each row."""
         e, shift = self._column_factors(h)
-        return (self._csr @ e).log_().add_(self.m + shift)
+        return self._product(e).log_().add_(self.m + shift)
 
     def average(self, h: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """(n, k + 1): softmax_j(h_j - C_ij / eps)-weighted mean of values (m, k), then of
         C_ij / eps (the transport cost), per row."""
         e, _ = self._column_factors(h)
-        sums = self._csr @ torch.cat([e[:, None] * values, e[:, None]], 1)
-        cost_csr = torch.sparse_csr_tensor(
-            self.crow,
-            self.col,
-            self._csr.values() * self.cost / self.eps,
-            self._csr.shape,
-            check_invariants=False,
-        )
-        cost = cost_csr @ e
+        sums = self._product(torch.cat([e[:, None] * values, e[:, None]], 1))
+        cost = self._product(e, self.cost / self.eps)
         total = sums[:, -1:]
         return torch.cat([sums[:, :-1], cost[:, None]], 1) / total
+
+
+class DeviceSparseKernel(SparseKernel):
+    """A :class:`SparseKernel` whose row sums are ``index_add_`` over the entries (the torch
+    implementation: the same operations on CUDA and on the CPU, no sparse library)."""
+
+    def _set_values(self, vals: torch.Tensor, row_max: torch.Tensor, h_ref: torch.Tensor) -> None:
+        self.m, self.h_ref, self._vals = row_max, h_ref, vals
+        if not hasattr(self, "_rows"):
+            from .device_kernels import row_ids
+
+            self._rows, self._cols = row_ids(self.crow), self.col.long()
+
+    def _product(self, dense: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        vals = self._vals if scale is None else self._vals * scale
+        terms = dense[self._cols]
+        terms = terms * (vals if dense.dim() == 1 else vals[:, None])
+        out = dense.new_zeros((self.n_rows, *dense.shape[1:]))
+        return out.index_add_(0, self._rows, terms)
 
 
 def truncated_pair(
@@ -129,13 +183,15 @@ def truncated_pair(
     eps: float,
     truncation: float,
     rows_only: bool = False,
+    implementation: str = "native",
 ) -> tuple[SparseKernel, SparseKernel]:
     """The kernels x -> y and y -> x at ``eps`` for the potentials f (n,), g (m,), on one support.
 
     Per row of x (n, D), ALL the columns of y (m, D) with z_ij = log b_j + (g_j - C_ij) / eps
     within ``truncation`` of the row's max, and the same for the rows of y; the kernels keep
-    the union of both. CPU only, compiled (see :func:`otreg.native.usable`); x and y sorted
-    along a space-filling curve run fastest.
+    the union of both, built by ``implementation`` ('native': compiled, CPU only, see
+    :func:`otreg.native.usable`; 'torch': any device); x and y sorted along a space-filling
+    curve run fastest.
 
     Args:
         x, y: (n, D), (m, D) points; log_a, log_b: (n,), (m,) log weights.
@@ -147,11 +203,23 @@ def truncated_pair(
     h_y, h_x = (log_b + g / eps).contiguous(), (log_a + f / eps).contiguous()
     # the potentials tell each row's log-sum-exp: a good guess makes the search fast
     lse_x, lse_y = (-f / (damping * eps)).contiguous(), (-g / (damping * eps)).contiguous()
-    kernel_xy, kernel_yx = kernels.kernel_pair(
+    kernel_xy, kernel_yx = _implementation(implementation).kernel_pair(
         x, y, h_y, h_x, lse_x, lse_y, 1 / eps, truncation, rows_only
     )
-    search = functools.partial(truncated_pair, x, y, log_a, log_b, reach, rows_only=rows_only)
-    return (
-        SparseKernel(*kernel_xy, eps, h_y, search),
-        SparseKernel(*kernel_yx, eps, h_x, search),
+    search = functools.partial(
+        truncated_pair,
+        x,
+        y,
+        log_a,
+        log_b,
+        reach,
+        rows_only=rows_only,
+        implementation=implementation,
     )
+    kind = SparseKernel if implementation == "native" else DeviceSparseKernel
+
+    def kernel(entries, h: torch.Tensor) -> SparseKernel:
+        crow, col, cost, vals, row_max = entries
+        return kind(crow, col, cost, vals, row_max, eps, h, search, implementation)
+
+    return kernel(kernel_xy, h_y), kernel(kernel_yx, h_x)
