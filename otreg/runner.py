@@ -73,7 +73,7 @@ def run(
             the input type (:func:`otreg.preset_for`).
         overrides: ``"section.key=value"`` strings applied on top (``--set``).
         overwrite: replace an existing output folder.
-        reference: a NIfTI image (the fixed one) whose grid the fixed-space displacement
+        reference: an image (the fixed one: NIfTI, NRRD or MetaImage) whose grid the fixed-space displacement
             fields and composite ``.h5`` transforms cover (default: the target's when it is a
             NIfTI image, else the box of both clouds plus ``output.grid_margin``).
         on_step: called with a short description as each step starts (progress display).
@@ -108,10 +108,10 @@ def run(
     options = load_options(loading.input)
     check_output_dir(out, overwrite)
     if reference is not None:
-        from .transforms.grids import nifti_header_grid
+        from .io.images import image_header
 
         reference = Path(reference)
-        nifti_header_grid(reference)  # a bad reference fails before any work
+        image_header(reference)  # a bad reference fails before any work
     step("loading")
     source_cloud = load(source, **options)
     target_cloud = load(target, **options)
