@@ -3,8 +3,8 @@
 Each cloud (uniform cube, lung-surface-like ellipsoidal shell, vessel-tree-like segments) is
 matched to a smoothly deformed (7 % of the diameter), independently resampled copy of itself;
 blur = 1 % of the diameter, p = 2 (cost |x - y|^2 / 2). Every measurement runs in its own
-process (its own peak memory): a first call (compilation of otreg's kernels or KeOps formulas
-included, if not cached), then the median of ``--repeats`` calls.
+process (its own peak memory): a first call (compilation of KeOps formulas included, if not
+cached; otreg's own kernels are built by its install), then the median of ``--repeats`` calls.
 
 What each solver reports as the OT cost:
 - otreg: the solve, then its certificate (``OTSolution.bounds()``, timed with the solve): the
@@ -33,7 +33,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -138,20 +137,16 @@ def run_child(kind: str, n: int, solver: str, repeats: int, env: dict) -> dict |
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def compile_seconds(env: dict) -> float:
-    """Time to build otreg's compiled kernels from scratch (into an empty cache)."""
-    with tempfile.TemporaryDirectory() as cache:
-        code = (
-            "import time; t = time.perf_counter(); from otreg.ot import _native; "
-            "assert _native.library() is not None; print(time.perf_counter() - t)"
-        )
-        out = subprocess.run(
-            [sys.executable, "-c", code],
-            env={**env, "OTREG_CACHE_DIR": cache},
-            capture_output=True,
-            text=True,
-        )
-        return float(out.stdout.strip()) if out.returncode == 0 else math.nan
+def kernels_record(env: dict) -> str:
+    """Which CPU kernels the children load (otreg.native.info): compiled with which flags."""
+    code = "import json; from otreg import native; print(json.dumps(native.info()))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if out.returncode:
+        return "unknown"
+    info = json.loads(out.stdout)
+    if info["backend"] == "native":
+        return f"compiled kernels: {info['build_flags']}, {info['compiler']}"
+    return f"torch kernels: {info['reason']}"
 
 
 def main() -> None:
@@ -185,7 +180,7 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": ROOT}
     print(
         f"OT solvers, {args.threads} thread(s), load average {os.getloadavg()[0]:.1f}, CPU "
-        f"(otreg's kernels compile in {compile_seconds(env):.1f} s, once)",
+        f"({kernels_record(env)})",
         flush=True,
     )
     print(

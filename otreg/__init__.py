@@ -6,6 +6,7 @@ Public API (imported lazily so that ``import otreg`` stays instant and torch-fre
     done = otreg.run("exhale.vtk", "inhale.vtk", "out/")  # what `otreg register` does
     otreg.evaluate("out/", "exhale_landmarks.txt", "inhale_landmarks.txt")
     otreg.warp("out/", "exhale_landmarks.txt", "moved.txt")
+    otreg.write_report("out/")                       # out/report.html again (`otreg report`)
 
     source = otreg.load("exhale.vtk")                # or step by step, in memory
     target = otreg.load("inhale.vtk")
@@ -30,6 +31,7 @@ _LAZY = {
     "RunResult": ("otreg.runner", "RunResult"),
     "evaluate": ("otreg.evaluation", "evaluate"),
     "warp": ("otreg.warping", "warp"),
+    "write_report": ("otreg.report.build", "write_report"),
     "RegistrationResult": ("otreg.pipeline", "RegistrationResult"),
     "Transform": ("otreg.transforms", "Transform"),
 }

@@ -206,7 +206,7 @@ class SmoothConfig(_Section):
         default_factory=lambda: [10.0, 5.0], min_length=1, description="kernel width per round, mm"
     )
     regression: list[Literal["gaussian", "ridge"]] = Field(
-        default_factory=lambda: ["gaussian"],
+        default_factory=lambda: ["gaussian"],  # type: ignore[arg-type]
         min_length=1,
         description="per round: gaussian (kernel average of the matches) or ridge (kernel ridge "
         "regression: less biased where the sampling is uneven, e.g. at the lung's border)",
@@ -241,7 +241,7 @@ class SmoothConfig(_Section):
     )
 
     _scalar_to_list = field_validator("sigma", "regression", mode="before")(
-        MatchConfig._scalar_to_list.__func__
+        MatchConfig._scalar_to_list.__func__  # type: ignore[attr-defined]
     )
 
     _point_count = field_validator("ridge_points")(check_point_count)
@@ -262,6 +262,47 @@ class OutputConfig(_Section):
         True,
         description="Jacobian determinant of the transform on a grid_spacing grid over the source (metrics.json)",
     )
+    report: bool = Field(
+        True, description="write report.html (pictures, plots, numbers with flags, provenance)"
+    )
+    report_pictures: bool = Field(
+        True,
+        description="report.html: draw the clouds (pyvista off-screen, in a child process); "
+        "false: plots and numbers only",
+    )
+    report_render_timeout: PositiveFloat = Field(
+        120.0,
+        description="report.html: give up the pictures after this many seconds (the report "
+        "keeps its plots; the run succeeds)",
+    )
+    report_points: int = Field(
+        20000, description="report.html: at most this many points per cloud in the pictures"
+    )
+
+    _report_points = field_validator("report_points")(check_point_count)
+
+
+class ChecksConfig(_Section):
+    """Signs of a registration gone wrong, flagged in metrics.json, the log and the summary.
+
+    Two scans of one patient's lungs leave about a quarter of the mass of sparse feature points
+    unmatched, and less of vessel trees and masks; two different patients, a mirrored or
+    half-missing scan leave most of it unmatched (benchmarks/README.md has the figures).
+    """
+
+    min_matched_mass: float = Field(
+        0.4, ge=0, le=1, description="flag when less of the source's mass is matched"
+    )
+    min_region_matched_mass: float = Field(
+        0.35,
+        ge=0,
+        le=1,
+        description="flag when less is matched in one octant of the source (of 5 % of its mass or more)",
+    )
+    max_inverse_error_mm: PositiveFloat = Field(
+        1.0,
+        description="flag when the inverse misses by more, mm (p95; the dense fixed -> moving field: p99)",
+    )
 
 
 class Round(NamedTuple):
@@ -278,12 +319,18 @@ class Config(_Section):
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = Field(0, ge=0, le=2**32 - 1, description="random seed (down-sampling grid offsets)")
+    memory_limit_gb: PositiveFloat | None = Field(
+        None,
+        description="refuse inputs and grids whose estimated memory exceeds this, GiB "
+        "(none: half of this machine's memory)",
+    )
     input: InputConfig = Field(default_factory=InputConfig)
     solver: SolverConfig = Field(default_factory=SolverConfig)
     rigid: RigidConfig = Field(default_factory=RigidConfig)
     match: MatchConfig = Field(default_factory=MatchConfig)
     smooth: SmoothConfig = Field(default_factory=SmoothConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    checks: ChecksConfig = Field(default_factory=ChecksConfig)
 
     @model_validator(mode="after")
     def _rounds_agree(self) -> Config:
@@ -303,7 +350,7 @@ class Config(_Section):
     @property
     def rounds(self) -> list[Round]:
         """(blur, sigma, reach, regression) of each non-rigid round (reach None: balanced)."""
-        lists = [
+        lists: list[list[Any]] = [
             self.match.blur,
             self.smooth.sigma,
             self.match.reach or [None],

@@ -2,7 +2,7 @@
 
 Every message names the input (file, config key ...), what is wrong and, where it helps, what to
 do. The CLI maps these classes onto exit codes: ``InputError``/``ConfigError`` -> 2 (the user can
-fix it), ``SolverError`` and other ``OtregError`` -> 1.
+fix it), ``SolverError``, ``OutOfMemoryError`` and other ``OtregError`` -> 1.
 """
 
 from __future__ import annotations
@@ -41,5 +41,15 @@ class OutputError(OtregError):
 
 class SolverError(OtregError, RuntimeError):
     """A numerical step failed (non-finite potentials, empty transport ...)."""
+
+    exit_code = 1
+
+
+class NativeKernelError(SolverError):
+    """otreg's compiled kernels (otreg.native) failed: the C++ error, with what it worked on."""
+
+
+class OutOfMemoryError(OtregError, MemoryError):
+    """A computation needed more memory than the machine (or the job's limit) gives."""
 
     exit_code = 1

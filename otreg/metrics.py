@@ -13,14 +13,15 @@ def nearest_distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
     Exact: a branch and bound over a tree of y (the compiled c-transform with g = 0, both
     clouds sorted along a space-filling curve), else dense blocks."""
-    from .ot import _native
-    from .ot.certificate import c_transform
-    from .ot.hierarchy import curve_order
+    from . import native
 
     xt = torch.as_tensor(x, dtype=torch.float64)
     yt = torch.as_tensor(y, dtype=torch.float64)
     out = torch.empty(len(xt), dtype=torch.float64)
-    if _native.usable(xt) and len(yt):
+    if native.usable(xt) and len(yt):
+        from .native.kernels import c_transform
+        from .native.morton import curve_order
+
         order_x, order_y = curve_order(xt), curve_order(yt)
         out[order_x] = (2 * c_transform(xt[order_x], yt[order_y], yt.new_zeros(len(yt)))).sqrt()
         return out.numpy()

@@ -10,10 +10,13 @@ from typing import Any
 
 import numpy as np
 
+from . import native
 from .config import Config
+from .diagnostics import suspect_checks
+from .errors import ConfigError, SolverError
 from .metrics import residual
 from .pointcloud import PointCloud
-from .sampling import downsample
+from .sampling import downsample, downsample_onto
 from .stages.match import feature_columns, match
 from .stages.rigid import rigid_align
 from .stages.smooth import smooth
@@ -56,6 +59,61 @@ def resolve_device(device: str) -> str:
     return device
 
 
+#: the smallest blur (and sigma) relative to the clouds' extent that float32 costs resolve
+MIN_RELATIVE_LENGTH = 1e-6
+
+
+def _require_finite(values: np.ndarray, step: str, advice: str) -> None:
+    """SolverError (exit 1) naming ``step`` if ``values`` hold NaN or Inf: a non-finite result
+    must never reach a file."""
+    values = np.asarray(values)
+    if not np.isfinite(values).all():
+        bad = int((~np.isfinite(values)).sum())
+        raise SolverError(
+            f"{step} gave {bad} non-finite value(s) (NaN or Inf), so nothing was written: {advice}"
+        )
+
+
+def _check_lengths(cfg: Config, src: PointCloud, tgt: PointCloud) -> None:
+    """Refuse blurs and sigmas far below the clouds' extent (they give NaN, not a result)."""
+    both = np.vstack([src.points, tgt.points])
+    extent = float(np.linalg.norm(both.max(axis=0) - both.min(axis=0)))
+    smallest = extent * MIN_RELATIVE_LENGTH
+    lengths = [("rigid.blur", cfg.rigid.blur)] if cfg.rigid.enabled else []
+    lengths += [("match.blur", b) for b in cfg.match.blur]
+    lengths += [("smooth.sigma", s) for s in cfg.smooth.sigma]
+    for key, value in lengths:
+        if value < smallest:
+            raise ConfigError(
+                f"{key} = {value:g} mm is too small for clouds {extent:.1f} mm across: "
+                f"use at least {smallest:.2g} mm ({MIN_RELATIVE_LENGTH:g} of their extent)"
+            )
+
+
+def _check_grids(cfg: Config, src: PointCloud, tgt: PointCloud) -> None:
+    """Estimate the memory of every grid the run will build and refuse it above the budget
+    (:mod:`otreg.limits`) before the work starts, naming the key that sets its spacing."""
+    from .limits import BYTES_PER_GRID_NODE, check_memory, grid_nodes
+
+    spacing = cfg.output.grid_spacing
+    grids = []
+    if cfg.output.dense_field:
+        margin = cfg.output.grid_margin
+        nodes = grid_nodes(src.points, spacing, margin) + grid_nodes(tgt.points, spacing, margin)
+        grids.append(("output.grid_spacing", nodes, f"the dense fields on a {spacing:g} mm grid"))
+    if cfg.output.jacobian:
+        nodes = grid_nodes(src.points, spacing, spacing)
+        grids.append(("output.grid_spacing", nodes, f"the Jacobian on a {spacing:g} mm grid"))
+    if cfg.smooth.model == "svf":
+        sigma = cfg.rounds[-1].sigma
+        step = cfg.smooth.svf_spacing or sigma / 2
+        key = "smooth.svf_spacing" if cfg.smooth.svf_spacing else "smooth.sigma"
+        nodes = grid_nodes(src.points, step, sigma)
+        grids.append((key, nodes, f"the velocity field on a {step:g} mm grid"))
+    for key, nodes, what in grids:
+        check_memory(nodes * BYTES_PER_GRID_NODE, f"{what} ({nodes:.3g} nodes)", key=key)
+
+
 def _certificate(solution, *, last: bool) -> dict[str, Any]:
     """Bounds around the exact OT cost of the last balanced round (O(N M): once per run)."""
     if not last or solution.reach is not None:
@@ -93,23 +151,36 @@ def register(
         feature_columns(cloud, cfg.match.feature_weights)
     t0 = time.perf_counter()
     step("sampling")
-    src = downsample(source, cfg.input.points, seed=cfg.seed)
     tgt = downsample(target, cfg.input.points, seed=cfg.seed)
-    src_features = feature_columns(src, cfg.match.feature_weights)
     tgt_features = feature_columns(tgt, cfg.match.feature_weights)
     times["sampling_s"] = time.perf_counter() - t0
+    _check_lengths(cfg, source, tgt)
+    _check_grids(cfg, source, tgt)
     metrics: dict[str, Any] = {
         "device": device,
-        "points": {"source": len(src), "target": len(tgt)},
-        "residual_before": residual(src.points, src.weights, tgt.points),
+        "kernels": native.info(),  # the compiled CPU kernels, or why the torch ones run
     }
 
     rigid = np.eye(4)
     if cfg.rigid.enabled:
         step("rigid alignment")
         t0 = time.perf_counter()
-        result = rigid_align(src, tgt, cfg.rigid, cfg.solver, device=device, seed=cfg.seed)
+        try:
+            # all points: the rigid step clusters them itself, through its estimate
+            result = rigid_align(
+                source, target, cfg.rigid, cfg.solver, device=device, seed=cfg.seed
+            )
+        except np.linalg.LinAlgError as err:
+            raise SolverError(
+                f"rigid alignment failed ({err}): check that the clouds overlap and their "
+                "coordinates are in mm, or raise rigid.blur"
+            ) from None
         rigid = result.matrix
+        _require_finite(
+            rigid,
+            "rigid alignment",
+            "check that the clouds overlap and their coordinates are in mm, or raise rigid.blur",
+        )
         times["rigid_s"] = time.perf_counter() - t0
         metrics["rigid"] = {
             "matrix": rigid.tolist(),
@@ -117,6 +188,14 @@ def register(
             "iterations": result.iterations,
             "start": result.start,
         }
+    # The source is clustered on the target's cells, through the rigid estimate: where the
+    # motion is rigid, both are cut alike and the matches find no motion in the grids.
+    t0 = time.perf_counter()
+    src = downsample_onto(source, tgt, rigid, cfg.input.points, seed=cfg.seed)
+    src_features = feature_columns(src, cfg.match.feature_weights)
+    times["sampling_s"] += time.perf_counter() - t0
+    metrics["points"] = {"source": len(src), "target": len(tgt)}
+    metrics["residual_before"] = residual(src.points, src.weights, tgt.points)
     moved = apply_matrix(rigid, src.points)
     metrics["residual_after_rigid"] = residual(moved, src.weights, tgt.points)
 
@@ -155,6 +234,11 @@ def register(
             source_features=src_features,
             target_features=tgt_features,
         )
+        _require_finite(
+            np.column_stack([matches.targets, matches.confidence]),
+            f"OT matching, round {k} (blur {blur:g} mm)",
+            "raise match.blur, or set solver.dtype = 'float64'",
+        )
         # Only the last round's field becomes the transform: the rounds before need the
         # regression at the points alone, not the svf model's velocity grid.
         field_k = smooth(
@@ -172,6 +256,11 @@ def register(
             device=device,
         )
         fitted = aligned + field_k(aligned)[:, :3]
+        _require_finite(
+            fitted,
+            f"smoothing, round {k} (sigma {sigma:g} mm)",
+            "raise smooth.sigma (or smooth.regularization for ridge)",
+        )
         # Matching and fitting converge slowly to their joint fixed point (each round closes
         # a fraction of the gap); intermediate rounds may overshoot towards it.
         step_k = 1.0 if last else cfg.match.extrapolation
@@ -206,6 +295,11 @@ def register(
     metrics["transported_mass"] = rounds[-1]["transported_mass"] if rounds else 1.0
     transform = Transform(rigid, [] if field_k is None else [field_k])
     metrics.update(_quality(transform, src, cfg, times, step))
+    metrics["checks"] = suspect_checks(metrics, src.points, src.weights, confidence, cfg.checks)
+    for flag in metrics["checks"]["flags"]:
+        log.warning(
+            "suspect registration of %s: %s: %s", source.source, flag["title"], flag["detail"]
+        )
     metrics["times"] = times
     log.info(
         "registered %s -> %s: residual %.2f -> %.2f mm",

@@ -10,6 +10,9 @@
 
 from __future__ import annotations
 
+import numpy as np
+
+from .errors import InputError
 from .pointcloud import PointCloud
 
 PRESET_BY_KIND = {
@@ -33,7 +36,16 @@ def input_kind(cloud: PointCloud) -> str:
         return "mask"
     if cloud.meta.get("surface"):
         return "surface"
-    return "vessels" if "radius" in cloud.features else "points"
+    if "radius" not in cloud.features:
+        return "points"
+    radius = np.asarray(cloud.features["radius"])
+    if radius.ndim > 1 and radius.reshape(len(radius), -1).shape[1] != 1:
+        raise InputError(
+            cloud.source,
+            f"point array 'radius' has {radius.reshape(len(radius), -1).shape[1]} components; a "
+            "vessel radius has one value per point (rename the array, or choose a config with -c)",
+        )
+    return "vessels"
 
 
 def preset_for(source: PointCloud, target: PointCloud) -> tuple[str, str]:

@@ -48,6 +48,7 @@ class RunResult:
             "residual_after_rigid_mm": metrics["residual_after_rigid"]["mean_mm"],
             "residual_after_mm": metrics["residual_after"]["mean_mm"],
             "transported_mass": metrics["transported_mass"],
+            "flags": [flag["title"] for flag in metrics["checks"]["flags"]],
         }
 
 
@@ -89,6 +90,8 @@ def run(
             done; SolverError during it. Nothing is left in ``out`` on failure.
     """
     from .io import load, load_options
+    from .io.output_folder import output_lock
+    from .limits import memory_limit
     from .report.outputs import check_output_dir, write_registration
 
     out = Path(out)
@@ -100,45 +103,51 @@ def run(
         # checked against the preset, whose rounds they may have to agree with.
         loading = load_config(
             None,
-            [o for o in overrides if o.strip().startswith("input.")],
-            **{k: v for k, v in settings.items() if k.startswith("input__")},
+            [o for o in overrides if o.strip().startswith(("input.", "memory_limit_gb"))],
+            **{k: v for k, v in settings.items() if k.startswith(("input__", "memory_limit_gb"))},
         )
     else:
         loading = cfg = load_config(config, overrides, **settings)
     options = load_options(loading.input)
-    check_output_dir(out, overwrite)
+    check_output_dir(out, overwrite, (source, target))
     if reference is not None:
         from .io.images import image_header
 
         reference = Path(reference)
         image_header(reference)  # a bad reference fails before any work
-    step("loading")
-    source_cloud = load(source, **options)
-    target_cloud = load(target, **options)
-    if config is None:
-        from .presets import preset_for
+    # OUT is locked from its check to the final rename: a second run on it fails at once
+    with output_lock(out), memory_limit(loading.memory_limit_gb):
+        check_output_dir(out, overwrite, (source, target))  # again, now that it is ours
+        step("loading")
+        source_cloud = load(source, **options)
+        target_cloud = load(target, **options)
+        if config is None:
+            from .presets import preset_for
 
-        name, why = preset_for(source_cloud, target_cloud)
-        cfg = load_config(name, overrides, **settings)
-    else:
-        name, why = (str(config) if isinstance(config, (str, Path)) else "a Config object"), "-c"
-    log.info("config: %s (%s)", name, why)
-    preset = {"name": name, "chosen_by": why}
+            name, why = preset_for(source_cloud, target_cloud)
+            cfg = load_config(name, overrides, **settings)
+        else:
+            name, why = (
+                (str(config) if isinstance(config, (str, Path)) else "a Config object"),
+                "-c",
+            )
+        log.info("config: %s (%s)", name, why)
+        preset = {"name": name, "chosen_by": why}
 
-    from .pipeline import register  # torch: only once the inputs are good
+        from .pipeline import register  # torch: only once the inputs are good
 
-    registration = register(source_cloud, target_cloud, cfg, on_step=step)
-    step("writing outputs")
-    write_registration(
-        out,
-        registration,
-        cfg,
-        Path(source),
-        Path(target),
-        load_kwargs=options,
-        overwrite=overwrite,
-        argv=argv,
-        preset=preset,
-        reference=reference,
-    )
+        registration = register(source_cloud, target_cloud, cfg, on_step=step)
+        step("writing outputs")
+        write_registration(
+            out,
+            registration,
+            cfg,
+            Path(source),
+            Path(target),
+            load_kwargs=options,
+            overwrite=overwrite,
+            argv=argv,
+            preset=preset,
+            reference=reference,
+        )
     return RunResult(out, registration, cfg, preset, time.perf_counter() - started)

@@ -31,8 +31,8 @@ _MAX_CELLS_PER_AXIS = 2**20
 class _Grid:
     """Cell keys of a fixed point set for any cell size, with a fixed sub-cell offset."""
 
-    def __init__(self, points: np.ndarray, offset: np.ndarray):
-        self.origin = points.min(axis=0)
+    def __init__(self, points: np.ndarray, offset: np.ndarray, origin: np.ndarray | None = None):
+        self.origin = points.min(axis=0) if origin is None else np.asarray(origin, np.float64)
         self.q = points - self.origin  # (N, 3) >= 0, mm
         self.extent = float(self.q.max()) if len(points) else 0.0
         self.offset = offset  # (3,) in [0, 1): shift of the grid, in cells
@@ -80,7 +80,8 @@ def _search_size(grid: _Grid, n: int) -> float:
         evaluations += 1
         return grid.count(size)
 
-    best_size, best_count = None, -1
+    # hi, the first size tried, always qualifies: best_size is set before it is returned
+    best_size, best_count = 0.0, -1
 
     def consider(size: float, c: int) -> None:
         nonlocal best_size, best_count
@@ -96,7 +97,8 @@ def _search_size(grid: _Grid, n: int) -> float:
     consider(hi, c_hi)
 
     # Lower end: shrink using the current slope estimate until the count exceeds n.
-    lo, c_lo = None, None
+    lo: float | None = None
+    c_lo = 0
     slope = 2.0  # a surface; corrected from the first measurements
     size, c = hi, c_hi
     floor = grid.min_size()
@@ -154,7 +156,12 @@ def _weighted_sums(inverse: np.ndarray, m: int, w: np.ndarray, values: np.ndarra
 
 
 def cluster(
-    cloud: PointCloud, size: float, offset: np.ndarray | None = None, *, min_points: int = 4
+    cloud: PointCloud,
+    size: float,
+    offset: np.ndarray | None = None,
+    *,
+    origin: np.ndarray | None = None,
+    min_points: int = 4,
 ) -> PointCloud:
     """Merge the points of each occupied cell of a grid of ``size`` mm into one weighted point.
 
@@ -162,14 +169,22 @@ def cluster(
         cloud: the cloud to coarsen.
         size: cell edge, mm.
         offset: (3,) grid shift in cells, in [0, 1); default none.
+        origin: (3,) mm, a corner of the grid's lattice (default: the cloud's smallest
+            coordinates); clouds clustered with one origin, size and offset share their cells.
         min_points: fewest clusters accepted (a PointCloud needs 4); InputError below.
 
     Returns:
         One point per cell with positive total weight: position and features are the weighted
         means of the cell's points, weight the sum. Cells whose points all weigh 0 are dropped.
     """
+    if origin is not None:
+        # the same lattice, its corner moved by whole cells below the cloud (keys need q >= 0)
+        below = np.ceil(np.maximum(np.asarray(origin) - cloud.points.min(axis=0), 0) / size)
+        origin = np.asarray(origin, dtype=np.float64) - (below + 1) * size
     grid = _Grid(
-        cloud.points, np.zeros(3) if offset is None else np.asarray(offset, dtype=np.float64)
+        cloud.points,
+        np.zeros(3) if offset is None else np.asarray(offset, dtype=np.float64),
+        origin,
     )
     keys = grid.keys(size)
     _, inverse = np.unique(keys, return_inverse=True)
@@ -198,7 +213,12 @@ def cluster(
         values = np.asarray(values, dtype=np.float64)
         sums = _weighted_sums(inverse, m, w, values)[keep]
         features[name] = sums / mass_kept.reshape((-1,) + (1,) * (values.ndim - 1))
-    meta = {**cloud.meta, "cluster_size_mm": float(size)}
+    meta = {
+        **cloud.meta,
+        "cluster_size_mm": float(size),
+        "cluster_origin_mm": grid.origin.tolist(),
+        "cluster_offset": grid.offset.tolist(),
+    }
     return PointCloud(points, mass_kept, features, cloud.source, meta)
 
 
@@ -228,10 +248,15 @@ def downsample(cloud: PointCloud, n: int, *, seed: int = 0) -> PointCloud:
             occupied cells jumps as the cell size changes).
     """
     check_point_count(n)
-    if n == 0 or len(cloud) <= n:
-        return cloud
     positive = cloud.weights > 0
+    if positive.sum() < MIN_POINTS:
+        raise InputError(
+            cloud.source,
+            f"only {int(positive.sum())} of its {len(cloud)} points carry weight (> 0); "
+            f"registration needs at least {MIN_POINTS} (isolated vertices of a surface weigh 0)",
+        )
     if not positive.all():
+        # even when no down-sampling is needed: a point of weight 0 makes the OT potentials -inf
         log.debug(
             "%s: %d zero-weight point(s) carry no mass and are left out",
             cloud.source,
@@ -240,6 +265,10 @@ def downsample(cloud: PointCloud, n: int, *, seed: int = 0) -> PointCloud:
         cloud_pos = cloud.subset(positive)
     else:
         cloud_pos = cloud
+    if n == 0 or len(cloud) <= n:
+        if cloud_pos is not cloud:
+            cloud_pos.meta = {**cloud_pos.meta, "downsampled_from": len(cloud)}
+        return cloud_pos
     if len(cloud_pos) <= n:
         out = cloud_pos
         out.meta = {**out.meta, "downsampled_from": len(cloud)}
@@ -249,4 +278,35 @@ def downsample(cloud: PointCloud, n: int, *, seed: int = 0) -> PointCloud:
     out = cluster(cloud_pos, size, offset, min_points=MIN_POINTS)
     out.meta["downsampled_from"] = len(cloud)
     log.debug("%s: %d -> %d points (cells of %.3g mm)", cloud.source, len(cloud), len(out), size)
+    return out
+
+
+def downsample_onto(
+    cloud: PointCloud, reference: PointCloud, matrix: np.ndarray, n: int, *, seed: int = 0
+) -> PointCloud:
+    """``cloud`` clustered on the cells that made ``reference`` (a result of :func:`downsample`),
+    seen through ``matrix``, then mapped back: its points stay in ``cloud``'s frame.
+
+    Cluster means commute with affine maps, so once ``matrix`` (4, 4, ``cloud``'s frame ->
+    ``reference``'s) aligns the two, both are cut by the same cells and clustering adds no
+    offset between them: the rigid fit and the matches then see the anatomy, not the grids.
+    When ``reference`` was not clustered, or its cells would cut ``cloud`` into more than
+    twice ``n`` points, this is ``downsample(cloud, n, seed=seed)``.
+    """
+    from .transforms.rigid import apply_matrix
+
+    if "cluster_size_mm" not in reference.meta or n == 0 or len(cloud) <= n:
+        return downsample(cloud, n, seed=seed)
+    moved = cloud.with_points(apply_matrix(matrix, cloud.points))
+    out = cluster(
+        moved,
+        reference.meta["cluster_size_mm"],
+        np.asarray(reference.meta["cluster_offset"]),
+        origin=np.asarray(reference.meta["cluster_origin_mm"]),
+        min_points=MIN_POINTS,
+    )
+    if len(out) > 2 * n:
+        return downsample(cloud, n, seed=seed)
+    out = out.with_points(apply_matrix(np.linalg.inv(matrix), out.points))
+    out.meta["downsampled_from"] = len(cloud)
     return out

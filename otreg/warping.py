@@ -46,18 +46,16 @@ def warp(
         OutputError: ``output`` exists and ``overwrite`` is False, or is ``file`` itself;
         InputError: unreadable inputs.
     """
-    from .errors import OutputError
     from .evaluation import recorded_input, run_config, transform_file
     from .io import warp_file
     from .io.images import is_image
+    from .io.output_folder import check_output_file
     from .transforms import Transform
 
     output, file = Path(output), Path(file)
-    transform = Transform.load(transform_file(registration))
-    if output.exists() and not overwrite:
-        raise OutputError(f"{output}: exists; pass --overwrite to replace it")
-    if output.exists() and file.exists() and output.resolve() == file.resolve():
-        raise OutputError(f"{output}: is the input file; otreg never replaces its inputs")
+    transform_path = transform_file(registration)
+    check_output_file(output, overwrite, inputs=(file, transform_path))
+    transform = Transform.load(transform_path)
     config = run_config(registration)
     if is_image(output):
         return warp_image(
@@ -108,6 +106,7 @@ def warp_image(
         ConfigError: an unknown interpolation. OutputError: an output format otreg cannot write.
     """
     from .errors import ConfigError, InputError
+    from .io.atomic import full_suffix
     from .io.images import (
         IMAGE_SUFFIXES,
         check_writable,
@@ -116,6 +115,7 @@ def warp_image(
         read_image,
         write_image,
     )
+    from .io.volumes import VOLUME_SUFFIXES
     from .transforms.resample import INTERPOLATIONS, choose_interpolation, resample_volume
 
     file, output = Path(file), check_writable(output)
@@ -145,4 +145,10 @@ def warp_image(
         interpolation=mode,
         grid_spacing=grid_spacing,
     )
-    return write_image(output, warped, reference_affine)
+    codes = (1, 1)
+    if full_suffix(reference).lower() in VOLUME_SUFFIXES:  # keep the fixed image's codes
+        import nibabel as nib
+
+        header: Any = nib.load(str(reference)).header
+        codes = (int(header["qform_code"]) or 1, int(header["sform_code"]) or 1)
+    return write_image(output, warped, reference_affine, codes=codes)

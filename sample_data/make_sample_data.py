@@ -89,8 +89,13 @@ def build_tree(rng):
         side = np.sign(cx)  # +1 right lung, -1 left lung; lateral = side * x
         hilum = np.array([cx - side * 0.45 * a, -10.0, 0.55 * HEIGHT])
         # Five trunks per lung (upper ant./post., middle, lower lat./post.), like lobar vessels.
-        for d in ([0.3 * side, 0.5, 1.0], [0.3 * side, -0.5, 1.0], [side, 0.8, -0.2],
-                  [0.6 * side, 0.1, -1.0], [0.2 * side, -0.8, -1.0]):
+        for d in (
+            [0.3 * side, 0.5, 1.0],
+            [0.3 * side, -0.5, 1.0],
+            [side, 0.8, -0.2],
+            [0.6 * side, 0.1, -1.0],
+            [0.2 * side, -0.8, -1.0],
+        ):
             d = np.asarray(d) / np.linalg.norm(d)
             grow(rng, segs, (cx, a), hilum, d, 6.0, -1)
     p0, p1, r, parent = (np.array(v) for v in zip(*segs))
@@ -115,8 +120,11 @@ def motion(p):
 
 def min_jacobian(step=2.0):
     """Minimum det(I + grad u) over a grid covering both lungs (central differences)."""
-    axes = [np.arange(-160, 160 + step, step), np.arange(-110, 110 + step, step),
-            np.arange(-10, HEIGHT + 10 + step, step)]
+    axes = [
+        np.arange(-160, 160 + step, step),
+        np.arange(-110, 110 + step, step),
+        np.arange(-10, HEIGHT + 10 + step, step),
+    ]
     grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
     u = motion(grid)
     jac = np.empty(grid.shape[:3] + (3, 3))
@@ -166,8 +174,12 @@ def save_cloud(path, pts, radius):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent,
-                    help="output folder (default: this script's folder, sample_data/)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent,
+        help="output folder (default: this script's folder, sample_data/)",
+    )
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -214,23 +226,39 @@ def main():
         save_cloud(args.out / f"{phase}_vessels.vtk", *clouds[phase])
 
     hdr = "{} landmarks: {} vessel bifurcations, x y z in mm, world RAS+, row i <-> row i"
-    np.savetxt(args.out / "exhale_landmarks.txt", lm_ex, fmt="%.3f",
-               header=hdr.format("exhale (source)", N_LANDMARKS))
-    np.savetxt(args.out / "inhale_landmarks.txt", lm_in, fmt="%.3f",
-               header=hdr.format("inhale (target)", N_LANDMARKS))
+    np.savetxt(
+        args.out / "exhale_landmarks.txt",
+        lm_ex,
+        fmt="%.3f",
+        header=hdr.format("exhale (source)", N_LANDMARKS),
+    )
+    np.savetxt(
+        args.out / "inhale_landmarks.txt",
+        lm_in,
+        fmt="%.3f",
+        header=hdr.format("inhale (target)", N_LANDMARKS),
+    )
 
     disp = np.linalg.norm(lm_in - lm_ex, axis=1)
     nn = np.min(np.linalg.norm(lm_in[:, None] - clouds["inhale"][0][None], axis=2), axis=1)
     both_pts = np.concatenate([c[0] for c in clouds.values()])
     extent = np.round(both_pts.max(0) - both_pts.min(0)).astype(int).tolist()
-    print(f"seed {args.seed}: tree {len(r)} segments, {len(bif)} bifurcations, "
-          f"{2 * N_MISSING} distal branches dropped ({N_MISSING} per phase)")
-    print(f"points: exhale {len(clouds['exhale'][0])}, inhale {len(clouds['inhale'][0])}; "
-          f"extent {extent} mm (x, y, z)")
-    print(f"landmarks: {N_LANDMARKS}, displacement mean {disp.mean():.1f} mm, "
-          f"max {disp.max():.1f} mm, min {disp.min():.1f} mm")
-    print(f"inhale landmark -> inhale cloud NN distance: mean {nn.mean():.2f} mm, "
-          f"max {nn.max():.2f} mm")
+    print(
+        f"seed {args.seed}: tree {len(r)} segments, {len(bif)} bifurcations, "
+        f"{2 * N_MISSING} distal branches dropped ({N_MISSING} per phase)"
+    )
+    print(
+        f"points: exhale {len(clouds['exhale'][0])}, inhale {len(clouds['inhale'][0])}; "
+        f"extent {extent} mm (x, y, z)"
+    )
+    print(
+        f"landmarks: {N_LANDMARKS}, displacement mean {disp.mean():.1f} mm, "
+        f"max {disp.max():.1f} mm, min {disp.min():.1f} mm"
+    )
+    print(
+        f"inhale landmark -> inhale cloud NN distance: mean {nn.mean():.2f} mm, "
+        f"max {nn.max():.2f} mm"
+    )
     print(f"min Jacobian det: {jac_lung:.3f} in the lungs ({jac_box:.3f} over the bounding box)")
     print(f"wrote {args.out}")
 

@@ -2,15 +2,59 @@
 
 ``shared_data``: the folder of real patient data, ``../shared/data`` next to the repository
 (never copied into it). Tests that use it are skipped, with the reason, when it is absent.
+``run_otreg``: the command itself, in a child process (the one CLI helper of the tests).
+``fast_settings``: command-line options that make a sample-pair registration quick.
+
+Torch runs on a fixed number of threads in the test process (``OTREG_TEST_THREADS``, default
+2), whatever the machine, so that float sums keep one order from run to run.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from pathlib import Path
 
+import helpers
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+TEST_THREADS = int(os.environ.get("OTREG_TEST_THREADS", "2"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _pinned_torch_threads():
+    import torch
+
+    torch.set_num_threads(TEST_THREADS)
+
+
+@pytest.fixture(scope="session")
+def run_otreg():
+    """``helpers.run_otreg`` checking the exit code by default: ``run_otreg(*args, cwd=None,
+    check=True, timeout=600, env=None)`` -> CompletedProcess of ``python -m otreg ARGS``."""
+    return functools.partial(helpers.run_otreg, check=True)
+
+
+@pytest.fixture(scope="session")
+def fast_settings() -> list[str]:
+    """Fast but meaningful on the sample pair (TRE ~13.9 mm -> ~2 mm); principal_axes off:
+    the sample pair has no large rotation."""
+    return [
+        "--points",
+        "1500",
+        "--set",
+        "rigid.points=500",
+        "--set",
+        "rigid.iterations=10",
+        "--set",
+        "rigid.principal_axes=false",
+        "--set",
+        "solver.max_iter=100",
+        "--set",
+        "output.grid_spacing=16",
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +63,51 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"../shared/data not found: {SHARED_DATA} (real-data tests need it)")
     return SHARED_DATA
+
+
+# A quick registration of the sample pair (one round on 400 points, about 1-2 s after the
+# imports): what the batch tests run in each case.
+QUICK_BATCH_SETTINGS = [
+    "input.points=400",
+    "rigid.points=200",
+    "rigid.iterations=5",
+    "rigid.principal_axes=false",
+    "output.grid_spacing=16",
+    "match.blur=[8.0]",
+    "match.reach=[20.0]",
+    "smooth.sigma=[20.0]",
+    "smooth.regression=['gaussian']",
+]
+SAMPLE = REPO / "sample_data"
+
+
+@pytest.fixture
+def batch_study():
+    """A function writing a batch pipeline + manifest of quick cases of the sample pair:
+    ``batch_study(folder, case_ids, landmarks=True, extra="")`` -> the pipeline file. Cases
+    alternate forward (exhale -> inhale) and backward, case k with seed k; OUT is folder/out."""
+
+    def write(
+        folder: Path, case_ids: list[str], *, landmarks: bool = True, extra: str = ""
+    ) -> Path:
+        import json
+
+        folder.mkdir(parents=True, exist_ok=True)
+        header = "case,source,target,source_landmarks,target_landmarks,seed"
+        rows = [header if landmarks else "case,source,target,seed"]
+        for k, case in enumerate(case_ids):
+            a, b = ("exhale", "inhale") if k % 2 == 0 else ("inhale", "exhale")
+            files = [SAMPLE / f"{a}_vessels.vtk", SAMPLE / f"{b}_vessels.vtk"]
+            if landmarks:
+                files += [SAMPLE / f"{a}_landmarks.txt", SAMPLE / f"{b}_landmarks.txt"]
+            rows.append(",".join([case, *map(str, files), str(k)]))
+        (folder / "cases.csv").write_text("\n".join(rows) + "\n")
+        overrides = ", ".join(json.dumps(o) for o in QUICK_BATCH_SETTINGS)
+        path = folder / "pipeline.toml"
+        path.write_text(
+            'manifest = "cases.csv"\noutput = "out"\n[registration]\nconfig = "lung_vessels"\n'
+            f"set = [{overrides}]\n{extra}\n"
+        )
+        return path
+
+    return write

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from otreg import native
 from otreg.metrics import nearest_distances
-from otreg.ot import _native, gaussian_average
+from otreg.native import gaussian_average
 from otreg.transforms.field import KernelField
 
 pytestmark = pytest.mark.skipif(
-    _native.library() is None, reason="otreg's compiled kernels did not build here"
+    not native.available(), reason="otreg's compiled kernels are not built (pip install -e .)"
 )
 
 

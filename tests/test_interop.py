@@ -129,7 +129,7 @@ def test_simpleitk_resamples_the_whole_image_with_the_nifti_field(cip):
 
 def test_ants_resamples_the_whole_image_with_the_composite_file(cip):
     ants = pytest.importorskip(
-        "ants", reason="ANTsPy (pip install antspyx, the 'ants' extra) is not installed"
+        "ants", reason="ANTsPy (pip install antspyx, in the 'test' extra) is not installed"
     )
     folder, out = cip
     h5 = [str(out / "transform_fixed_to_moving.h5")]
@@ -167,7 +167,7 @@ def test_the_readme_ants_command_line(cip, tmp_path):
     # antsApplyTransforms itself (ANTsPy ships it compiled; no ANTs binaries here), with the
     # README's arguments
     pytest.importorskip(
-        "ants", reason="ANTsPy (pip install antspyx, the 'ants' extra) is not installed"
+        "ants", reason="ANTsPy (pip install antspyx, in the 'test' extra) is not installed"
     )
     import nibabel as nib
     from ants.internal import get_lib_fn

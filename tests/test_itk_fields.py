@@ -166,7 +166,7 @@ def test_landmarks_through_itk_files_agree_with_otreg_warp(sample_registration, 
 
 def test_landmarks_through_ants_agree_with_otreg_warp(sample_registration, tmp_path):
     ants = pytest.importorskip(
-        "ants", reason="ANTsPy (pip install antspyx, the 'ants' extra) is not installed"
+        "ants", reason="ANTsPy (pip install antspyx, in the 'test' extra) is not installed"
     )
     import pandas as pd
 

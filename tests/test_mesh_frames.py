@@ -26,9 +26,9 @@ def untagged(tmp_path, suffix=".vtk"):
 
 
 @pytest.mark.parametrize("suffix", [".vtk", ".vtp", ".ply"])
-def test_untagged_mesh_is_lps_with_a_warning(tmp_path, caplog, suffix):
+def test_untagged_mesh_is_lps_with_a_note_in_the_log(tmp_path, caplog, suffix):
     path, stored = untagged(tmp_path, suffix)
-    with caplog.at_level(logging.WARNING, logger="otreg.io.meshes"):
+    with caplog.at_level(logging.INFO, logger="otreg.io.meshes"):
         cloud = io.load(path)
     np.testing.assert_allclose(cloud.points, stored * FLIP, atol=1e-5)
     assert cloud.meta["space"] == "LPS" and not cloud.meta["space_declared"]

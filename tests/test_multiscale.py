@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
+import logging
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,14 +12,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otreg.ot import _native, sinkhorn
+from otreg import native
+from otreg.ot import sinkhorn
 from otreg.ot.certificate import c_transform
 from otreg.ot.hierarchy import Hierarchy
 from otreg.ot.sparse import truncated_pair
 
-sinkhorn_module = importlib.import_module(
-    "otreg.ot.sinkhorn"
-)  # the name `sinkhorn` is the function
 ot = pytest.importorskip("ot", reason="POT (pip install pot) is the exact-OT oracle of these tests")
 
 
@@ -33,10 +32,10 @@ def _deformed_pair(n: int, seed: int, dtype=torch.float64):
     return x, y
 
 
-@pytest.fixture
-def multiscale_from_small_sizes(monkeypatch):
-    """Let the multiscale path take problems small enough to check against dense solves."""
-    monkeypatch.setattr(sinkhorn_module, "DENSE_PAIRS", 10_000)
+def small_sinkhorn(*args, **kw):
+    """The solver with the multiscale path (and truncated cluster levels) taking problems small
+    enough to check against dense solves."""
+    return sinkhorn(*args, dense_pairs=10_000, **kw)
 
 
 def test_hierarchy_levels_nest_and_keep_mass():
@@ -55,11 +54,11 @@ def test_hierarchy_levels_nest_and_keep_mass():
 
 
 @pytest.mark.parametrize("reach", [None, 0.3])
-def test_multiscale_agrees_with_dense(multiscale_from_small_sizes, reach):
+def test_multiscale_agrees_with_dense(reach):
     x, y = _deformed_pair(1500, 1)
     kw = {"blur": 0.03, "reach": reach, "tol": 1e-4, "max_iter": 2000}
-    dense = sinkhorn(x, y, multiscale=False, **kw)
-    multi = sinkhorn(x, y, **kw)
+    dense = small_sinkhorn(x, y, multiscale=False, **kw)
+    multi = small_sinkhorn(x, y, **kw)
     assert multi.backend == "multiscale" and dense.backend != "multiscale"
     assert multi.cost == pytest.approx(dense.cost, rel=2e-3)
     assert np.abs(multi.targets - dense.targets).max() < 0.01  # 1 % of the cube, 1/3 of the blur
@@ -76,29 +75,27 @@ def dense_reference():
 
 
 @pytest.mark.parametrize("truncation", [8.0, 12.0, 16.0, 24.0])
-def test_truncation_changes_the_cost_by_less_than_half_a_percent(
-    multiscale_from_small_sizes, dense_reference, truncation
-):
+def test_truncation_changes_the_cost_by_less_than_half_a_percent(dense_reference, truncation):
     x, y, dense = dense_reference
-    multi = sinkhorn(x, y, truncation=truncation, **_TRUNCATION_CASE)
+    multi = small_sinkhorn(x, y, truncation=truncation, **_TRUNCATION_CASE)
     assert multi.backend == "multiscale"
     assert abs(multi.cost / dense.cost - 1) < 5e-3  # measured: 1e-5 to 1e-4
 
 
-def test_multiscale_float32_far_from_origin_at_blur_0_1_mm(multiscale_from_small_sizes):
+def test_multiscale_float32_far_from_origin_at_blur_0_1_mm():
     # a 60 mm cloud 300 mm from the origin, as lungs are in scanner coordinates
     x, y = _deformed_pair(3000, 3, dtype=torch.float32)
     x, y = x * 60 + 300, y * 60 + 300
-    s = sinkhorn(x, y, blur=0.1, tol=1e-3, max_iter=300)
+    s = small_sinkhorn(x, y, blur=0.1, tol=1e-3, max_iter=300)
     for t in (s.f, s.g, s.targets, s.confidence):
         assert torch.isfinite(t).all()
     assert math.isfinite(s.cost)
 
 
-def test_multiscale_unbalanced_tends_to_balanced(multiscale_from_small_sizes):
+def test_multiscale_unbalanced_tends_to_balanced():
     x, y = _deformed_pair(1500, 4)
-    balanced = sinkhorn(x, y, blur=0.03, tol=1e-4, max_iter=2000)
-    loose = sinkhorn(x, y, blur=0.03, reach=100.0, tol=1e-4, max_iter=2000)
+    balanced = small_sinkhorn(x, y, blur=0.03, tol=1e-4, max_iter=2000)
+    loose = small_sinkhorn(x, y, blur=0.03, reach=100.0, tol=1e-4, max_iter=2000)
     assert loose.cost == pytest.approx(balanced.cost, rel=1e-2)
     assert loose.transported_mass == pytest.approx(1.0, abs=1e-3)
 
@@ -140,7 +137,7 @@ def test_certificate_is_tight_at_small_blur():
 
 
 needs_native = pytest.mark.skipif(
-    _native.library() is None, reason="otreg's compiled kernels did not build here"
+    not native.available(), reason="otreg's compiled kernels are not built (pip install -e .)"
 )
 
 
@@ -200,21 +197,21 @@ def test_truncated_kernels_keep_every_entry_near_each_row_max_on_one_support(dty
 
 
 @needs_native
-def test_vessel_like_trees_converge(multiscale_from_small_sizes):
+def test_vessel_like_trees_converge():
     x, y = _tree_pair(1500, 7)
     kw = {"blur": 0.017, "tol": 1e-3, "max_iter": 500}
-    multi = sinkhorn(x, y, **kw)
-    dense = sinkhorn(x, y, multiscale=False, **kw)
+    multi = small_sinkhorn(x, y, **kw)
+    dense = small_sinkhorn(x, y, multiscale=False, **kw)
     assert multi.backend == "multiscale" and multi.marginal_error < 1e-3
     assert multi.cost == pytest.approx(dense.cost, rel=5e-3)
 
 
 @needs_native
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_certificate_of_a_truncated_plan_contains_the_exact_cost(multiscale_from_small_sizes, seed):
+def test_certificate_of_a_truncated_plan_contains_the_exact_cost(seed):
     x, y = _tree_pair(1500, seed) if seed == 2 else _deformed_pair(1500, seed, torch.float32)
-    s = sinkhorn(x, y, blur=0.02, tol=1e-3, max_iter=500)
-    assert s._plan is not None  # the rounded plan is the truncated one
+    s = small_sinkhorn(x, y, blur=0.02, tol=1e-3, max_iter=500)
+    assert s.plan.truncated is not None  # the rounded plan is the truncated one
     a = np.full(1500, 1 / 1500)
     exact = float(
         ot.emd2(a, a, ot.dist(x.double().numpy(), y.double().numpy()) / 2, numItermax=10**7)
@@ -233,32 +230,32 @@ def test_compiled_c_transform_is_exact():
     assert torch.allclose(c_transform(x, y, g), brute, rtol=0, atol=1e-12)
 
 
-def test_without_compiled_kernels_every_level_is_dense(multiscale_from_small_sizes, monkeypatch):
+def test_without_compiled_kernels_every_level_is_dense(monkeypatch):
     x, y = _deformed_pair(1000, 1)
     kw = {"blur": 0.03, "tol": 1e-4, "max_iter": 2000}
-    reference = sinkhorn(x, y, **kw)
-    monkeypatch.setattr(_native, "library", lambda: None)
-    fallback = sinkhorn(x, y, **kw)
-    assert fallback.backend == "multiscale" and fallback._plan is None
+    reference = small_sinkhorn(x, y, **kw)
+    monkeypatch.setattr(native, "load", lambda: None)
+    fallback = small_sinkhorn(x, y, **kw)
+    assert fallback.backend == "multiscale" and fallback.plan.truncated is None
     assert fallback.cost == pytest.approx(reference.cost, rel=2e-3)
 
 
-def test_the_gpu_code_path_on_the_cpu(multiscale_from_small_sizes, monkeypatch):
+def test_the_gpu_code_path_on_the_cpu(monkeypatch):
     """On CUDA the compiled kernels do not run: every level takes KeOps kernels. The same path,
     forced on the CPU, agrees with the truncated one (no GPU was lent to check it on one)."""
     pytest.importorskip("pykeops")
     x, y = _deformed_pair(800, 8, torch.float32)
     kw = {"blur": 0.03, "tol": 1e-3, "max_iter": 1000}
-    reference = sinkhorn(x, y, **kw)
-    monkeypatch.setattr(_native, "library", lambda: None)
-    keops = sinkhorn(x, y, backend="keops", **kw)
-    assert keops.backend == "multiscale" and keops._plan is None
+    reference = small_sinkhorn(x, y, **kw)
+    monkeypatch.setattr(native, "load", lambda: None)
+    keops = small_sinkhorn(x, y, backend="keops", **kw)
+    assert keops.backend == "multiscale" and keops.plan.truncated is None
     assert keops.cost == pytest.approx(reference.cost, rel=2e-3)
     assert torch.allclose(keops.targets, reference.targets, atol=2e-3)
 
 
 @needs_native
-def test_feature_columns_take_part_in_the_truncated_kernels(multiscale_from_small_sizes):
+def test_feature_columns_take_part_in_the_truncated_kernels():
     """Points with a scaled feature column (e.g. vessel radius, D = 4): the multiscale solve
     agrees with the dense one, and the feature changes the plan."""
     x, y = _deformed_pair(1200, 9)
@@ -268,30 +265,28 @@ def test_feature_columns_take_part_in_the_truncated_kernels(multiscale_from_smal
         torch.rand(1200, 1, generator=g, dtype=x.dtype),
     )
     kw = {"blur": 0.03, "tol": 1e-4, "max_iter": 2000}
-    multi = sinkhorn(torch.cat([x, 0.2 * fx], 1), torch.cat([y, 0.2 * fy], 1), **kw)
-    dense = sinkhorn(
+    multi = small_sinkhorn(torch.cat([x, 0.2 * fx], 1), torch.cat([y, 0.2 * fy], 1), **kw)
+    dense = small_sinkhorn(
         torch.cat([x, 0.2 * fx], 1), torch.cat([y, 0.2 * fy], 1), multiscale=False, **kw
     )
-    plain = sinkhorn(x, y, **kw)
+    plain = small_sinkhorn(x, y, **kw)
     assert multi.backend == "multiscale" and multi.cost == pytest.approx(dense.cost, rel=2e-3)
     assert multi.cost > 1.2 * plain.cost  # the feature term adds to the cost
 
 
 @needs_native
-def test_points_denser_than_the_blur_are_solved_on_clusters(
-    multiscale_from_small_sizes, monkeypatch
-):
+def test_points_denser_than_the_blur_are_solved_on_clusters():
     """A tree of 3,000 points at blur 0.04 (a few points per cluster of side < blur): the final
     blur runs on clusters and the points are matched to them. Its bounds still contain the
     exact cost, its lower bound stays near it, and its plan agrees with the one solved between
     the points."""
     x, y = (t.double() for t in _tree_pair(3000, 4))
     kw = {"blur": 0.04, "tol": 1e-3, "max_iter": 1000}
-    clustered = sinkhorn(x, y, **kw)
-    assert clustered._plan[2].spread is not None and len(clustered._plan[2].points) < 1500
-    monkeypatch.setattr(importlib.import_module("otreg.ot.multiscale"), "CLUSTER_FINAL_BLUR", False)
-    points = sinkhorn(x, y, **kw)
-    assert points._plan[2].spread is None
+    clustered = small_sinkhorn(x, y, **kw)
+    columns = clustered.plan.truncated.columns
+    assert columns.spread is not None and len(columns.points) < 1500
+    points = small_sinkhorn(x, y, cluster_final_blur=False, **kw)
+    assert points.plan.truncated.columns.spread is None
 
     a = np.full(3000, 1 / 3000)
     exact = float(ot.emd2(a, a, ot.dist(x.numpy(), y.numpy()) / 2, numItermax=10**7))
@@ -304,14 +299,12 @@ def test_points_denser_than_the_blur_are_solved_on_clusters(
 
 
 @needs_native
-def test_certificate_of_a_truncated_plan_holds_for_potentials_far_off(multiscale_from_small_sizes):
+def test_certificate_of_a_truncated_plan_holds_for_potentials_far_off():
     """Bounds hold for any potentials: f raised by 200 eps puts the plan's entries near e^200
     (past float's range), and the rounded plan must still be a finite plan."""
-    from otreg.ot.certificate import ot_bounds
-
     x, y = _deformed_pair(1500, 3, torch.float32)
-    s = sinkhorn(x, y, blur=0.02, tol=1e-3, max_iter=500)
-    xs, ys, a, b, f, g = s._inputs
+    s = small_sinkhorn(x, y, blur=0.02, tol=1e-3, max_iter=500)
+    xs, ys, a, b = s.plan.x, s.plan.y, s.plan.a, s.plan.b
     exact = float(
         ot.emd2(
             a.double().numpy(),
@@ -320,6 +313,57 @@ def test_certificate_of_a_truncated_plan_holds_for_potentials_far_off(multiscale
             numItermax=10**7,
         )
     )
-    lower, upper = ot_bounds(xs, ys, a, b, f + 200 * s.eps, g, s.blur, s._plan)
+    lower, upper = replace(s.plan, f=s.plan.f + 200 * s.eps).bounds()
     assert math.isfinite(upper) and upper >= exact * (1 - 1e-9)
     assert lower <= exact * (1 + 1e-9)
+
+
+# The options reach every stage of the multiscale path: the clusters at the final blur, then the
+# points matched to them (a tree of 3,000 points at blur 0.04: a few points per cluster).
+_CLUSTERED = {"blur": 0.04, "tol": 1e-3, "max_iter": 1000}
+
+
+@pytest.fixture(scope="module")
+def clustered_tree():
+    return tuple(t.double() for t in _tree_pair(3000, 4))
+
+
+@needs_native
+@pytest.mark.parametrize("cluster_final_blur", [True, False])
+@pytest.mark.parametrize("max_iter", [1, 5])
+def test_max_iter_bounds_the_final_iterations_on_the_multiscale_path(
+    clustered_tree, caplog, cluster_final_blur, max_iter
+):
+    x, y = clustered_tree
+    kw = {**_CLUSTERED, "cluster_final_blur": cluster_final_blur}
+    converged = small_sinkhorn(x, y, **kw)
+    assert converged.backend == "multiscale" and converged.marginal_error < kw["tol"]
+    assert (converged.plan.truncated.columns.spread is not None) == cluster_final_blur
+    assert converged.final_iterations > max_iter  # so that the cut below is a real one
+    with caplog.at_level(logging.WARNING, logger="otreg.ot"):
+        cut = small_sinkhorn(x, y, **{**kw, "max_iter": max_iter})
+    assert cut.final_iterations <= max_iter
+    assert cut.marginal_error > kw["tol"]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "max_iter" in warnings[0].getMessage()
+
+
+@needs_native
+def test_tol_takes_effect_on_the_multiscale_path(clustered_tree):
+    x, y = clustered_tree
+    loose = small_sinkhorn(x, y, **{**_CLUSTERED, "tol": 3e-2})
+    tight = small_sinkhorn(x, y, **{**_CLUSTERED, "tol": 1e-5, "max_iter": 5000})
+    assert loose.backend == tight.backend == "multiscale"
+    assert tight.marginal_error < 1e-5 < loose.marginal_error < 3e-2
+    assert tight.final_iterations > loose.final_iterations
+
+
+@needs_native
+def test_overrelaxation_takes_effect_on_the_multiscale_path(clustered_tree):
+    x, y = clustered_tree
+    kw = {**_CLUSTERED, "tol": 1e-5, "max_iter": 5000}
+    plain = small_sinkhorn(x, y, overrelaxation=1.0, **kw)
+    relaxed = small_sinkhorn(x, y, overrelaxation=1.8, **kw)
+    assert plain.marginal_error < 1e-5 and relaxed.marginal_error < 1e-5
+    assert relaxed.final_iterations < plain.final_iterations
+    assert relaxed.cost == pytest.approx(plain.cost, rel=1e-3)

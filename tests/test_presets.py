@@ -4,13 +4,11 @@ overrides it. Tiny inputs and a fast config: the choice is what is tested, not a
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import FAST as QUICK_CLI
 
 import otreg
 from otreg.presets import input_kind, preset_for
@@ -18,22 +16,8 @@ from otreg.presets import input_kind, preset_for
 pv = pytest.importorskip("pyvista")
 nib = pytest.importorskip("nibabel")
 
-FAST = [
-    "--points",
-    "300",
-    "--set",
-    "rigid.points=300",
-    "--set",
-    "rigid.iterations=5",
-    "--set",
-    "rigid.principal_axes=false",
-    "--set",
-    "solver.max_iter=50",
-    "--set",
-    "output.dense_field=false",
-    "--set",
-    "output.jacobian=false",
-]
+# a few seconds per registration; the presets' choice is what is tested, not the outputs
+FAST = [*QUICK_CLI, "--set", "output.dense_field=false", "--set", "output.jacobian=false"]
 
 
 def cloud_with_radius(folder: Path) -> Path:
@@ -82,24 +66,10 @@ def test_vessels_need_radius_in_both_clouds(tmp_path):
     assert preset_for(vessels, points)[0] == "lung_points"
 
 
-def run_otreg(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "200"}
-    result = subprocess.run(
-        [sys.executable, "-m", "otreg", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
-    return result
-
-
 @pytest.mark.parametrize(
     "name", ["points", "surface", "mask"]
 )  # vessels: test_cli.py's registration
-def test_register_picks_the_preset_of_the_input(name, tmp_path):
+def test_register_picks_the_preset_of_the_input(run_otreg, name, tmp_path):
     make, _, preset = KINDS[name]
     path = make(tmp_path)
     out = tmp_path / "out"
@@ -114,7 +84,7 @@ def test_register_picks_the_preset_of_the_input(name, tmp_path):
     assert config.rounds == otreg.load_config(preset).rounds
 
 
-def test_config_option_overrides_the_choice(tmp_path):
+def test_config_option_overrides_the_choice(run_otreg, tmp_path):
     path = cloud_with_radius(tmp_path)
     out = tmp_path / "out"
     result = run_otreg(

@@ -1,5 +1,5 @@
 """Transform quality: the Jacobian determinant (folding) and inverse consistency, in the library,
-in metrics.json / report.md of ``otreg register --set smooth.model=svf`` and in ``otreg evaluate``."""
+in metrics.json / report.html of ``otreg register --set smooth.model=svf`` and in ``otreg evaluate``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from test_cli import FAST, SOURCE, SOURCE_LANDMARKS, TARGET, TARGET_LANDMARKS, run_otreg
+from helpers import SOURCE, SOURCE_LANDMARKS, TARGET, TARGET_LANDMARKS
 
 from otreg.quality import (
     determinants_at,
@@ -71,7 +71,7 @@ def test_inverse_consistency_only_with_an_inverse():
 
 # ----------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
-def svf_registration(tmp_path_factory):
+def svf_registration(fast_settings, run_otreg, tmp_path_factory):
     """(OUT, parsed --json stdout) of one fast diffeomorphic registration of the sample pair."""
     out = tmp_path_factory.mktemp("svf") / "out"
     result = run_otreg(
@@ -80,7 +80,7 @@ def svf_registration(tmp_path_factory):
         str(TARGET),
         "-o",
         str(out),
-        *FAST,
+        *fast_settings,
         "--set",
         "smooth.model=svf",
         "--json",
@@ -101,17 +101,17 @@ def test_svf_registration_is_fold_free_and_invertible(svf_registration):
     consistency = metrics["inverse_consistency_mm"]
     assert consistency["mean_mm"] < 0.1 and consistency["max_mm"] < 1.0
     assert summary["residual_after_mm"] < summary["residual_after_rigid_mm"]
-    report = (out / "report.md").read_text()
+    report = (out / "report.html").read_text()
     assert (
         "Jacobian determinant" in report
-        and "no folding" in report
+        and "<b>No flags</b>" in report
         and "Inverse consistency" in report
     )
     # the fixed -> moving field starts from exp(-v): it inverts the transform near the data
     assert metrics["dense_field"]["inverse_residual_mm"]["median"] < 0.01
 
 
-def test_evaluate_reports_the_same_quality(svf_registration):
+def test_evaluate_reports_the_same_quality(run_otreg, svf_registration):
     out, _ = svf_registration
     metrics = json.loads((out / "metrics.json").read_text())
     result = json.loads(run_otreg("evaluate", str(out), "--json").stdout)
@@ -134,7 +134,7 @@ def test_evaluate_reports_the_same_quality(svf_registration):
     assert "of a 20 mm grid" in words and "Inverse consistency" in words
 
 
-def test_evaluate_needs_both_landmark_files(svf_registration):
+def test_evaluate_needs_both_landmark_files(run_otreg, svf_registration):
     out, _ = svf_registration
     result = run_otreg(
         "evaluate", str(out), "--source-landmarks", str(SOURCE_LANDMARKS), check=False

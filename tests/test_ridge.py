@@ -192,3 +192,32 @@ def test_anisotropic_fit_ignores_sliding_within_a_surface():
     aniso = smooth(points, np.ones(3000), m, 8.0, anisotropic=True, **common)(points)[:, :3]
     assert np.linalg.norm(iso - motion, axis=1).mean() > 1.5  # measured 2.0 mm
     assert np.linalg.norm(aniso - motion, axis=1).mean() < 0.6  # measured 0.4 mm
+
+
+@pytest.mark.parametrize("kind", ["ridge", "kernel", "narrow kernel"])
+def test_fields_on_a_grid_axis_by_axis_equal_their_values_node_by_node(kind):
+    # the svf model samples the last round's field on a grid: separable sums there
+    from otreg.transforms.field import KernelField
+    from otreg.transforms.itk import grid_over, grid_points
+    from otreg.transforms.on_grid import field_on_grid
+
+    rng = np.random.default_rng(3)
+    points = rng.uniform([-60, -40, -50], [60, 40, 50], size=(3000, 3)) + [100.0, -20.0, 300.0]
+    confidence = KernelField(points, rng.random((3000, 1)), rng.random(3000) + 0.1, 6.0)
+    if kind == "ridge":
+        controls = points[rng.choice(3000, 300, replace=False)]
+        field = RidgeField(
+            controls,
+            rng.normal(size=(300, 3)),
+            rng.normal(scale=0.01, size=(4, 3)),
+            [5.0, 10.0, 40.0],
+            extra=confidence,
+        )
+    elif kind == "kernel":
+        field = confidence
+    else:  # 1 mm: the Gaussians underflow at the far nodes, which repeat the nearest values
+        field = KernelField(points[:300], rng.normal(size=(300, 3)), np.ones(300), 1.0)
+    shape, affine = grid_over(points, 4.0, 30.0)  # nodes far from the data too
+    on_grid = field_on_grid(field, shape, affine)
+    node_by_node = field(grid_points(shape, affine)).reshape(on_grid.shape)
+    np.testing.assert_allclose(on_grid, node_by_node, atol=2e-4)

@@ -84,8 +84,30 @@ def test_cip_chest_label_maps_recover_the_known_matrix(shared_data):
     cfg = load_config("lung_mask")
     result = rigid_align(moving, fixed, cfg.rigid, cfg.solver)
     degrees, mm = matrix_difference(result.matrix, truth)
-    assert degrees < 0.2
-    assert mm < 0.5
+    assert degrees < 0.02
+    assert mm < 0.1
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_cip_chest_a_rigid_motion_comes_out_rigid(shared_data):
+    """The default lung_mask registration of label maps whose motion is exactly rigid: the
+    whole transform (rigid step and smooth field) stays on the known matrix at every voxel."""
+    import otreg
+
+    folder = shared_data / "cip_chest"
+    moving = otreg.load(folder / "lunglabels_moving.nii.gz")
+    fixed = otreg.load(folder / "lunglabels_fixed.nii.gz")
+    truth = np.loadtxt(folder / "expected_moving_to_fixed_ras.txt")
+    # the quality diagnostics (Jacobian on a grid) do not change the transform
+    result = otreg.register(moving, fixed, load_config("lung_mask", ["output.jacobian=false"]))
+    degrees, _ = matrix_difference(result.transform.rigid, truth)
+    error = np.linalg.norm(
+        result.transform(moving.points) - apply_matrix(truth, moving.points), axis=1
+    )
+    assert degrees <= 0.02
+    assert error.mean() <= 0.1, error.mean()
+    assert result.metrics["checks"]["flags"] == []
 
 
 def test_extrapolated_step_repeats_the_update():

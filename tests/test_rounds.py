@@ -6,7 +6,7 @@ import numpy as np
 
 import otreg
 from otreg.pointcloud import PointCloud
-from otreg.report.markdown import render_report
+from otreg.report.build import report_html
 
 
 def _pair():
@@ -40,11 +40,13 @@ def test_repeated_rounds_stop_once_the_points_stop_moving():
         "versions": {"otreg": "0"},
         "created": "now",
     }
-    report = render_report(loose, run)
-    assert (
-        "round 5 (blur 1" in report
-        and "Rounds skipped (converged, `match.tolerance`): 3, 4" in report
-    )
+    report, _ = report_html(loose, run, otreg.Config(), "", None)
+    assert "<td class=l>round 5</td><td>1</td>" in report
+    for k in (3, 4):
+        assert (
+            f"<td class=l>round {k}</td>" + "<td></td>" * 9 + "<td>skipped (match.tolerance)</td>"
+            in report
+        )
     # a tolerance between the moves of rounds 2 and 3 stops after round 3
     moves = [r["moved_mm"] for r in every["rounds"]]
     assert moves[2] < moves[1]

@@ -11,8 +11,10 @@ import torch
 
 ot = pytest.importorskip("ot", reason="POT (pip install pot) is the exact-OT oracle of these tests")
 
-from otreg.errors import SolverError  # noqa: E402 (after the oracle's skip)
-from otreg.ot import blur_schedule, sinkhorn  # noqa: E402
+from otreg.config import SolverConfig  # noqa: E402 (after the oracle's skip)
+from otreg.errors import SolverError  # noqa: E402
+from otreg.ot import SolverOptions, blur_schedule, sinkhorn  # noqa: E402
+from otreg.stages.match import match  # noqa: E402
 
 
 def _pair(seed: int, n: int = 300, m: int = 280, shift: float = 0.5):
@@ -114,3 +116,63 @@ def test_blur_schedule():
     assert s[0] == 100.0 and s[-1] == 1.0
     assert all(b2 < b1 for b1, b2 in itertools.pairwise(s))
     assert blur_schedule(1.0, 2.0, 0.5) == [2.0]
+
+
+def test_solver_options_carry_every_config_field():
+    config = SolverConfig(
+        backend="torch",
+        scaling=0.7,
+        tol=2e-4,
+        max_iter=7,
+        overrelaxation=1.3,
+        dtype="float64",
+        multiscale=False,
+        truncation=9.0,
+    )
+    options = SolverOptions.from_config(config)
+    for name, value in config.model_dump().items():
+        assert getattr(options, name) == value
+    with pytest.raises(SolverError, match="overrelaxation"):
+        SolverOptions(overrelaxation=2.5)
+    with pytest.raises(SolverError, match="max_iter"):
+        _solve(*_pair(0, n=30, m=30), blur=1.0, max_iter=0)
+
+
+@pytest.mark.parametrize("multiscale", [True, False])
+def test_the_matching_stage_honours_the_solver_config(multiscale):
+    """The config's solver section reaches the solver on the path the problem takes (1,000 x
+    1,000 points: multiscale unless switched off): dtype, max_iter and tol."""
+    x, y = _pair(9, n=1000, m=1000)
+    w = np.ones(1000)
+    common = {"blur": 0.3, "reach": None}
+    config = SolverConfig(dtype="float64", max_iter=2, tol=1e-4, multiscale=multiscale)
+    cut = match(x, w, y, w, solver=config, **common).solution
+    assert cut.backend == ("multiscale" if multiscale else "torch")
+    assert cut.f.dtype == torch.float64
+    assert cut.final_iterations <= 2 and cut.marginal_error > 1e-4
+    full = match(x, w, y, w, solver=config.model_copy(update={"max_iter": 5000}), **common)
+    assert full.solution.marginal_error < 1e-4 and full.solution.final_iterations > 2
+
+
+def test_transported_mass_is_the_moved_fraction_of_the_source_mass():
+    """On a weighted cloud: 100 light source points beside the target take more than their own
+    mass (confidence > 1), 10 heavy ones far away take none. The transported mass is the plan's
+    total mass over the source mass (computed here from the potentials), not the mean
+    confidence (which the light points dominate)."""
+    rng = np.random.default_rng(11)
+    near = rng.normal(size=(100, 3))
+    far = rng.normal(size=(10, 3)) + 30.0
+    x = torch.tensor(np.vstack([near, far]))
+    y = torch.tensor(near + rng.normal(size=(100, 3)) * 0.2)
+    a = torch.tensor(np.r_[np.full(100, 0.5 / 100), np.full(10, 0.5 / 10)])
+    b = torch.full((100,), 1 / 100, dtype=torch.float64)
+    blur, reach = 0.5, 3.0
+    sol = sinkhorn(x, y, a, b, blur=blur, reach=reach, tol=1e-8, max_iter=5000)
+    eps = blur**2
+    cost = torch.cdist(x, y) ** 2 / 2
+    plan = a[:, None] * b[None, :] * ((sol.f[:, None] + sol.g[None, :] - cost) / eps).exp()
+    moved = float(plan.sum() / a.sum())
+    assert sol.transported_mass == pytest.approx(moved, rel=1e-6)
+    assert float(sol.confidence[100:].max()) < 1e-3  # the far half of the mass stays
+    assert 0.5 < sol.transported_mass < 0.75
+    assert float(sol.confidence.mean()) > 1.1  # what the unweighted mean would have said

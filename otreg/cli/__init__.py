@@ -1,6 +1,7 @@
 """The ``otreg`` command: a thin typer shell over the library.
 
-Exit codes: 0 ok, 1 runtime failure, 2 invalid input/config/usage, 130 interrupted.
+Exit codes: 0 ok, 1 runtime failure, 2 invalid input/config/usage, 3 batch with failed
+cases, 130 interrupted (^C), 128 + N stopped by signal N (143: SIGTERM, 129: SIGHUP).
 stdout carries results (``--json``); progress and logs go to stderr.
 """
 
@@ -36,9 +37,10 @@ def _root(
     """otreg: rigid -> optimal-transport matching -> smoothing, from files to files."""
 
 
-from . import config_cmd, evaluate, register, warp  # noqa: E402, F401  (commands register on app)
+from . import batch, config_cmd, evaluate, register, report, warp  # noqa: E402, F401  (commands register on app)
 
 app.add_typer(config_cmd.config_app, name="config")
+app.add_typer(batch.batch_app, name="batch")
 
 
 def _click_exceptions() -> tuple[type[Exception], ...]:
@@ -60,10 +62,50 @@ def _click_exceptions() -> tuple[type[Exception], ...]:
     return tuple(classes)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM / SIGHUP (what Slurm, ``timeout`` and a closed terminal send), raised like ^C
+    so that every ``except BaseException`` clean-up (temporary files and folders) runs."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+_stopped_by: list[int] = []  # the signal that stopped the run (typer turns it into exit 130)
+
+
+def _raise_terminated(signum: int, frame) -> None:
+    if _stopped_by:
+        return  # a second signal must not interrupt the clean-up of the first
+    _stopped_by.append(signum)
+    raise Terminated(signum)
+
+
+def _interrupted() -> None:
+    """Say why the run stopped and exit: 130 for ^C, 128 + N for signal N."""
+    if _stopped_by:
+        import signal
+
+        signum = _stopped_by[0]
+        typer.echo(f"otreg: interrupted ({signal.Signals(signum).name})", err=True)
+        sys.exit(128 + signum)
+    typer.echo("otreg: interrupted", err=True)
+    sys.exit(130)
+
+
+def _handle_termination() -> None:
+    import signal
+
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _raise_terminated)
+
+
 def main() -> None:
     """Console entry point: run the app, turning otreg errors into one message + exit code."""
     from ..errors import OtregError
 
+    _handle_termination()
     try:
         # Not standalone: otreg errors reach the handlers below. typer then *returns* the
         # exit code of a typer.Exit (--help, --version, ^C -> 130) instead of exiting.
@@ -72,18 +114,20 @@ def main() -> None:
         typer.echo(f"otreg: error: {err}", err=True)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
-        typer.echo("otreg: interrupted", err=True)
-        sys.exit(130)
+        _interrupted()
     except typer.Exit as exit_:
         sys.exit(exit_.exit_code)
-    except typer.Abort:
-        sys.exit(130)
+    except typer.Abort as abort:
+        if isinstance(abort.__cause__, EOFError):  # click turns a stray EOFError into Abort
+            typer.echo(f"otreg: error: unexpected end of a file: {abort.__cause__}", err=True)
+            sys.exit(1)
+        _interrupted()
     except Exception as err:  # click usage errors carry their own exit code (2)
         if isinstance(err, _click_exceptions()):
-            err.show()
-            sys.exit(err.exit_code)
+            err.show()  # type: ignore[attr-defined]
+            sys.exit(err.exit_code)  # type: ignore[attr-defined]
         raise
     if isinstance(code, int) and code:
         if code == 130:
-            typer.echo("otreg: interrupted", err=True)
+            _interrupted()
         sys.exit(code)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from typing import Any
 
 import typer
@@ -32,6 +33,15 @@ def setup_logging(verbose: int) -> None:
         level=level, format="%(message)s", handlers=[RichHandler(console=stderr, show_path=False)]
     )
     logging.getLogger("otreg").setLevel(level)
+    warnings.showwarning = _log_warning
+
+
+def _log_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Third-party warnings go to the log (shown with -v), not raw onto stderr before otreg's
+    one message."""
+    logging.getLogger("otreg.warnings").info(
+        "%s: %s (%s:%d)", category.__name__, message, filename, lineno
+    )
 
 
 def print_json(document: Any) -> None:

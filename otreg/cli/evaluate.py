@@ -39,6 +39,11 @@ def evaluate(
     jacobian: bool = typer.Option(
         True, "--jacobian/--no-jacobian", help="Measure the Jacobian determinant."
     ),
+    report: bool = typer.Option(
+        True,
+        "--report/--no-report",
+        help="With landmarks: write OUT/evaluation.json and add the landmarks to OUT/report.html.",
+    ),
     json_: bool = JsonOption,
     verbose: int = VerboseOption,
 ) -> None:
@@ -52,11 +57,12 @@ def evaluate(
         registration,
         source_landmarks,
         target_landmarks,
-        landmark_format=fmt,
+        landmark_format=fmt,  # type: ignore[arg-type]
         spacing=spacing,
         source=source,
         grid_spacing=grid_spacing,
         jacobian=jacobian,
+        report=report,
     )
     if json_:
         print_json(result)

@@ -54,11 +54,11 @@ def warp(
                 registration,
                 file,
                 output,
-                landmark_format=fmt,
+                landmark_format=fmt,  # type: ignore[arg-type]
                 spacing=spacing,
                 overwrite=overwrite,
                 reference=reference,
-                interpolation=interpolation,
+                interpolation=interpolation,  # type: ignore[arg-type]
             )
         )
     )

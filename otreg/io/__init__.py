@@ -74,11 +74,11 @@ def _kind(path: Path) -> str:
 
 
 def _check_readable(path: Path) -> None:
-    """One clear InputError for a missing file, a directory, or a file we may not read."""
-    if not path.exists():
-        raise InputError(path, "no such file")
-    if path.is_dir():
-        raise InputError(path, "is a directory, not a file")
+    """One clear InputError for a missing file, a directory, a FIFO or device (checked without
+    opening it: opening a pipe blocks), or a file we may not read."""
+    from ._precheck import check_regular_file
+
+    check_regular_file(path)
     try:
         with open(path, "rb") as f:
             f.read(1)
@@ -144,12 +144,27 @@ def load(
             )
         else:
             cloud = pointlists.read_point_list(path)
+    _check_extent(cloud)
     if weight_by:
         cloud = _weigh_by(cloud, weight_by)
     if cloud.meta.get("space_declared") is False:  # once the file is known to be good
-        meshes.warn_assumed_space(path, cloud.meta["space"])
+        meshes.note_assumed_space(path, cloud.meta["space"])
     log.debug("loaded %r", cloud)
     return cloud
+
+
+#: coordinates beyond this (mm: 1 km) are not a body in mm; float32 costs of such numbers overflow
+MAX_COORDINATE_MM = 1e6
+
+
+def _check_extent(cloud: PointCloud) -> None:
+    largest = float(np.abs(cloud.points).max())
+    if largest > MAX_COORDINATE_MM:
+        raise InputError(
+            cloud.source,
+            f"has coordinates up to {largest:.3g} mm, beyond {MAX_COORDINATE_MM:g} mm (1 km): "
+            "otreg reads coordinates in mm; is the file in another unit or corrupt?",
+        )
 
 
 def _weigh_by(cloud: PointCloud, name: str) -> PointCloud:
@@ -218,7 +233,7 @@ def _read_native(
 ) -> tuple[np.ndarray, str]:
     """(N, 3) RAS points of ``path`` in file order and its kind ('landmarks', 'mesh', ...)."""
     if landmark_format != "mm":  # DIR-LAB indices; read_landmarks names an unknown format
-        return read_landmarks(path, landmark_format, spacing), "landmarks"
+        return read_landmarks(path, landmark_format, spacing), "landmarks"  # type: ignore[arg-type]
     _check_readable(path)
     if markups.is_markups(path):
         return markups.read_markups(path), "markups"
@@ -275,6 +290,14 @@ def warp_file(
     if new_points.shape != points.shape:
         raise ValueError(
             f"mapping returned points of shape {new_points.shape} for input {points.shape}"
+        )
+    if not np.isfinite(new_points).all():
+        from ..errors import SolverError
+
+        bad = int((~np.isfinite(new_points).all(axis=1)).sum())
+        raise SolverError(
+            f"{path_in}: the transform moves {bad} of its {len(new_points)} points to NaN or Inf; "
+            "nothing was written (is the file in the registration's source space?)"
         )
     arrays = dict(arrays or {})
 

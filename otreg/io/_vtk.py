@@ -106,8 +106,9 @@ def capture() -> Iterator[Messages]:
     """
     messages = Messages()
     window = vtkStringOutputWindow()
-    window.AddObserver("ErrorEvent", _Collector(messages.errors))
-    window.AddObserver("WarningEvent", _Collector(messages.warnings))
+    # VTK's stubs know only the numeric event ids; VTK takes the names as well
+    window.AddObserver("ErrorEvent", _Collector(messages.errors))  # type: ignore[arg-type]
+    window.AddObserver("WarningEvent", _Collector(messages.warnings))  # type: ignore[arg-type]
     previous_window = vtkOutputWindow.GetInstance()
     previous_verbosity = vtkLogger.GetCurrentVerbosityCutoff()
     vtkOutputWindow.SetInstance(window)

@@ -119,10 +119,12 @@ def check_writable(path: str | Path) -> Path:
     return path
 
 
-def write_image(path: str | Path, data: np.ndarray, affine: np.ndarray) -> Path:
+def write_image(
+    path: str | Path, data: np.ndarray, affine: np.ndarray, codes: tuple[int, int] = (1, 1)
+) -> Path:
     """Write (I, J, K) ``data`` with its voxel -> RAS ``affine`` atomically, in the format of
-    ``path``'s suffix (NIfTI through nibabel with sform and qform; NRRD, MetaImage through
-    SimpleITK in LPS)."""
+    ``path``'s suffix (NIfTI through nibabel with qform and sform, of the NIfTI ``codes``
+    (qform_code, sform_code); NRRD, MetaImage through SimpleITK in LPS)."""
     path = check_writable(path)
     with atomic_path(path) as tmp:
         if _itk(path):
@@ -139,8 +141,8 @@ def write_image(path: str | Path, data: np.ndarray, affine: np.ndarray) -> Path:
             import nibabel as nib
 
             image = nib.Nifti1Image(data, affine)
-            image.set_qform(affine, 1)
-            image.set_sform(affine, 1)
+            image.set_qform(affine, codes[0])
+            image.set_sform(affine, codes[1])
             image.header.set_xyzt_units("mm")
             image.to_filename(str(tmp))
     return path

@@ -48,8 +48,9 @@ def read_landmarks(
     if format not in LANDMARK_FORMATS:
         known = ", ".join(LANDMARK_FORMATS)
         raise InputError(path, f"unknown landmark format {format!r} (formats: {known})")
-    if not path.is_file():
-        raise InputError(path, "no such file" if not path.exists() else "is not a file")
+    from ._precheck import check_regular_file
+
+    check_regular_file(path)
     if format == "dirlab":
         step = _check_spacing(path, spacing)
         index = pointlists.read_table(path)[:, :3]

@@ -19,6 +19,7 @@ import io
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -165,9 +166,9 @@ def _parse_json(path: Path, text: str) -> dict:
     return document
 
 
-def _json_points(path: Path, document: dict) -> list[tuple[str, list, dict]]:
+def _json_points(path: Path, document: dict) -> list[tuple[str, Any, Any]]:
     """[(frame, position, the control point's dict)] of every markup, in order."""
-    out = []
+    out: list[tuple[str, Any, Any]] = []
     for m, markup in enumerate(document["markups"]):
         if not isinstance(markup, dict):
             raise InputError(path, f"markups[{m}] is not an object")

@@ -135,14 +135,16 @@ def read_dataset(
 
         default_space = check_space(default_space)
         if warn:
-            warn_assumed_space(path, default_space)
+            note_assumed_space(path, default_space)
     return mesh, declared_space or default_space, declared_space is not None
 
 
-def warn_assumed_space(path: str | Path, space: str) -> None:
-    """The warning that a mesh without a SPACE= tag was read in ``space`` ("LPS"/"RAS")."""
+def note_assumed_space(path: str | Path, space: str) -> None:
+    """The note (logged, shown with -v) that a mesh without a SPACE= tag was read in ``space``
+    ("LPS"/"RAS"); the warped copies otreg writes carry the tag. A warning on every untagged
+    file would stand beside the one message a bad input gets."""
     other = "RAS" if space == "LPS" else "LPS"
-    log.warning(
+    log.info(
         "%s: no SPACE= tag; read as %s (set input.mesh_frame = '%s' if its coordinates are %s)",
         path,
         space,

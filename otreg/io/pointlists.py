@@ -7,6 +7,7 @@ ignored. Every point weighs 1.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from pathlib import Path
@@ -25,6 +26,9 @@ POINT_LIST_SUFFIXES = (".txt", ".csv", ".npy")
 TEXT_SUFFIXES = (".txt", ".csv")
 
 _SEPARATORS = re.compile(r"[\s,;]+")
+# "62,5;89,7" or "62,5 89,7": a comma inside a number, another character between the columns
+_DECIMAL_COMMA = re.compile(r"\d,\d")
+_OTHER_SEPARATOR = re.compile(r";|\t|\d\s+[-+.\d]")
 
 
 def read_table(path: str | Path, *, min_columns: int = 3) -> np.ndarray:
@@ -36,7 +40,12 @@ def read_table(path: str | Path, *, min_columns: int = 3) -> np.ndarray:
     Raises:
         InputError: unreadable file, not text, a non-numeric row, ragged rows, no rows.
     """
+    from ..limits import check_memory
+
     path = Path(path)
+    with contextlib.suppress(OSError):
+        # Python's strings and lists of the rows: about ten times the text's bytes
+        check_memory(path.stat().st_size * 10, "reading its text rows", source=path)
     try:
         text = path.read_text(encoding="utf-8-sig")  # -sig drops a BOM written by Excel
     except UnicodeDecodeError:
@@ -47,9 +56,16 @@ def read_table(path: str | Path, *, min_columns: int = 3) -> np.ndarray:
     line_numbers: list[int] = []
     header_seen = False
     for number, line in enumerate(text.splitlines(), start=1):
-        fields = [f for f in _SEPARATORS.split(line.split("#", 1)[0].strip()) if f]
+        content = line.split("#", 1)[0].strip()
+        fields = [f for f in _SEPARATORS.split(content) if f]
         if not fields:
             continue
+        if _DECIMAL_COMMA.search(content) and _OTHER_SEPARATOR.search(content):
+            raise InputError(
+                path,
+                f"line {number} has decimal commas ({content[:40]!r}): otreg reads decimal "
+                "points (62.5), with commas, semicolons, tabs or spaces between the columns",
+            )
         if not rows and not header_seen and not _numeric(fields):
             header_seen = True  # a header such as "x y z" or "x,y,z,label"
             log.debug("%s: skipping header line %d: %r", path, number, line.strip())
@@ -90,6 +106,7 @@ def _numeric(fields: list[str]) -> bool:
 def read_npy(path: str | Path) -> np.ndarray:
     """A (N, k >= 3) numeric .npy array -> float64 copy. Raises InputError otherwise."""
     path = Path(path)
+    _check_npy_header(path)
     try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
@@ -101,6 +118,37 @@ def read_npy(path: str | Path) -> np.ndarray:
             path, f"holds an array of shape {array.shape}; expected (N, 3) x y z in mm"
         )
     return array.astype(np.float64)
+
+
+def _check_npy_header(path: Path) -> None:
+    """The shape a .npy header declares must fit in the file and in the memory budget (numpy
+    allocates it before reading: a 100-byte file can ask for terabytes)."""
+    from ..limits import check_memory
+
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            start = f.tell()
+    except Exception as err:  # numpy raises ValueError, OSError, EOFError, SyntaxError ...
+        raise InputError(
+            path, f"is not a readable .npy array: {' '.join(str(err).split())}"
+        ) from None
+    if dtype.hasobject:
+        return  # np.load refuses pickled arrays with its own message
+    count = float(np.prod(shape, dtype=np.float64))
+    needed = start + count * dtype.itemsize
+    size = path.stat().st_size
+    if size < needed:
+        raise InputError(
+            path,
+            f"is truncated: its header declares an array of shape {shape} ({needed:.0f} bytes), "
+            f"the file has {size}",
+        )
+    check_memory(count * max(dtype.itemsize, 8) * 2, f"its {shape} array", source=path)
 
 
 def read_points(path: str | Path) -> np.ndarray:

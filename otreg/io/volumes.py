@@ -9,12 +9,15 @@ weighs its volume in mm^3, so the cloud's mass is the selected volume.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
+from ..limits import check_memory
 from ..pointcloud import PointCloud
 
 log = logging.getLogger(__name__)
@@ -23,6 +26,8 @@ log = logging.getLogger(__name__)
 VOLUME_SUFFIXES = (".nii", ".nii.gz")
 
 _MAX_LISTED = 20
+# a voxel while it is read and selected: its value as float64, a mask byte, the scaled copy
+_BYTES_PER_VOXEL = 24
 
 #: what to do with an intensity image given without a selection (register's error message)
 HOW_TO_SELECT = (
@@ -50,18 +55,70 @@ def _list_values(values: np.ndarray) -> str:
 
 def _load_image(path: Path, volume: int | None):
     """-> (data (I, J, K) array, affine (4, 4)), after choosing the volume of a 4D image."""
+    # nibabel reports odd headers as warnings and through its own logger, which prints to
+    # stderr: both go to otreg's log (shown with -v), not raw before otreg's one message
+    import nibabel  # noqa: F401  (first: importing it adds the printing handler)
+
+    nib_log = logging.getLogger("nibabel.global")
+    handlers, propagate = nib_log.handlers[:], nib_log.propagate
+    records = _Records()
+    nib_log.handlers, nib_log.propagate = [records], False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            return _read_image(path, volume)
+    finally:
+        nib_log.handlers, nib_log.propagate = handlers, propagate
+        for text in [*records.messages, *(str(w.message) for w in caught)]:
+            log.info("%s: nibabel: %s", path, " ".join(text.split()))
+
+
+class _Records(logging.Handler):
+    """Keeps the messages of the records it is given."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _read_image(path: Path, volume: int | None):
     import nibabel as nib
 
     try:
-        img = nib.load(str(path))
+        img: Any = nib.load(str(path))
     except Exception as err:  # nibabel raises ImageFileError, OSError, EOFError, zlib errors ...
         raise InputError(path, f"is not a readable NIfTI image: {_one_line(err)}") from None
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if not np.isfinite(affine).all():
+        raise InputError(
+            path,
+            "has NaN or Inf in its voxel-to-world affine (sform, qform or pixdim of the header): "
+            "its header is broken",
+        )
     shape = tuple(int(s) for s in img.shape)
+    dtype = img.get_data_dtype()
+    if dtype.fields is not None or dtype.kind not in "biuf":
+        raise InputError(
+            path,
+            f"holds {'RGB/vector' if dtype.fields else dtype.name} voxels ({dtype}); otreg reads "
+            "one number per voxel (a mask, label map or intensity image)",
+        )
+    check_memory(
+        float(np.prod(shape[:3], dtype=np.float64)) * _BYTES_PER_VOXEL
+        + float(np.prod(shape, dtype=np.float64)) * dtype.itemsize,
+        f"the {' x '.join(map(str, shape))} voxels it declares",
+        source=path,
+    )
     # Trailing singleton dimensions (X, Y, Z, 1) carry nothing: treat as 3D.
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
     if len(shape) < 3:
         raise InputError(path, f"is a {len(shape)}D image of shape {shape}; expected a 3D volume")
+    if 0 in shape:
+        raise InputError(path, f"has an empty dimension (shape {shape}): no voxels to read")
     if len(shape) > 4:
         raise InputError(
             path, f"is a {len(shape)}D image of shape {shape}; otreg reads 3D or 4D images"
@@ -89,7 +146,7 @@ def _load_image(path: Path, volume: int | None):
         raise InputError(
             path, f"NIfTI voxel data cannot be read (truncated or corrupt file?): {_one_line(err)}"
         ) from None
-    return data, np.asarray(img.affine, dtype=np.float64)
+    return data, affine
 
 
 def _is_integer_valued(data: np.ndarray) -> bool:

@@ -1,31 +1,69 @@
 """Log-sum-exp reductions over a point pair (i, j), the only heavy operations of the solver.
 
-Both backends compute, for points already divided by the blur by :func:`make_kernel` (so
-that C_ij / eps is |x_i - y_j|^2 / 2 and no epsilon enters a compiled formula):
+Both dense backends compute, for points already divided by sqrt(eps) by :func:`make_kernel`
+(so that C_ij / eps is |x_i - y_j|^2 / 2 and no epsilon enters a compiled formula):
 
     lse_i      = log sum_j exp(h_j - |x_i - y_j|^2 / 2)                     (N,)
     average_i  = sum_j softmax_j(h_j - |x_i - y_j|^2 / 2) * v_ij            (N, k)
 
 with v_ij = [values_j, |x_i - y_j|^2 / 2] for :meth:`Kernel.average` (the last column gives the
 transport cost). ``TorchBlocks`` works on dense row blocks that fit in cache (fastest on the
-CPU, measured); ``KeOpsKernel`` never materialises a block (fastest on CUDA).
+CPU); ``KeOpsKernel`` never materialises a block (fastest on CUDA); the truncated
+kernels of :mod:`otreg.ot.sparse` keep only the entries that matter. All implement
+:class:`Kernel`, the one interface that the iterations (:mod:`otreg.ot.iterate`) use.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
 import torch
 
+from ..gpu import keops_installed, lazy_tensor, warn_no_keops
+
+
+class Kernel(Protocol):
+    """Log-sum-exp reductions between n rows and m columns (see the module docstring)."""
+
+    name: str
+
+    def lse(self, h: torch.Tensor) -> torch.Tensor:
+        """(n,) log sum_j exp(h_j - C_ij / eps) for h (m,)."""
+        ...
+
+    def average(self, h: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """(n, k + 1): the softmax_j(h_j - C_ij / eps)-weighted means of values (m, k), then of
+        C_ij / eps, per row."""
+        ...
+
+
+@runtime_checkable
+class TruncatedKernel(Kernel, Protocol):
+    """A kernel that keeps only some entries per row, chosen for given potentials: it tells
+    when the potentials have moved too far for its choice, and chooses again."""
+
+    def drifted(self, h: torch.Tensor, limit: float) -> bool:
+        """Whether h has moved within some row by more than ``limit`` since the choice."""
+        ...
+
+    search: Callable[..., tuple[TruncatedKernel, TruncatedKernel]]
+    """``search(f, g, eps, truncation)``: this kernel and its partner, chosen again for the
+    potentials f (n,), g (m,)."""
+
+
 # Rows x columns of one dense block: about 8 MB of float32, which stays in the L2/L3 cache
-# of common CPUs; larger blocks measured 3-5x slower per pair on a 2-core machine.
+# of common CPUs; larger blocks are slower per pair (benchmarks/README.md, design measurements).
 _BLOCK_ELEMENTS = 2_000_000
 
 
 def _logsumexp_rows(z: torch.Tensor) -> torch.Tensor:
-    """logsumexp over dim 1, in place on ``z`` (30 % faster than torch.logsumexp, measured).
+    """logsumexp over dim 1, in place on ``z`` (faster than torch.logsumexp, which allocates).
 
     Exponents are clamped at -87 first: they then add under 1e-38 to a sum that is >= 1, while
-    torch's CPU exp runs ~18x slower on inputs below about -88 (denormal and zero results;
-    measured 41 vs 2.2 ms for 2.56M values).
+    torch's CPU exp is much slower on inputs below about -88 (denormal and zero results; see
+    benchmarks/README.md, design measurements).
     """
     top = z.amax(1, keepdim=True)
     return z.sub_(top).clamp_(min=-87.0).exp_().sum(1).log_().add_(top[:, 0])
@@ -45,7 +83,7 @@ def half_sq_dist_blocks(x: torch.Tensor, y: torch.Tensor):
         yield start, stop, c.clamp_(min=0)  # rounding can make the expanded form slightly negative
 
 
-class TorchBlocks:
+class TorchBlocks(Kernel):
     """Dense torch reductions, computed block of rows by block of rows."""
 
     name = "torch"
@@ -70,13 +108,13 @@ class TorchBlocks:
         return out
 
 
-class KeOpsKernel:
+class KeOpsKernel(Kernel):
     """Symbolic (pykeops LazyTensor) reductions: O(N + M) memory, compiled on first use."""
 
     name = "keops"
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor):
-        from pykeops.torch import LazyTensor
+        LazyTensor = lazy_tensor()
 
         self._lazy = LazyTensor
         self.x_i = LazyTensor(x[:, None, :].contiguous())
@@ -94,18 +132,25 @@ class KeOpsKernel:
         return (h_j - self.half_sq_dist).sumsoftmaxweight(weights, dim=1)
 
 
-def make_kernel(backend: str, x: torch.Tensor, y: torch.Tensor, blur: float):
-    """Dense reductions of ``log sum_j exp(h_j - |x_i - y_j|^2 / (2 blur^2))`` between
+def make_kernel(backend: str, x: torch.Tensor, y: torch.Tensor, eps: float) -> Kernel:
+    """Dense reductions of ``log sum_j exp(h_j - |x_i - y_j|^2 / (2 eps))`` between
     x (n, D) and y (m, D) for ``backend`` ('torch' or 'keops'; see :func:`choose_backend`)."""
+    scale = math.sqrt(eps)
     if backend == "keops":
-        return KeOpsKernel(x / blur, y / blur)
+        return KeOpsKernel(x / scale, y / scale)
     if backend == "torch":
-        return TorchBlocks(x / blur, y / blur)
+        return TorchBlocks(x / scale, y / scale)
     raise ValueError(f"unknown backend {backend!r}")
 
 
 def choose_backend(backend: str, device: torch.device) -> str:
-    """'auto' -> KeOps on CUDA (never builds an N x M block), dense torch blocks on the CPU."""
+    """'auto' -> KeOps on CUDA (never builds an N x M block; torch blocks, with a warning, where
+    pykeops is not installed), dense torch blocks on the CPU."""
     if backend != "auto":
         return backend
-    return "keops" if device.type == "cuda" else "torch"
+    if device.type != "cuda":
+        return "torch"
+    if keops_installed():
+        return "keops"
+    warn_no_keops()
+    return "torch"

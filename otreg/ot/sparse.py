@@ -3,31 +3,30 @@
 At blur s, row i of the plan puts almost all of its mass on the columns j whose
 ``z_ij = h_j - C_ij / eps`` is within ``truncation`` of the row's maximum (h = log b + g / eps):
 past that, an entry weighs less than exp(-truncation) of the largest one. The compiled search
-(:mod:`otreg.ot._native`) finds ALL such entries of every row, by branch and bound over a tree
+(:mod:`otreg.native.kernels`) finds ALL such entries of every row, by branch and bound over a tree
 of the columns, for x -> y and for y -> x; both kernels then share the union of the two
 supports, so that the f- and g-updates are those of one sparse matrix (Sinkhorn on two
-supports diverged on vessel-like trees, measured).
+supports diverged on vessel-like trees).
 
-A :class:`SparseKernel` is CSR with int32 indices (MKL's sparse matrix-vector product then
-runs at about 0.5-1 ns per entry, measured) and stores its entries "absorbed" (Schmitzer 2019):
-``vals_ij = exp(z_ij - m_i)`` for the h at build time, so that later updates only multiply by
-exp(h - h_ref), numbers close to 1 that float32 holds well.
+A :class:`SparseKernel` is CSR with int32 indices (MKL's fast path for sparse matrix-vector
+products; see benchmarks/README.md, design measurements) and stores its entries "absorbed"
+(Schmitzer 2019): ``vals_ij = exp(z_ij - m_i)`` for the h at build time, so that later updates
+only multiply by exp(h - h_ref), numbers close to 1 that float32 holds well.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import math
 from collections.abc import Callable
 
 import torch
 
-from ..errors import SolverError
-from . import _native
+from ..native import kernels
+from .kernels import TruncatedKernel
 
 
-class SparseKernel:
+class SparseKernel(TruncatedKernel):
     """Truncated reductions ``log sum_j exp(h_j - C_ij / eps)`` over kept entries.
 
     Args:
@@ -36,7 +35,7 @@ class SparseKernel:
         vals: (nnz,) exp(z_ij - row_max_i), z_ij = h_ref[col] - cost / eps.
         row_max: (n,) max_j z_ij of each row; eps: the kernel's epsilon; h_ref: (m,).
         search: ``search(f, g, eps, truncation)`` finds this kernel and its partner again for
-            other potentials (:func:`refilter`).
+            other potentials (the :class:`otreg.ot.kernels.TruncatedKernel` protocol).
     """
 
     name = "sparse"
@@ -75,17 +74,8 @@ class SparseKernel:
         # on the union of supports), so the products stay above float32's smallest normal
         # (e^-87) while the spread is below 60
         if not math.isfinite(spread) or spread > 60:
-            _, _, _, vals, row_max = native_entries(
-                "otreg_select",
-                self.n_rows,
-                h.dtype,
-                self.n_rows,
-                self.crow.long(),
-                self.col,
-                self.cost,
-                h,
-                1 / self.eps,
-                math.inf,
+            _, _, _, vals, row_max = kernels.select(
+                self.crow, self.col, self.cost, h.contiguous(), 1 / self.eps, math.inf
             )
             self._set_values(vals, row_max, h)
             d = h - self.h_ref
@@ -101,21 +91,10 @@ class SparseKernel:
             h - self.h_search, nan=0.0, posinf=0.0, neginf=0.0
         )  # as the compiled code
         if float(change.max() - change.min()) <= limit:
-            # the spread over all columns bounds that within any row, in O(m), not O(entries):
-            # at the final blur of 100k-point cubes it stayed under half the truncation (measured)
+            # the spread over all columns bounds that within any row, in O(m), not O(entries),
+            # and on cubes at the final blur it usually stays under the limit
             return False
-        return (
-            float(
-                _native.typed("otreg_row_spread", h.dtype)(
-                    self.n_rows,
-                    _native.ptr(self.crow),
-                    _native.ptr(self.col),
-                    _native.ptr(change),
-                    _native.threads(),
-                )
-            )
-            > limit
-        )
+        return kernels.row_spread(self.crow, self.col, change.contiguous()) > limit
 
     def lse(self, h: torch.Tensor) -> torch.Tensor:
         """(n,) log sum_j exp(h_j - C_ij / eps) over the kept entries of each row."""
@@ -155,7 +134,7 @@ def truncated_pair(
 
     Per row of x (n, D), ALL the columns of y (m, D) with z_ij = log b_j + (g_j - C_ij) / eps
     within ``truncation`` of the row's max, and the same for the rows of y; the kernels keep
-    the union of both. CPU only, compiled (see :func:`otreg.ot._native.usable`); x and y sorted
+    the union of both. CPU only, compiled (see :func:`otreg.native.usable`); x and y sorted
     along a space-filling curve run fastest.
 
     Args:
@@ -168,80 +147,11 @@ def truncated_pair(
     h_y, h_x = (log_b + g / eps).contiguous(), (log_a + f / eps).contiguous()
     # the potentials tell each row's log-sum-exp: a good guess makes the search fast
     lse_x, lse_y = (-f / (damping * eps)).contiguous(), (-g / (damping * eps)).contiguous()
-    x_t, y_t = x.T.contiguous(), y.T.contiguous()
-    nnz = ctypes.c_int64()
-    ptr = _native.ptr
-    handle = _native.typed("otreg_pair", x.dtype)(
-        len(x),
-        ptr(x),
-        ptr(x_t),
-        len(y),
-        ptr(y),
-        ptr(y_t),
-        x.shape[1],
-        ptr(h_y),
-        ptr(h_x),
-        ptr(lse_x),
-        ptr(lse_y),
-        1 / eps,
-        truncation,
-        int(rows_only),
-        ctypes.byref(nnz),
-        _native.threads(),
-    )
-    if nnz.value >= 2**31:
-        raise SolverError(
-            f"the truncated kernels would hold {nnz.value} entries (int32 indices): "
-            "use a larger blur or fewer points"
-        )
-    kernels = [
-        (
-            torch.empty(rows + 1, dtype=torch.int32),
-            torch.empty(nnz.value, dtype=torch.int32),
-            torch.empty(nnz.value, dtype=x.dtype),
-            torch.empty(nnz.value, dtype=x.dtype),
-            torch.empty(rows, dtype=x.dtype),
-        )
-        for rows in (len(x), len(y))
-    ]
-    _native.typed("otreg_take_pair", x.dtype)(
-        handle, *(ptr(t) for kernel in kernels for t in kernel)
+    kernel_xy, kernel_yx = kernels.kernel_pair(
+        x, y, h_y, h_x, lse_x, lse_y, 1 / eps, truncation, rows_only
     )
     search = functools.partial(truncated_pair, x, y, log_a, log_b, reach, rows_only=rows_only)
     return (
-        SparseKernel(*kernels[0], eps, h_y, search),
-        SparseKernel(*kernels[1], eps, h_x, search),
+        SparseKernel(*kernel_xy, eps, h_y, search),
+        SparseKernel(*kernel_yx, eps, h_x, search),
     )
-
-
-def refilter(
-    kxy: SparseKernel,
-    kyx: SparseKernel,
-    f: torch.Tensor,
-    g: torch.Tensor,
-    eps: float,
-    truncation: float,
-) -> tuple[SparseKernel, SparseKernel]:
-    """The pair of :func:`truncated_pair` again, for the potentials f, g at ``eps``: potentials
-    that moved since it was built make other entries heavy."""
-    return kxy.search(f, g, eps, truncation)
-
-
-def native_entries(function: str, n_rows: int, dtype, *args):
-    """Run the compiled select or truncate ``function`` on ``args`` (tensors or numbers; the
-    function's last arguments, row_max, row_count and threads, are added) and collect its
-    entries as (crow, col, cost, vals, row_max) of a CSR matrix of ``n_rows`` rows."""
-    row_max = torch.empty(n_rows, dtype=dtype)
-    counts = torch.empty(n_rows, dtype=torch.int64)
-    pointers = [_native.ptr(a) if isinstance(a, torch.Tensor) else a for a in args]
-    handle = _native.typed(function, dtype)(
-        *pointers, _native.ptr(row_max), _native.ptr(counts), _native.threads()
-    )
-    nnz = int(counts.sum())
-    col = torch.empty(nnz, dtype=torch.int32)
-    cost, vals = torch.empty(nnz, dtype=dtype), torch.empty(nnz, dtype=dtype)
-    _native.typed("otreg_take", dtype)(
-        handle, _native.ptr(col), _native.ptr(cost), _native.ptr(vals)
-    )
-    crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).int()
-    return crow, col, cost, vals, row_max

@@ -13,37 +13,47 @@ Files (see the README for their frames):
   transform_moving_to_fixed.h5   ITK composite: moves moving-space points (ITK, ANTs; LPS points)
   field_fixed_to_moving.nii.gz   displacement on the fixed grid, RAS vectors, intent 1006
   field_moving_to_fixed.nii.gz   displacement on the moving grid, RAS vectors, intent 1006
-  metrics.json, run.json, config.resolved.toml, report.md
+  metrics.json, run.json, config.resolved.toml
+  report.html                a page for a person: pictures, plots, flagged numbers, provenance
+  .otreg                     marker: otreg wrote this folder (only such folders are replaced)
+
+While it is written, OUT is locked (otreg/io/output_folder.py): a second run on it fails at once.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..config import Config
-from ..errors import OutputError
+from ..errors import SolverError
 from ..io import warp_file, warped_suffix
 from ..io.frames import matrix_ras_to_lps
+from ..io.output_folder import (
+    check_output_location,
+    output_lock,
+    remove_stale_folders,
+    write_marker,
+)
 from ..warping import point_mapping
-from .markdown import render_report
 from .provenance import run_record
 
+log = logging.getLogger(__name__)
 
-def check_output_dir(out: Path, overwrite: bool) -> None:
-    """Fail early (before any work) if OUT cannot be (re)written."""
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{out}: exists and is not a folder")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise OutputError(
-            f"{out}: output folder exists and is not empty; pass --overwrite to replace it"
-        )
+
+def check_output_dir(out: Path, overwrite: bool, inputs: Sequence[str | Path] = ()) -> None:
+    """Fail early (before any work) if OUT cannot be (re)written (see
+    :func:`otreg.io.output_folder.check_output_location`)."""
+    check_output_location(out, overwrite, inputs)
 
 
 def itk_affine_text(matrix_lps: np.ndarray) -> str:
@@ -53,6 +63,16 @@ def itk_affine_text(matrix_lps: np.ndarray) -> str:
         "#Insight Transform File V1.0\n#Transform 0\nTransform: AffineTransform_double_3_3\n"
         f"Parameters: {' '.join(f'{v:.10g}' for v in params)}\nFixedParameters: 0 0 0\n"
     )
+
+
+def _finite(displacement: np.ndarray, name: str) -> np.ndarray:
+    """``displacement``, if it holds no NaN or Inf (SolverError otherwise: nothing is written)."""
+    if not np.isfinite(displacement).all():
+        raise SolverError(
+            f"writing {name}: the transform gives NaN or Inf on the output grid, so nothing was "
+            "written; set output.dense_field = false, or raise smooth.sigma"
+        )
+    return displacement
 
 
 def _image_or_none(path: Path | None) -> Path | None:
@@ -123,21 +143,27 @@ def write_dense_fields(
     fixed, moving = grids["fixed"], grids["moving"]
     y = fixed.points()
     x, inverse_residual = pullback(transform, fixed)
-    displacement_image(x - y, fixed).to_filename(folder / "field_fixed_to_moving.nii.gz")
+    displacement_image(_finite(x - y, "field_fixed_to_moving"), fixed).to_filename(
+        folder / "field_fixed_to_moving.nii.gz"
+    )
     w = apply_matrix(transform.rigid, x) - y  # the fields' part of the pull-back
     write_composite(
         folder / "transform_fixed_to_moving.h5",
         np.linalg.inv(transform.rigid),
-        w,
+        _finite(w, "transform_fixed_to_moving"),
         fixed,
         field_first=True,
     )
     u = nonrigid_part(transform).displacement(y)
     write_composite(
-        folder / "transform_moving_to_fixed.h5", transform.rigid, u, fixed, field_first=False
+        folder / "transform_moving_to_fixed.h5",
+        transform.rigid,
+        _finite(u, "transform_moving_to_fixed"),
+        fixed,
+        field_first=False,
     )
     x = moving.points()
-    displacement_image(transform(x) - x, moving).to_filename(
+    displacement_image(_finite(transform(x) - x, "field_moving_to_fixed"), moving).to_filename(
         folder / "field_moving_to_fixed.nii.gz"
     )
     inverse_residual = inverse_residual[np.isfinite(inverse_residual)]
@@ -176,11 +202,23 @@ def write_registration(
     grid the fixed-space fields cover (default: the target's, when it is a NIfTI image).
     """
     out = Path(out)
-    check_output_dir(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(out):
+        check_output_dir(
+            out, overwrite, tuple(p for p in (source_path, target_path, reference) if p)
+        )
+        remove_stale_folders(out)
+        return _write_locked(
+            out, result, config, source_path, target_path, load_kwargs, argv, preset, reference
+        )
+
+
+def _write_locked(
+    out, result, config, source_path, target_path, load_kwargs, argv, preset, reference
+):
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
+        write_marker(tmp)
         transform = result.transform
         warp_file(
             source_path,
@@ -220,10 +258,15 @@ def write_registration(
         if preset:
             run["preset"] = preset
             header = f"# from {preset['name']} ({preset['chosen_by']}), with the command line's settings\n"
+        config_text = header + config.to_toml()
+        if config.output.report:
+            metrics["times"] = {
+                **metrics["times"],
+                **_write_report(tmp, result, metrics, run, config, config_text),
+            }
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         (tmp / "run.json").write_text(json.dumps(run, indent=2))
-        (tmp / "config.resolved.toml").write_text(header + config.to_toml())
-        (tmp / "report.md").write_text(render_report(metrics, run))
+        (tmp / "config.resolved.toml").write_text(config_text)
         if out.exists():
             old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(out, old)
@@ -235,3 +278,27 @@ def write_registration(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _write_report(
+    folder: Path,
+    result,
+    metrics: dict[str, Any],
+    run: dict[str, Any],
+    config: Config,
+    config_text: str,
+) -> dict[str, float]:
+    """``folder/report.html``; returns its times for metrics.json ("report_s", the whole
+    report, and "report_pictures_s"). A failure to make the page is logged, not raised: the
+    registration's other outputs stand without it."""
+    from .build import REPORT_NAME, ReportClouds, report_html
+
+    started = time.perf_counter()
+    try:
+        clouds = ReportClouds.of(result.transform, result.source.points, result.target.points)
+        page, timings = report_html(metrics, run, config, config_text, clouds)
+        (folder / REPORT_NAME).write_text(page, encoding="utf-8")
+    except Exception:
+        log.exception("report.html not written (the registration's other outputs are)")
+        return {}
+    return {**timings, "report_s": time.perf_counter() - started}

@@ -26,8 +26,11 @@ def sha256(path: str | Path) -> str:
 def run_record(
     *, inputs: dict[str, str | Path], device: str, seed: int, argv: list[str] | None
 ) -> dict[str, Any]:
-    """Versions, device, command line, input checksums and seed of one run."""
-    versions = {"otreg": __version__, "python": platform.python_version()}
+    """Versions, device, compiled kernels (see :func:`otreg.native.info`), command line, input
+    checksums and seed of one run."""
+    from .. import native
+
+    versions: dict[str, str | None] = {"otreg": __version__, "python": platform.python_version()}
     for name in _PACKAGES:
         try:
             versions[name] = metadata.version(name)
@@ -37,6 +40,7 @@ def run_record(
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "argv": list(sys.argv if argv is None else argv),
         "device": device,
+        "kernels": native.info(),
         "host": platform.node(),
         "seed": seed,
         "inputs": {

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..config import SolverConfig
 from ..errors import InputError
-from ..ot import OTSolution, sinkhorn
+from ..ot import OTSolution, SolverOptions, sinkhorn
 from ..pointcloud import PointCloud
 from ._tensors import to_torch, unit_mass
 
@@ -48,7 +48,7 @@ def match(
     targets keep only the spatial part of the barycentric projection.
     """
     t = lambda array: to_torch(array, solver.dtype, device)  # noqa: E731
-    if source_features is not None:
+    if source_features is not None and target_features is not None:
         source_points = np.column_stack([source_points, source_features])
         target_points = np.column_stack([target_points, target_features])
     solution = sinkhorn(
@@ -58,13 +58,7 @@ def match(
         t(unit_mass(target_weights)),
         blur=blur,
         reach=reach,
-        scaling=solver.scaling,
-        tol=solver.tol,
-        max_iter=solver.max_iter,
-        overrelaxation=solver.overrelaxation,
-        backend=solver.backend,
-        multiscale=solver.multiscale,
-        truncation=solver.truncation,
+        options=SolverOptions.from_config(solver),
         init=None if init is None else (init.solution.f, init.solution.g),
     )
     return Matches(

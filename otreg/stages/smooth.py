@@ -64,6 +64,7 @@ def smooth(
         device: where the ridge fit runs ("cpu" or "cuda").
     """
     mass = weights * matches.confidence
+    field: KernelField | RidgeField
     if regression == "gaussian":
         field = KernelField(
             points, np.column_stack([matches.targets - points, matches.confidence]), mass, sigma
@@ -92,8 +93,8 @@ def smooth(
             regularization,
             device=device,
         )
-        # over the fit's controls too: a reported quantity, and the svf model's grid (copd1:
-        # 290,000 nodes) costs 1.9 s against 20,000 controls, 0.15 s against 1,500
+        # over the fit's controls too: a reported quantity, and sampling it on the svf model's
+        # grid costs in proportion to the controls (benchmarks/README.md, design measurements)
         confidence = KernelField(
             data.points, data.features["confidence"][:, None], data.weights, sigma
         )
@@ -148,10 +149,11 @@ def velocity_field(
     mm) on a grid of ``spacing`` mm over (N, 3) ``points`` plus ``margin`` mm; the other
     columns (the confidence) ride along as its extra channels. Beyond the grid the field
     repeats the values of the grid's border."""
-    from ..transforms.itk import grid_over, grid_points
+    from ..transforms.itk import grid_over
+    from ..transforms.on_grid import field_on_grid
 
     shape, affine = grid_over(points, spacing, margin)
     shape = np.maximum(shape, 2)
-    values = field(grid_points(shape, affine)).reshape(*shape, -1)
+    values = field_on_grid(field, shape, affine)
     velocity = velocity_for(values[..., :3], spacing)
     return SVFField(velocity, affine[:3, 3], spacing, values[..., 3:])

@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..ot import gaussian_average
+from ..native import gaussian_average
+from .base import DisplacementField
 
 # Evaluate in chunks of query points so that one (chunk x K) kernel block stays small.
 _BLOCK_ELEMENTS = 2_000_000
 
 
-class KernelField:
+class KernelField(DisplacementField):
     """u(z) = sum_k w_k G(z, c_k) v_k / sum_k w_k G(z, c_k), G Gaussian of width ``sigma``.
 
     A Nadaraya-Watson average of the values ``v_k`` known at control points ``c_k``: defined at
@@ -26,6 +27,8 @@ class KernelField:
         sigma: kernel standard deviation, mm.
     """
 
+    kind = "kernel"
+
     def __init__(self, controls: np.ndarray, values: np.ndarray, weights: np.ndarray, sigma: float):
         self.controls = np.asarray(controls, dtype=np.float64)
         self.values = np.asarray(values, dtype=np.float64)
@@ -36,7 +39,7 @@ class KernelField:
         """Evaluate at (N, 3) ``points`` (mm, RAS); returns (N, d) float64.
 
         On the CPU, over the controls within e^-12 of each point's largest weight only
-        (:mod:`otreg.ot.gaussian_average`); elsewhere, dense float32 blocks: the softmax
+        (:mod:`otreg.native.gaussian_average`); elsewhere, dense float32 blocks: the softmax
         logits log w_k - |z - c_k|^2 / (2 sigma^2) equal, up to a
         per-row constant that the softmax ignores, h_k + z . c_k / sigma^2 with
         h_k = log w_k - |c_k|^2 / (2 sigma^2): one matrix product per block (coordinates
@@ -62,8 +65,19 @@ class KernelField:
             out[s : s + rows] = torch.softmax(logits, dim=1) @ v
         return out.double().cpu().numpy()
 
-    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+    @property
+    def jacobian_step(self) -> float:
+        return self.sigma / 50
+
+    def approximate_inverse(self, points: np.ndarray) -> np.ndarray:
+        """z - u regressed at the moved controls c_k + u_k (the same kernel and weights)."""
+        return regressed_inverse(
+            self.controls, self.values[:, :3], self.weights, self.sigma, points
+        )
+
+    def to_arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
         return {
+            f"{prefix}kind": np.array(self.kind),
             f"{prefix}controls": self.controls,
             f"{prefix}values": self.values,
             f"{prefix}weights": self.weights,
@@ -71,10 +85,20 @@ class KernelField:
         }
 
     @classmethod
-    def from_arrays(cls, arrays, prefix: str) -> KernelField:
+    def from_arrays(cls, arrays, prefix: str = "") -> KernelField:
         return cls(
             arrays[f"{prefix}controls"],
             arrays[f"{prefix}values"],
             arrays[f"{prefix}weights"],
             float(arrays[f"{prefix}sigma"]),
         )
+
+
+def regressed_inverse(
+    controls: np.ndarray, u: np.ndarray, weights: np.ndarray, sigma: float, points: np.ndarray
+) -> np.ndarray:
+    """Approximate inverse of z -> z + u(z) at (N, 3) ``points`` (mm, RAS), for a field known
+    by its displacements u (K, 3) at ``controls`` (K, 3): y - v(y), v the Gaussian kernel
+    average (width ``sigma`` mm, ``weights`` (K,)) of u placed at the moved controls c + u."""
+    points = np.asarray(points, dtype=np.float64)
+    return points + KernelField(controls + u, -u, weights, sigma)(points)

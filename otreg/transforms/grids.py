@@ -19,7 +19,7 @@ from .rigid import apply_matrix
 class Grid:
     """A regular grid: ``shape`` (3,) nodes, ``affine`` (4, 4) node index -> world RAS mm."""
 
-    shape: tuple[int, int, int]
+    shape: tuple[int, ...]
     affine: np.ndarray
 
     @property

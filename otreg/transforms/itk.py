@@ -81,20 +81,12 @@ def inverse_points(
 
 
 def _scattered_inverse(transform: Transform, y: np.ndarray) -> np.ndarray:
-    """Approximate phi^-1(y) without the rigid part: y - u regressed at the moved controls."""
-    from .field import KernelField
-
+    """Approximate phi^-1(y) without the rigid part: each field's own approximate inverse
+    (kernel and ridge fields: -u regressed at their moved controls; SVF fields: exp(-v)),
+    last field first."""
     z = y.copy()
     for field in reversed(transform.fields):
-        if isinstance(field, KernelField):
-            u, weights, sigma = field.values[:, :3], field.weights, field.sigma
-        else:  # a RidgeField: its displacement at its controls, its narrowest kernel
-            u, weights, sigma = (
-                field(field.controls)[:, :3],
-                np.ones(len(field.controls)),
-                field.sigmas[0],
-            )
-        z = z + KernelField(field.controls + u, -u, weights, sigma)(z)
+        z = field.approximate_inverse(z)
     return z
 
 

@@ -42,7 +42,7 @@ def choose_interpolation(data: np.ndarray, interpolation: str) -> str:
 def resample_volume(
     data: np.ndarray,
     affine: np.ndarray,
-    reference_shape: tuple[int, int, int],
+    reference_shape: tuple[int, ...],
     reference_affine: np.ndarray,
     transform: Transform,
     *,

@@ -24,7 +24,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .field import KernelField
+from ..gpu import keops_installed, lazy_tensor, warn_no_keops
+from .base import DisplacementField
+from .field import KernelField, regressed_inverse
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,7 @@ log = logging.getLogger(__name__)
 _BLOCK_ELEMENTS = 2_000_000
 
 
-class RidgeField:
+class RidgeField(DisplacementField):
     """u(z) = A^T [z, 1] + sum_k K(z, c_k) alpha_k (see the module docstring).
 
     Args:
@@ -70,14 +72,25 @@ class RidgeField:
             _as_tensor(self.controls - center, device),
             self.sigmas,
         )
-        u = kernel @ _as_tensor(self.coefficients, device)
-        u = u.double().cpu().numpy() + np.column_stack([points, np.ones(len(points))]) @ self.affine
+        u = (kernel @ _as_tensor(self.coefficients, device)).double().cpu().numpy()
+        u += np.column_stack([points, np.ones(len(points))]) @ self.affine
         if self.extra is None:
             return u
         return np.column_stack([u, self.extra(points, device=device)])
 
+    @property
+    def jacobian_step(self) -> float:
+        return min(self.sigmas) / 50
+
+    def approximate_inverse(self, points: np.ndarray) -> np.ndarray:
+        """z - u regressed at the moved controls (unit weights, the first kernel width)."""
+        u = self(self.controls)[:, :3]
+        return regressed_inverse(
+            self.controls, u, np.ones(len(self.controls)), self.sigmas[0], points
+        )
+
     # ------------------------------------------------------------------ files
-    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+    def to_arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
         arrays = {
             f"{prefix}kind": np.array(self.kind),
             f"{prefix}controls": self.controls,
@@ -90,7 +103,7 @@ class RidgeField:
         return arrays
 
     @classmethod
-    def from_arrays(cls, arrays, prefix: str) -> RidgeField:
+    def from_arrays(cls, arrays, prefix: str = "") -> RidgeField:
         extra = (
             KernelField.from_arrays(arrays, f"{prefix}extra_")
             if f"{prefix}extra_controls" in arrays
@@ -118,7 +131,9 @@ class GaussianKernel:
 
     def __matmul__(self, v: torch.Tensor) -> torch.Tensor:
         if self.x.device.type == "cuda":
-            return self._keops(v)
+            if keops_installed():
+                return self._keops(v)
+            warn_no_keops()
         out = torch.zeros(len(self.x), v.shape[1], dtype=v.dtype, device=v.device)
         half_sq_y = (self.y * self.y).sum(1) / 2
         half_sq_x = (self.x * self.x).sum(1) / 2
@@ -131,14 +146,13 @@ class GaussianKernel:
                 alpha=-1,
             ).clamp_(min=0)
             for sigma in self.sigmas:
-                # clamped as in otreg.ot.kernels: exp is ~18x slower on denormal results
+                # clamped as in otreg.ot.kernels: exp is much slower on denormal results
                 block = (half_sq_dist / (-sigma * sigma)).clamp_(min=-87.0).exp_()
                 out[s : s + rows] += block @ v
         return out / len(self.sigmas)
 
     def _keops(self, v: torch.Tensor) -> torch.Tensor:
-        from pykeops.torch import LazyTensor
-
+        LazyTensor = lazy_tensor()
         x_i = LazyTensor(self.x[:, None, :].contiguous())
         y_j = LazyTensor(self.y[None, :, :].contiguous())
         sq_dist = ((x_i - y_j) ** 2).sum(-1)

@@ -18,6 +18,8 @@ from functools import cached_property
 
 import numpy as np
 
+from .base import DisplacementField
+
 #: the first scaling step moves no node by more than this fraction of the grid spacing
 MAX_STEP_FRACTION = 0.5
 #: at least this many squarings: the first-order step id + v / 2^n errs by ~|v| |grad v| / 2^(n+1)
@@ -28,7 +30,7 @@ MIN_SQUARINGS = 6
 MIN_NODE_DET = 0.2
 
 
-class SVFField:
+class SVFField(DisplacementField):
     """z -> z + u(z), u the displacement of exp(v) for a velocity v on a regular grid.
 
     Args:
@@ -78,19 +80,19 @@ class SVFField:
         return squarings_for(self.velocity, self.spacing)
 
     @cached_property
-    def displacement(self) -> np.ndarray:
+    def node_displacement(self) -> np.ndarray:
         """(X, Y, Z, 3) displacement of exp(v) at the nodes, mm (float64)."""
         return exp_velocity(self.velocity, self.spacing)
 
     @cached_property
-    def inverse_displacement(self) -> np.ndarray:
+    def node_inverse_displacement(self) -> np.ndarray:
         """(X, Y, Z, 3) displacement of exp(-v) = exp(v)^-1 at the nodes, mm (float64)."""
         return exp_velocity(-self.velocity, self.spacing)
 
     @cached_property
     def _channels(self) -> np.ndarray:
         """(X, Y, Z, 3 + k): the displacement and the extra channels, sampled together."""
-        return np.concatenate([self.displacement, self.extra.astype(np.float64)], axis=3)
+        return np.concatenate([self.node_displacement, self.extra.astype(np.float64)], axis=3)
 
     def __call__(self, points: np.ndarray) -> np.ndarray:
         """(N, 3 + k): u(z) (mm) and the extra channels at (N, 3) ``points`` (mm, RAS)."""
@@ -99,13 +101,17 @@ class SVFField:
     def inverse(self, points: np.ndarray) -> np.ndarray:
         """exp(-v)(y) = y + u_inv(y) at (N, 3) target-side ``points``; returns (N, 3) mm RAS."""
         points = np.asarray(points, dtype=np.float64)
-        return points + sample_grid(self.inverse_displacement, self._index(points))
+        return points + sample_grid(self.node_inverse_displacement, self._index(points))
+
+    @property
+    def jacobian_step(self) -> float:
+        return self.spacing / 50
 
     def _index(self, points: np.ndarray) -> np.ndarray:
         return (np.asarray(points, dtype=np.float64) - self.origin) / self.spacing
 
     # ------------------------------------------------------------------ files
-    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+    def to_arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
         return {
             f"{prefix}kind": np.array(self.kind),
             f"{prefix}velocity": self.velocity,
@@ -115,7 +121,7 @@ class SVFField:
         }
 
     @classmethod
-    def from_arrays(cls, arrays, prefix: str) -> SVFField:
+    def from_arrays(cls, arrays, prefix: str = "") -> SVFField:
         return cls(
             arrays[f"{prefix}velocity"],
             arrays[f"{prefix}origin"],
@@ -157,7 +163,7 @@ def velocity_for(
     displacement u.
 
     Fixed-point iterations v <- v + (u - disp(exp(v))) from v = u: an approximate log map
-    (measured on a 6 mm bump: max error 0.53 mm for v = u, 0.07 mm after 4 iterations). Where u
+    whose error falls with each iteration (benchmarks/README.md, design measurements). Where u
     itself folds or nearly does, no velocity reproduces it: an iteration is kept only while
     det D exp(v) stays >= ``min_det`` at every node, so the map stays safely fold-free.
     """

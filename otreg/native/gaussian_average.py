@@ -4,27 +4,26 @@ The smoothing fields of otreg are Nadaraya-Watson averages
 ``u(z) = sum_k w_k G(z, c_k) v_k / sum_k w_k G(z, c_k)`` with a Gaussian G of width sigma:
 a softmax over k of ``log w_k - |z - c_k|^2 / (2 sigma^2)``. Only the controls whose logit is
 within ``truncation`` of the largest matter (the others weigh less than e^-truncation of it),
-and the compiled branch and bound of the solver (:mod:`otreg.ot._native`) finds exactly those:
-the cost is that of the nearby controls, not of all of them (20,000 x 20,000 dense: 2.7 s on
-one thread, measured). Far from every control the largest logit is still found, so the
-average repeats the nearest controls' values, as the dense softmax does.
+and the compiled branch and bound (:func:`otreg.native.kernels.truncate`) finds exactly those:
+the cost is that of the nearby controls, not of all of them (far faster than dense on large
+clouds: benchmarks/README.md, design measurements). Far from every control the largest logit
+is still found, so the average repeats the nearest controls' values, as the dense softmax does.
 """
 
 from __future__ import annotations
 
 import torch
 
-from . import _native
-from .certificate import c_transform
-from .hierarchy import curve_order
-from .sparse import native_entries
+from . import usable
+from .kernels import c_transform, truncate
+from .morton import curve_order
 
 TRUNCATION = 12.0  # e^-12 ~ 6e-6: far below the millimetre on displacements of centimetres
 _ENTRIES = 20_000_000  # kept entries at most per compiled call (about 250 MB)
 
 
 def available(*tensors: torch.Tensor) -> bool:
-    return _native.usable(*tensors)
+    return usable(*tensors)
 
 
 def gaussian_average(
@@ -51,8 +50,8 @@ def gaussian_average(
     # each row's largest logit, exactly: then the search keeps what is within the truncation
     top = -c_transform(q.double(), c.double(), h.double()).to(dtype)
     # runs of queries (nearby ones: sorted along the curve) small enough that even a kernel
-    # wide enough to keep every control stays within _ENTRIES (a 225,000-node grid against
-    # 10,000 controls at once held 24 GB)
+    # wide enough to keep every control stays within _ENTRIES (a whole dense-field grid
+    # against thousands of controls at once held far too much memory)
     rows = max(1, _ENTRIES // len(c))
     for s in range(0, len(q), rows):
         sums = _weighted_sums(q[s : s + rows], c, h, v, top[s : s + rows])
@@ -65,23 +64,9 @@ def _weighted_sums(
 ) -> torch.Tensor:
     """(n, d): per row i, sum_k exp(h_k - |q_i - c_k|^2 / 2 - top_i) v_k over the controls
     within the truncation of the row's largest logit ``top_i``."""
-    dtype = q.dtype
     # truncate takes a guess of each row's log-sum-exp, and expects the max 4 below it (a
     # guess at or below the max keeps the search exact; above it, slow)
     guess = top + (4.0 - 1e-3)
-    crow, col, _, vals, _ = native_entries(
-        "otreg_truncate",
-        len(q),
-        dtype,
-        len(q),
-        q,
-        len(c),
-        c.T.contiguous(),
-        3,
-        h,
-        guess,
-        1.0,
-        TRUNCATION,
-    )
+    crow, col, _, vals, _ = truncate(q, c.T.contiguous(), h, guess.contiguous(), 1.0, TRUNCATION)
     weights = torch.sparse_csr_tensor(crow, col, vals, (len(q), len(c)), check_invariants=False)
     return weights @ v

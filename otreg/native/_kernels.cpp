@@ -1,4 +1,6 @@
-// Compiled CPU kernels of the multiscale solver (see _native.py, which builds and loads them).
+// Compiled CPU kernels of the multiscale solver and the smoothing fields: the extension module
+// otreg.native._kernels, built by the package build (setup.py); otreg/native/kernels.py holds
+// its typed wrappers.
 //
 // Sparse kernels are CSR: row offsets, column indices int32, and per entry the cost
 // C_ij = |x_i - y_j|^2 / 2 (float32) and the absorbed value exp(z_ij - max_j z_ij) (float32),
@@ -6,14 +8,21 @@
 // take rows (or chunks of rows) from a shared counter: no OpenMP, whose runtime would be a
 // second one beside torch's.
 
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <exception>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <new>
+#include <stdexcept>
+#include <string>
 #include <thread>
 #include <tuple>
 #include <utility>
@@ -21,17 +30,32 @@
 
 namespace {
 
+// Runs body(0 .. tasks - 1) on `threads` threads. An exception thrown by a task (bad_alloc
+// above all) stops the others from taking new tasks and is rethrown here, on the caller's
+// thread, once all have joined: one escaping a std::thread would terminate the interpreter.
 template <class Body>
 void parallel_for(int64_t tasks, int threads, Body&& body) {
   std::atomic<int64_t> next(0);
+  std::exception_ptr failure;
+  std::mutex failure_lock;
   auto worker = [&]() {
-    for (int64_t t; (t = next.fetch_add(1)) < tasks;) body(t);
+    try {
+      for (int64_t t; (t = next.fetch_add(1)) < tasks;) body(t);
+    } catch (...) {
+      std::lock_guard<std::mutex> guard(failure_lock);
+      if (!failure) failure = std::current_exception();
+      next = tasks;
+    }
   };
   int64_t extra = std::min<int64_t>(threads, tasks) - 1;
   std::vector<std::thread> pool;
-  for (int64_t k = 0; k < extra; ++k) pool.emplace_back(worker);
+  try {
+    for (int64_t k = 0; k < extra; ++k) pool.emplace_back(worker);
+  } catch (...) {  // no thread to start (resources): the threads started and this one do all
+  }
   worker();
   for (auto& t : pool) t.join();
+  if (failure) std::rethrow_exception(failure);
 }
 
 // A growable array of trivially copyable values that, unlike std::vector, does not zero what
@@ -290,7 +314,7 @@ double search(const ColumnTree<T>& tree, Bound&& bound, double truncation, doubl
 // max found is then below it) and that row searched again on its own. Writes row_max (n,) and
 // row_count (n,); the entries wait in the returned handle for take.
 template <class T, bool kValues = true>
-void* truncate(int64_t n, const T* x, int64_t m, const T* y_t, int64_t dim, const T* h,
+std::unique_ptr<Entries<T>> truncate(int64_t n, const T* x, int64_t m, const T* y_t, int64_t dim, const T* h,
                const T* lse, T inv_eps, T truncation, T* row_max, int64_t* row_count, int threads) {
   ColumnTree<T> tree(y_t, h, m, dim);
   const double half_inv_eps = 0.5 * inv_eps;
@@ -300,7 +324,7 @@ void* truncate(int64_t n, const T* x, int64_t m, const T* y_t, int64_t dim, cons
   constexpr int64_t kBlock = 8, kBlocksPerTask = 32;
   int64_t blocks = (n + kBlock - 1) / kBlock;
   int64_t tasks = (blocks + kBlocksPerTask - 1) / kBlocksPerTask;
-  auto* entries = new Entries<T>{std::vector<Chunk<T>>(tasks)};
+  auto entries = std::make_unique<Entries<T>>(Entries<T>{std::vector<Chunk<T>>(tasks)});
   parallel_for(tasks, threads, [&](int64_t task) {
     Chunk<T>& out = entries->chunks[task];
     std::vector<std::pair<double, int64_t>> stack;
@@ -406,12 +430,12 @@ void* truncate(int64_t n, const T* x, int64_t m, const T* y_t, int64_t dim, cons
 // of z = h[col] - cost * inv_eps (an infinite truncation keeps them all: re-absorbs h).
 // Same outputs as expand.
 template <class T>
-void* select(int64_t n, const int64_t* crow, const int32_t* col, const T* cost, const T* h,
+std::unique_ptr<Entries<T>> select(int64_t n, const int64_t* crow, const int32_t* col, const T* cost, const T* h,
              T inv_eps, T truncation, T* row_max, int64_t* row_count, int threads) {
   std::vector<double> work(n);
   for (int64_t i = 0; i < n; ++i) work[i] = crow[i + 1] - crow[i] + 1;
   std::vector<int64_t> cuts = balanced_cuts(work, 16 * std::max(threads, 1));
-  auto* entries = new Entries<T>{std::vector<Chunk<T>>(cuts.size() - 1)};
+  auto entries = std::make_unique<Entries<T>>(Entries<T>{std::vector<Chunk<T>>(cuts.size() - 1)});
   parallel_for((int64_t)cuts.size() - 1, threads, [&](int64_t c) {
     Chunk<T>& out = entries->chunks[c];
     std::vector<T> z;
@@ -452,8 +476,8 @@ struct Rows {
 };
 
 template <class T>
-Rows<T> rows_of(void* handle, const int64_t* row_count, int64_t n) {
-  Rows<T> out{std::unique_ptr<Entries<T>>(static_cast<Entries<T>*>(handle)), std::vector<Row<T>>(n)};
+Rows<T> rows_of(std::unique_ptr<Entries<T>> handle, const int64_t* row_count, int64_t n) {
+  Rows<T> out{std::move(handle), std::vector<Row<T>>(n)};
   std::vector<Chunk<T>>& chunks = out.entries->chunks;
   size_t c = 0;
   int64_t at = 0;
@@ -554,12 +578,12 @@ void merge_row(const Row<T>& r, const Sparse<T>& ct, int64_t i, Emit&& emit) {
 // rows_only: U = R alone (its transpose for y -> x): one support still, without the columns'
 // own search (to_points matches points to clusters: the clusters' rows were 60 % of the time).
 template <class T>
-void* kernel_pair(int64_t n, const T* x, const T* x_t, int64_t m, const T* y, const T* y_t,
+std::unique_ptr<Pair<T>> kernel_pair(int64_t n, const T* x, const T* x_t, int64_t m, const T* y, const T* y_t,
                   int64_t dim, const T* h_y, const T* h_x, const T* lse_x, const T* lse_y,
                   T inv_eps, T truncation, bool rows_only, int64_t* nnz, int threads) {
   std::vector<T> row_max(std::max(n, m));
   std::vector<int64_t> counts(std::max(n, m));
-  auto* pair = new Pair<T>{n, m, {}, {}, {}, h_y, h_x, inv_eps, threads};
+  auto pair = std::make_unique<Pair<T>>(Pair<T>{n, m, {}, {}, {}, h_y, h_x, inv_eps, threads});
   pair->r = rows_of<T>(truncate<T, false>(n, x, m, y_t, dim, h_y, lse_x, inv_eps, truncation, row_max.data(),
                                           counts.data(), threads),
                        counts.data(), n);
@@ -599,11 +623,10 @@ void* kernel_pair(int64_t n, const T* x, const T* x_t, int64_t m, const T* y, co
 }
 
 // Write a kernel_pair's kernels (x -> y, then y -> x; each crow (rows + 1), col, cost, val
-// (nnz), row max (rows)) and free the handle.
+// (nnz), row max (rows)) and free what the pair held.
 template <class T>
-void take_pair(void* handle, int32_t* crow_xy, int32_t* col_xy, T* cost_xy, T* val_xy,
+void take_pair(Pair<T>* pair, int32_t* crow_xy, int32_t* col_xy, T* cost_xy, T* val_xy,
                T* max_xy, int32_t* crow_yx, int32_t* col_yx, T* cost_yx, T* val_yx, T* max_yx) {
-  std::unique_ptr<Pair<T>> pair(static_cast<Pair<T>*>(handle));
   const int64_t n = pair->n, m = pair->m;
   const int threads = pair->threads;
   const std::vector<int64_t>& u_crow = pair->u_crow;
@@ -643,11 +666,10 @@ T row_spread(int64_t n, const int32_t* crow, const int32_t* col, const T* v, int
   return *std::max_element(spread.begin(), spread.end());
 }
 
-// Copy the entries of a handle into col, cost, val (each of the handle's total length), in
-// row order, and free the handle.
+// Copy the entries into col, cost, val (each of the entries' total length), in row order,
+// and free them.
 template <class T>
-void take(void* handle, int32_t* col, T* cost, T* val) {
-  auto* entries = static_cast<Entries<T>*>(handle);
+void take(Entries<T>* entries, int32_t* col, T* cost, T* val) {
   int64_t at = 0;
   for (Chunk<T>& chunk : entries->chunks) {
     std::copy(chunk.col.data, chunk.col.data + chunk.col.size, col + at);
@@ -655,7 +677,7 @@ void take(void* handle, int32_t* col, T* cost, T* val) {
     std::copy(chunk.val.data, chunk.val.data + chunk.val.size, val + at);
     at += chunk.col.size;
   }
-  delete entries;
+  entries->chunks.clear();
 }
 
 // out (m,) = K^T v for the CSR matrix (crow, col, val) of n rows: column sums, in double.
@@ -676,51 +698,11 @@ void transpose_matvec(int64_t n, const int64_t* crow, const int32_t* col, const 
   }
 }
 
-}  // namespace
-
-extern "C" {
-
-#define OTREG_TYPED(T, SUFFIX)                                                                 \
-  void* otreg_truncate_##SUFFIX(int64_t n, const T* x, int64_t m, const T* y_t, int64_t dim,    \
-                                const T* h, const T* lse, T inv_eps, T truncation, T* row_max, \
-                                int64_t* row_count, int threads) {                            \
-    return truncate<T>(n, x, m, y_t, dim, h, lse, inv_eps, truncation, row_max, row_count,     \
-                       threads);                                                              \
-  }                                                                                          \
-  void* otreg_select_##SUFFIX(int64_t n, const int64_t* crow, const int32_t* col, const T* cost, \
-                              const T* h, T inv_eps, T truncation, T* row_max,              \
-                              int64_t* row_count, int threads) {                            \
-    return select<T>(n, crow, col, cost, h, inv_eps, truncation, row_max, row_count, threads); \
-  }                                                                                          \
-  void* otreg_pair_##SUFFIX(int64_t n, const T* x, const T* x_t, int64_t m, const T* y,        \
-                            const T* y_t, int64_t dim, const T* h_y, const T* h_x,            \
-                            const T* lse_x, const T* lse_y, T inv_eps, T truncation,          \
-                            int rows_only, int64_t* nnz, int threads) {                       \
-    return kernel_pair<T>(n, x, x_t, m, y, y_t, dim, h_y, h_x, lse_x, lse_y, inv_eps,        \
-                          truncation, rows_only != 0, nnz, threads);                          \
-  }                                                                                          \
-  void otreg_take_pair_##SUFFIX(void* handle, int32_t* crow_xy, int32_t* col_xy, T* cost_xy,   \
-                                T* val_xy, T* max_xy, int32_t* crow_yx, int32_t* col_yx,       \
-                                T* cost_yx, T* val_yx, T* max_yx) {                            \
-    take_pair<T>(handle, crow_xy, col_xy, cost_xy, val_xy, max_xy, crow_yx, col_yx, cost_yx,   \
-                 val_yx, max_yx);                                                             \
-  }                                                                                          \
-  T otreg_row_spread_##SUFFIX(int64_t n, const int32_t* crow, const int32_t* col, const T* v,  \
-                             int threads) {                                                  \
-    return row_spread<T>(n, crow, col, v, threads);                                          \
-  }                                                                                          \
-  void otreg_take_##SUFFIX(void* handle, int32_t* col, T* cost, T* val) {                    \
-    take<T>(handle, col, cost, val);                                                         \
-  }
-
-OTREG_TYPED(float, f32)
-OTREG_TYPED(double, f64)
-
 // Exact c-transform: out_i = min_j |x_i - y_j|^2 / 2 - g_j over ALL j (x (n, dim), y_t
 // (dim, m), double; y sorted along a space-filling curve): minus the row max of
 // z_ij = g_j - C_ij, found by the branch and bound of truncate.
-void otreg_c_transform(int64_t n, const double* x, int64_t m, const double* y_t, int64_t dim,
-                       const double* g, double* out, int threads) {
+void c_transform(int64_t n, const double* x, int64_t m, const double* y_t, int64_t dim,
+                 const double* g, double* out, int threads) {
   ColumnTree<double> tree(y_t, g, m, dim);
   int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(n, 64 * std::max(threads, 1)));
   parallel_for(blocks, threads, [&](int64_t block) {
@@ -750,10 +732,9 @@ void otreg_c_transform(int64_t n, const double* x, int64_t m, const double* y_t,
 // scaled to at most a, columns to at most b, the missing mass added as the rank-one plan
 // err_a err_b^T / |err_a|_1. Any plan with these marginals costs at least the exact OT, so
 // this is an upper bound on it. C_ij = |x_i - y_j|^2 / 2, all in double.
-double otreg_rounded_plan_cost(int64_t n, const int64_t* crow, const int32_t* col,
-                               const double* x, int64_t m, const double* y, int64_t dim,
-                               const double* a, const double* b, const double* f,
-                               const double* g, double eps, int threads) {
+double rounded_plan_cost(int64_t n, const int64_t* crow, const int32_t* col, const double* x,
+                         int64_t m, const double* y, int64_t dim, const double* a, const double* b,
+                         const double* f, const double* g, double eps, int threads) {
   auto cost = [&](int64_t i, int64_t j) {
     double sq = 0;
     for (int64_t d = 0; d < dim; ++d) sq += (x[dim * i + d] - y[dim * j + d]) * (x[dim * i + d] - y[dim * j + d]);
@@ -824,4 +805,283 @@ double otreg_rounded_plan_cost(int64_t n, const int64_t* crow, const int32_t* co
   return total + (sq_a * sum_b + mass * sq_b - cross) / mass;
 }
 
-}  // extern "C"
+
+}  // namespace
+
+// The Python module: every function takes and returns C-contiguous numpy arrays of the exact
+// dtype (no silent copies: an output written into a converted copy would be lost), checks
+// their shapes, and runs without the GIL. Exceptions become Python errors (std::bad_alloc and
+// std::length_error: MemoryError; overflow_error: OverflowError; others: RuntimeError), which
+// otreg/native/kernels.py turns into otreg's own.
+
+namespace py = pybind11;
+
+#ifndef OTREG_BUILD_FLAGS
+#define OTREG_BUILD_FLAGS "unknown"
+#endif
+#ifndef OTREG_VERSION
+#define OTREG_VERSION "unknown"
+#endif
+#ifndef OTREG_SOURCE_SHA256
+#define OTREG_SOURCE_SHA256 "unknown"
+#endif
+#if defined(__GNUC__) && !defined(__clang__)
+#define OTREG_COMPILER "GCC " __VERSION__
+#elif defined(__VERSION__)
+#define OTREG_COMPILER __VERSION__
+#elif defined(_MSC_FULL_VER)
+#define OTREG_COMPILER "MSVC " PYBIND11_TOSTRING(_MSC_FULL_VER)
+#else
+#define OTREG_COMPILER "unknown"
+#endif
+
+namespace {
+
+template <class T>
+using Array = py::array_t<T, py::array::c_style>;
+
+// A new (n,) array in memory of the extension's own (malloc), freed with the array. Not
+// numpy's allocator: numpy asks the kernel for transparent huge pages on every large array,
+// and where THP is "madvise" (the Linux default) each first touch then zeroes 2 MB; with the
+// kernels' buffers reusing that memory, building them took 1.5x longer
+// (benchmarks/README.md, "the extension's arrays").
+template <class T>
+Array<T> new_array(int64_t n) {
+  void* data = std::malloc(sizeof(T) * std::max<int64_t>(n, 1));
+  if (!data) throw std::bad_alloc();
+  py::capsule owner(data, [](void* p) { std::free(p); });
+  return Array<T>({n}, {(py::ssize_t)sizeof(T)}, static_cast<T*>(data), owner);
+}
+
+// Check that `a` has the sizes `shape` (-1: any size) and return its extents.
+template <class T>
+void check_shape(const Array<T>& a, const char* name, std::initializer_list<int64_t> shape) {
+  bool ok = a.ndim() == (py::ssize_t)shape.size();
+  int k = 0;
+  for (int64_t size : shape) {
+    if (ok && size >= 0 && a.shape(k) != size) ok = false;
+    ++k;
+  }
+  if (!ok) {
+    std::string got;
+    for (py::ssize_t d = 0; d < a.ndim(); ++d) got += (d ? ", " : "") + std::to_string(a.shape(d));
+    throw std::invalid_argument(std::string("otreg.native._kernels: ") + name +
+                                " has the wrong shape (" + got + ")");
+  }
+}
+
+constexpr int64_t kMaxIndex = std::numeric_limits<int32_t>::max();
+
+void check_int32_entries(int64_t nnz) {
+  if (nnz > kMaxIndex)
+    throw std::overflow_error("the truncated kernels would hold " + std::to_string(nnz) +
+                              " entries (int32 indices)");
+}
+
+// The entries of truncate or select as CSR arrays (crow int32 (n + 1), col int32, cost, val),
+// with row_max (n,).
+template <class T>
+py::tuple collect(std::unique_ptr<Entries<T>> entries, const Array<int64_t>& counts,
+                  Array<T> row_max) {
+  const int64_t n = counts.shape(0), nnz = entries->size();
+  check_int32_entries(nnz);
+  auto crow = new_array<int32_t>(n + 1), col = new_array<int32_t>(nnz);
+  auto cost = new_array<T>(nnz), val = new_array<T>(nnz);
+  int32_t *crow_p = crow.mutable_data(), *col_p = col.mutable_data();
+  T *cost_p = cost.mutable_data(), *val_p = val.mutable_data();
+  const int64_t* count_p = counts.data();
+  {
+    py::gil_scoped_release release;
+    crow_p[0] = 0;
+    for (int64_t i = 0; i < n; ++i) crow_p[i + 1] = crow_p[i] + (int32_t)count_p[i];
+    take<T>(entries.get(), col_p, cost_p, val_p);
+  }
+  return py::make_tuple(crow, col, cost, val, row_max);
+}
+
+// Allocates row_max (n,) and the row counts, runs search(row_max, counts) without the GIL
+// (truncate or select: entries, per row max and count), and collects its entries.
+template <class T, class Search>
+py::tuple search_entries(int64_t n, Search&& search) {
+  auto row_max = new_array<T>(n);
+  auto counts = new_array<int64_t>(n);
+  T* row_max_p = row_max.mutable_data();
+  int64_t* counts_p = counts.mutable_data();
+  std::unique_ptr<Entries<T>> entries;
+  {
+    py::gil_scoped_release release;
+    entries = search(row_max_p, counts_p);
+  }
+  return collect<T>(std::move(entries), counts, row_max);
+}
+
+template <class T>
+py::tuple py_truncate(const Array<T>& x, const Array<T>& y_t, const Array<T>& h,
+                      const Array<T>& lse, T inv_eps, T truncation, int threads) {
+  check_shape(x, "x", {-1, -1});
+  const int64_t n = x.shape(0), dim = x.shape(1);
+  check_shape(y_t, "y_t", {dim, -1});
+  const int64_t m = y_t.shape(1);
+  check_shape(h, "h", {m});
+  check_shape(lse, "lse", {n});
+  return search_entries<T>(n, [&](T* row_max, int64_t* counts) {
+    return truncate<T>(n, x.data(), m, y_t.data(), dim, h.data(), lse.data(), inv_eps,
+                       truncation, row_max, counts, threads);
+  });
+}
+
+template <class T>
+py::tuple py_select(const Array<int64_t>& crow, const Array<int32_t>& col, const Array<T>& cost,
+                    const Array<T>& h, T inv_eps, T truncation, int threads) {
+  check_shape(crow, "crow", {-1});
+  const int64_t n = crow.shape(0) - 1;
+  if (n < 0) throw std::invalid_argument("otreg.native._kernels: crow is empty");
+  const int64_t nnz = crow.data()[n];
+  check_shape(col, "col", {nnz});
+  check_shape(cost, "cost", {nnz});
+  check_shape(h, "h", {-1});
+  return search_entries<T>(n, [&](T* row_max, int64_t* counts) {
+    return select<T>(n, crow.data(), col.data(), cost.data(), h.data(), inv_eps, truncation,
+                     row_max, counts, threads);
+  });
+}
+
+template <class T>
+py::tuple py_kernel_pair(const Array<T>& x, const Array<T>& x_t, const Array<T>& y,
+                         const Array<T>& y_t, const Array<T>& h_y, const Array<T>& h_x,
+                         const Array<T>& lse_x, const Array<T>& lse_y, T inv_eps, T truncation,
+                         bool rows_only, int threads) {
+  check_shape(x, "x", {-1, -1});
+  const int64_t n = x.shape(0), dim = x.shape(1);
+  check_shape(y, "y", {-1, dim});
+  const int64_t m = y.shape(0);
+  check_shape(x_t, "x_t", {dim, n});
+  check_shape(y_t, "y_t", {dim, m});
+  check_shape(h_y, "h_y", {m});
+  check_shape(h_x, "h_x", {n});
+  check_shape(lse_x, "lse_x", {n});
+  check_shape(lse_y, "lse_y", {m});
+  int64_t nnz = 0;
+  std::unique_ptr<Pair<T>> pair;
+  {
+    py::gil_scoped_release release;
+    pair = kernel_pair<T>(n, x.data(), x_t.data(), m, y.data(), y_t.data(), dim, h_y.data(),
+                          h_x.data(), lse_x.data(), lse_y.data(), inv_eps, truncation, rows_only,
+                          &nnz, threads);
+  }
+  check_int32_entries(nnz);
+  auto crow_xy = new_array<int32_t>(n + 1), col_xy = new_array<int32_t>(nnz),
+       crow_yx = new_array<int32_t>(m + 1), col_yx = new_array<int32_t>(nnz);
+  auto cost_xy = new_array<T>(nnz), val_xy = new_array<T>(nnz), max_xy = new_array<T>(n),
+       cost_yx = new_array<T>(nnz), val_yx = new_array<T>(nnz), max_yx = new_array<T>(m);
+  int32_t *p_crow_xy = crow_xy.mutable_data(), *p_col_xy = col_xy.mutable_data(),
+          *p_crow_yx = crow_yx.mutable_data(), *p_col_yx = col_yx.mutable_data();
+  T *p_cost_xy = cost_xy.mutable_data(), *p_val_xy = val_xy.mutable_data(),
+    *p_max_xy = max_xy.mutable_data(), *p_cost_yx = cost_yx.mutable_data(),
+    *p_val_yx = val_yx.mutable_data(), *p_max_yx = max_yx.mutable_data();
+  {
+    py::gil_scoped_release release;
+    take_pair<T>(pair.get(), p_crow_xy, p_col_xy, p_cost_xy, p_val_xy, p_max_xy, p_crow_yx,
+                 p_col_yx, p_cost_yx, p_val_yx, p_max_yx);
+  }
+  return py::make_tuple(py::make_tuple(crow_xy, col_xy, cost_xy, val_xy, max_xy),
+                        py::make_tuple(crow_yx, col_yx, cost_yx, val_yx, max_yx));
+}
+
+template <class T>
+T py_row_spread(const Array<int32_t>& crow, const Array<int32_t>& col, const Array<T>& v,
+                int threads) {
+  check_shape(crow, "crow", {-1});
+  const int64_t n = crow.shape(0) - 1;
+  if (n < 0) throw std::invalid_argument("otreg.native._kernels: crow is empty");
+  check_shape(col, "col", {(int64_t)crow.data()[n]});
+  check_shape(v, "v", {-1});
+  py::gil_scoped_release release;
+  return row_spread<T>(n, crow.data(), col.data(), v.data(), threads);
+}
+
+Array<double> py_c_transform(const Array<double>& x, const Array<double>& y_t,
+                             const Array<double>& g, int threads) {
+  check_shape(x, "x", {-1, -1});
+  const int64_t n = x.shape(0), dim = x.shape(1);
+  check_shape(y_t, "y_t", {dim, -1});
+  const int64_t m = y_t.shape(1);
+  check_shape(g, "g", {m});
+  auto out = new_array<double>(n);
+  double* out_p = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    c_transform(n, x.data(), m, y_t.data(), dim, g.data(), out_p, threads);
+  }
+  return out;
+}
+
+double py_rounded_plan_cost(const Array<int64_t>& crow, const Array<int32_t>& col,
+                            const Array<double>& x, const Array<double>& y,
+                            const Array<double>& a, const Array<double>& b,
+                            const Array<double>& f, const Array<double>& g, double eps,
+                            int threads) {
+  check_shape(x, "x", {-1, -1});
+  const int64_t n = x.shape(0), dim = x.shape(1);
+  check_shape(y, "y", {-1, dim});
+  const int64_t m = y.shape(0);
+  check_shape(crow, "crow", {n + 1});
+  check_shape(col, "col", {crow.data()[n]});
+  check_shape(a, "a", {n});
+  check_shape(f, "f", {n});
+  check_shape(b, "b", {m});
+  check_shape(g, "g", {m});
+  py::gil_scoped_release release;
+  return rounded_plan_cost(n, crow.data(), col.data(), x.data(), m, y.data(), dim, a.data(),
+                           b.data(), f.data(), g.data(), eps, threads);
+}
+
+template <class T>
+void bind_typed(py::module_& m) {
+  m.def("truncate", &py_truncate<T>, py::arg("x").noconvert(), py::arg("y_t").noconvert(),
+        py::arg("h").noconvert(), py::arg("lse").noconvert(), py::arg("inv_eps"),
+        py::arg("truncation"), py::arg("threads"),
+        "Entries of the rows of x (n, dim) over the columns y_t (dim, m) within `truncation` of "
+        "their row's max of z = h - |x - y|^2 / 2 * inv_eps: (crow, col, cost, val, row_max).");
+  m.def("select", &py_select<T>, py::arg("crow").noconvert(), py::arg("col").noconvert(),
+        py::arg("cost").noconvert(), py::arg("h").noconvert(), py::arg("inv_eps"),
+        py::arg("truncation"), py::arg("threads"),
+        "The entries of the CSR kernel (crow int64, col, cost) within `truncation` of their "
+        "row's max: (crow, col, cost, val, row_max).");
+  m.def("kernel_pair", &py_kernel_pair<T>, py::arg("x").noconvert(), py::arg("x_t").noconvert(),
+        py::arg("y").noconvert(), py::arg("y_t").noconvert(), py::arg("h_y").noconvert(),
+        py::arg("h_x").noconvert(), py::arg("lse_x").noconvert(), py::arg("lse_y").noconvert(),
+        py::arg("inv_eps"), py::arg("truncation"), py::arg("rows_only"), py::arg("threads"),
+        "The truncated kernels x -> y and y -> x on one support: two (crow, col, cost, val, "
+        "row_max).");
+  m.def("row_spread", &py_row_spread<T>, py::arg("crow").noconvert(), py::arg("col").noconvert(),
+        py::arg("v").noconvert(), py::arg("threads"),
+        "The largest spread max - min of v over the columns of a row.");
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_kernels, m) {
+  m.doc() = "otreg's compiled CPU kernels (see otreg/native/kernels.py)";
+  py::register_local_exception_translator([](std::exception_ptr failure) {
+    try {
+      if (failure) std::rethrow_exception(failure);
+    } catch (const std::length_error& err) {  // a std::vector larger than memory can hold
+      PyErr_SetString(PyExc_MemoryError, err.what());
+    }
+  });
+  bind_typed<float>(m);
+  bind_typed<double>(m);
+  m.def("c_transform", &py_c_transform, py::arg("x").noconvert(), py::arg("y_t").noconvert(),
+        py::arg("g").noconvert(), py::arg("threads"),
+        "min_j |x_i - y_j|^2 / 2 - g_j over all j, by branch and bound (float64).");
+  m.def("rounded_plan_cost", &py_rounded_plan_cost, py::arg("crow").noconvert(),
+        py::arg("col").noconvert(), py::arg("x").noconvert(), py::arg("y").noconvert(),
+        py::arg("a").noconvert(), py::arg("b").noconvert(), py::arg("f").noconvert(),
+        py::arg("g").noconvert(), py::arg("eps"), py::arg("threads"),
+        "Cost of the truncated Sinkhorn plan rounded onto the marginals (float64).");
+  m.attr("BUILD_FLAGS") = OTREG_BUILD_FLAGS;
+  m.attr("SOURCE_SHA256") = OTREG_SOURCE_SHA256;
+  m.attr("VERSION") = OTREG_VERSION;
+  m.attr("COMPILER") = OTREG_COMPILER;
+}

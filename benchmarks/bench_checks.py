@@ -1,0 +1,93 @@
+"""The suspect-registration checks (metrics.json's "checks") on real pairs and broken ones.
+
+Real pairs: the five DIR-LAB 4DCT cases (lung_points), the sample vessel pair (lung_vessels),
+the CIP chest label maps (lung_mask), copd1's vessel trees (lung_vessels, with --copd1).
+Broken pairs, made from DIR-LAB case 1: its exhale against case 4's inhale (two patients), its
+inhale mirrored left-right, its inhale with the lower half cut away. Prints, per pair, the
+matched share of the source's mass, the lowest share in one octant, and the flags raised.
+
+    python benchmarks/bench_checks.py [--copd1]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+import otreg
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+
+def dirlab(case: int, phase: str) -> otreg.PointCloud:
+    return otreg.load(DATA / "dirlab4dct" / f"case{case}_{phase}_points.vtk")
+
+
+def mirrored(cloud):
+    points = cloud.points.copy()
+    points[:, 0] = 2 * points[:, 0].mean() - points[:, 0]
+    return cloud.with_points(points)
+
+
+def lower_half_cut(cloud):
+    return cloud.subset(cloud.points[:, 2] > np.median(cloud.points[:, 2]))
+
+
+def pairs(copd1: bool):
+    for case in range(1, 6):
+        yield f"DIR-LAB case {case}", "real", dirlab(case, "exhale"), dirlab(case, "inhale")
+    sample = ROOT / "sample_data"
+    yield (
+        "sample pair",
+        "real",
+        otreg.load(sample / "exhale_vessels.vtk"),
+        otreg.load(sample / "inhale_vessels.vtk"),
+    )
+    cip = DATA / "cip_chest"
+    yield (
+        "CIP chest label maps",
+        "real",
+        otreg.load(cip / "lunglabels_moving.nii.gz"),
+        otreg.load(cip / "lunglabels_fixed.nii.gz"),
+    )
+    if copd1:
+        folder = DATA / "copd1_vessels"
+        yield (
+            "copd1 vessel trees",
+            "real",
+            otreg.load(folder / "copd1_exhale_vessels.vtk"),
+            otreg.load(folder / "copd1_inhale_vessels.vtk"),
+        )
+    exhale = dirlab(1, "exhale")
+    yield "case 1 onto case 4", "broken", exhale, dirlab(4, "inhale")
+    yield "case 1 onto its mirror", "broken", exhale, mirrored(dirlab(1, "inhale"))
+    yield "case 1 onto its upper half", "broken", exhale, lower_half_cut(dirlab(1, "inhale"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--copd1", action="store_true", help="also copd1 (60k points, slower)")
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        raise SystemExit(f"../shared/data not found ({DATA}): nothing to measure")
+    from otreg.presets import preset_for
+
+    print("| pair | kind | preset | matched mass | lowest octant | flags |")
+    print("|---|---|---|---|---|---|")
+    for name, kind, source, target in pairs(args.copd1):
+        preset = preset_for(source, target)[0]
+        result = otreg.register(source, target, otreg.load_config(preset))
+        checks = result.metrics["checks"]
+        flags = "; ".join(flag["title"] for flag in checks["flags"]) or "none"
+        print(
+            f"| {name} | {kind} | {preset} | {checks['matched_mass']:.2f} | "
+            f"{checks['lowest_region_matched_mass']:.2f} | {flags} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""The report's pictures, drawn in a child process with a time limit.
+
+VTK does not raise when no OpenGL works: the process dies (segfault, exit 139), and a broken
+GL stack may hang. So the pictures are drawn by ``python -m otreg.report._draw`` in a child
+process; when it fails or runs out of time, :func:`render_pictures` says why, and the report is
+written without pictures.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+_MIME = {".webp": "image/webp", ".png": "image/png"}
+
+
+@dataclass
+class Pictures:
+    """What :func:`render_pictures` made.
+
+    Attributes:
+        images: name ("overlay", "fields") -> (MIME type, encoded bytes).
+        skipped: why there are no pictures (None when there are).
+        seconds: time spent drawing (0 when not tried).
+    """
+
+    images: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    skipped: str | None = None
+    seconds: float = 0.0
+
+
+def child_environment() -> dict[str, str]:
+    """The child's environment: without a display, VTK's EGL window directly (it would try X
+    first and print 'bad X server connection'); an explicit VTK_DEFAULT_OPENGL_WINDOW wins."""
+    env = dict(os.environ)
+    if not env.get("DISPLAY") and "VTK_DEFAULT_OPENGL_WINDOW" not in env:
+        env["VTK_DEFAULT_OPENGL_WINDOW"] = "vtkEGLRenderWindow"
+    return env
+
+
+def _why(returncode: int, stderr: str) -> str:
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        reason = f"the renderer was killed by {name}"
+        if -returncode == signal.SIGSEGV:
+            reason += " (VTK found no working OpenGL: EGL/Mesa or OSMesa, or an X display)"
+    else:
+        reason = f"the renderer failed (exit {returncode})"
+    stderr = re.sub(r"\x1b\[[0-9;]*m", "", stderr)  # VTK's log colours
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    if not lines:
+        return reason
+    last = lines[-1].split("| ", 1)[-1]  # without VTK's date, time and thread prefix
+    return f"{reason}: {last.strip()[:300]}"
+
+
+def render_pictures(
+    source: np.ndarray,
+    target: np.ndarray,
+    warped: np.ndarray,
+    confidence: np.ndarray,
+    *,
+    timeout: float,
+) -> Pictures:
+    """Draw the overlay and field pictures of a registration, off-screen, in a child process.
+
+    Args:
+        source: (N, 3) source points, mm world RAS; ``warped``: (N, 3) the same, moved.
+        target: (M, 3) target points, mm world RAS.
+        confidence: (N,) match confidence of the source points.
+        timeout: seconds; the child is killed after that and the pictures skipped.
+
+    Returns:
+        :class:`Pictures` (``skipped`` says why when there are none; never raises for a
+        failed renderer).
+    """
+    import time
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="otreg-report-") as folder:
+        np.savez(
+            Path(folder) / "clouds.npz",
+            source=source,
+            target=target,
+            warped=warped,
+            displacement_mm=np.linalg.norm(warped - source, axis=1),
+            confidence=confidence,
+        )
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "otreg.report._draw", folder],
+                env=child_environment(),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            return _skipped(
+                f"drawing took longer than output.report_render_timeout = {timeout:g} s",
+                started,
+            )
+        except OSError as err:
+            return _skipped(f"the renderer could not start: {err}", started)
+        if done.returncode != 0:
+            return _skipped(_why(done.returncode, done.stderr), started)
+        images = {}
+        for path in sorted(Path(folder).iterdir()):
+            if path.suffix in _MIME:
+                images[path.stem] = (_MIME[path.suffix], path.read_bytes())
+    seconds = time.perf_counter() - started
+    if not images:
+        return _skipped("the renderer wrote no picture", started)
+    log.info("report pictures drawn in %.1f s", seconds)
+    return Pictures(images, None, seconds)
+
+
+def _skipped(reason: str, started: float) -> Pictures:
+    import time
+
+    log.warning("report.html without pictures: %s", reason)
+    return Pictures({}, reason, time.perf_counter() - started)
