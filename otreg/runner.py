@@ -74,7 +74,7 @@ def run(
             the input type (:func:`otreg.preset_for`).
         overrides: ``"section.key=value"`` strings applied on top (``--set``).
         overwrite: replace an existing output folder.
-        reference: a NIfTI image (the fixed one) whose grid the fixed-space displacement
+        reference: an image (the fixed one: NIfTI, NRRD or MetaImage) whose grid the fixed-space displacement
             fields and composite ``.h5`` transforms cover (default: the target's when it is a
             NIfTI image, else the box of both clouds plus ``output.grid_margin``).
         on_step: called with a short description as each step starts (progress display).
@@ -111,10 +111,10 @@ def run(
     options = load_options(loading.input)
     check_output_dir(out, overwrite, (source, target))
     if reference is not None:
-        from .transforms.grids import nifti_header_grid
+        from .io.images import image_header
 
         reference = Path(reference)
-        nifti_header_grid(reference)  # a bad reference fails before any work
+        image_header(reference)  # a bad reference fails before any work
     # OUT is locked from its check to the final rename: a second run on it fails at once
     with output_lock(out), memory_limit(loading.memory_limit_gb):
         check_output_dir(out, overwrite, (source, target))  # again, now that it is ours

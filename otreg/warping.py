@@ -47,9 +47,9 @@ def warp(
         InputError: unreadable inputs.
     """
     from .evaluation import recorded_input, run_config, transform_file
-    from .io import file_suffix, warp_file
+    from .io import warp_file
+    from .io.images import is_image
     from .io.output_folder import check_output_file
-    from .io.volumes import VOLUME_SUFFIXES
     from .transforms import Transform
 
     output, file = Path(output), Path(file)
@@ -57,7 +57,7 @@ def warp(
     check_output_file(output, overwrite, inputs=(file, transform_path))
     transform = Transform.load(transform_path)
     config = run_config(registration)
-    if file_suffix(output) in VOLUME_SUFFIXES:
+    if is_image(output):
         return warp_image(
             transform,
             file,
@@ -93,45 +93,48 @@ def warp_image(
     grid_spacing: float = 4.0,
     volume: int | None = None,
 ) -> Path:
-    """Resample the moving NIfTI image ``file`` onto the grid of the NIfTI image ``reference``
-    (the fixed one) through ``transform`` and write ``output`` (NIfTI, atomically, the
-    reference's affine). See :func:`otreg.transforms.resample.resample_volume`.
+    """Resample the moving image ``file`` onto the grid of the image ``reference`` (the fixed
+    one) through ``transform`` and write ``output`` atomically, with the reference's grid.
+    Images: NIfTI, NRRD or MetaImage (:mod:`otreg.io.images`). See
+    :func:`otreg.transforms.resample.resample_volume`.
 
     ``interpolation``: "auto" (label for masks and label maps, linear otherwise), "linear"
     (float32 out), "nearest" or "label" (the input's type out).
 
     Raises:
-        InputError: ``file`` or ``reference`` is not a readable NIfTI image, or no reference.
-        ConfigError: an unknown interpolation.
+        InputError: ``file`` or ``reference`` is not a readable image, or no reference.
+        ConfigError: an unknown interpolation. OutputError: an output format otreg cannot write.
     """
-    import nibabel as nib
-
     from .errors import ConfigError, InputError
-    from .io import file_suffix
-    from .io.atomic import atomic_path
-    from .io.volumes import VOLUME_SUFFIXES, _load_image
-    from .transforms.grids import nifti_header_grid
+    from .io.atomic import full_suffix
+    from .io.images import (
+        IMAGE_SUFFIXES,
+        check_writable,
+        image_header,
+        is_image,
+        read_image,
+        write_image,
+    )
+    from .io.volumes import VOLUME_SUFFIXES
     from .transforms.resample import INTERPOLATIONS, choose_interpolation, resample_volume
 
-    file, output = Path(file), Path(output)
+    file, output = Path(file), check_writable(output)
     if interpolation not in INTERPOLATIONS:
         raise ConfigError(
             f"interpolation {interpolation!r}: expected one of {', '.join(INTERPOLATIONS)}"
         )
-    if file_suffix(file) not in VOLUME_SUFFIXES:
+    if not is_image(file):
         raise InputError(
-            file, f"only a NIfTI image ({', '.join(VOLUME_SUFFIXES)}) can be resampled as an image"
+            file, f"only an image ({', '.join(IMAGE_SUFFIXES)}) can be resampled as an image"
         )
-    if reference is None or file_suffix(reference) not in VOLUME_SUFFIXES:
+    if reference is None or not is_image(reference):
         raise InputError(
             file,
-            "no fixed image to resample onto: the registration's target is not a NIfTI image; "
+            "no fixed image to resample onto: the registration's target is not an image; "
             "pass --reference FIXED.nii.gz",
         )
-    shape, reference_affine = nifti_header_grid(reference)
-    if not Path(file).is_file():
-        raise InputError(file, "no such file")
-    data, affine = _load_image(file, volume)
+    shape, reference_affine = image_header(reference)
+    data, affine = read_image(file, volume)
     mode = choose_interpolation(data, interpolation)
     warped = resample_volume(
         data,
@@ -142,11 +145,10 @@ def warp_image(
         interpolation=mode,
         grid_spacing=grid_spacing,
     )
-    header: Any = nib.load(str(reference)).header
-    image = nib.Nifti1Image(warped, reference_affine)
-    image.set_qform(reference_affine, int(header["qform_code"]) or 1)
-    image.set_sform(reference_affine, int(header["sform_code"]) or 1)
-    image.header.set_xyzt_units("mm")
-    with atomic_path(output) as tmp:
-        image.to_filename(str(tmp))
-    return output
+    codes = (1, 1)
+    if full_suffix(reference).lower() in VOLUME_SUFFIXES:  # keep the fixed image's codes
+        import nibabel as nib
+
+        header: Any = nib.load(str(reference)).header
+        codes = (int(header["qform_code"]) or 1, int(header["sform_code"]) or 1)
+    return write_image(output, warped, reference_affine, codes=codes)

@@ -98,7 +98,7 @@ def test_warp_image_errors_write_nothing(run_otreg, known, tmp_path):
             str(target),
             check=False,
         ),
-        "NIfTI",
+        "only an image",
     )
     assert not target.exists() and [p.name for p in tmp_path.iterdir()] == ["points_run"]
     # the output exists: never replaced without --overwrite
@@ -119,3 +119,28 @@ def test_register_a_ct_says_how_to_select(run_otreg, shared_data, tmp_path):
     )
     one_error(result, "ct_moving.nii.gz", "--label", "--intensity-range", "mask", "otreg warp")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_nrrd_and_metaimage_through_simpleitk(run_otreg, known, tmp_path):
+    # the same known motion with the moving labels as NRRD and the fixed grid from a
+    # MetaImage (both LPS files, read and written through SimpleITK)
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    folder, out = known
+    moving = tmp_path / "moving_labels.nrrd"
+    sitk.WriteImage(sitk.ReadImage(str(folder / "lunglabels_moving.nii.gz")), str(moving))
+    fixed = tmp_path / "fixed_ct.mha"
+    sitk.WriteImage(sitk.ReadImage(str(folder / "ct_fixed.nii.gz")), str(fixed))
+    warped = tmp_path / "warped.nrrd"
+    args = ["warp", str(out), str(moving), "-o", str(warped), "--reference", str(fixed)]
+    result = run_otreg(*args)
+    assert result.returncode == 0, result.stderr
+    image = sitk.ReadImage(str(warped))
+    assert image.GetPixelID() == sitk.sitkUInt16
+    reference = sitk.ReadImage(str(fixed))
+    assert np.allclose(image.GetOrigin(), reference.GetOrigin(), atol=1e-4)
+    assert np.allclose(image.GetDirection(), reference.GetDirection(), atol=1e-6)
+    expected = np.asarray(nib.load(folder / "lunglabels_fixed.nii.gz").dataobj)
+    assert np.array_equal(sitk.GetArrayFromImage(image).transpose(2, 1, 0), expected)
+    one_error(run_otreg(*args[:4], str(tmp_path / "x.nhdr"), check=False), "one file each")

@@ -41,7 +41,8 @@ def register(
     reference: Path | None = typer.Option(
         None,
         "--reference",
-        help="NIfTI image whose grid the fixed-space fields and .h5 transforms cover "
+        help="Fixed image (NIfTI, NRRD, MetaImage) whose grid the fixed-space fields and .h5 "
+        "transforms cover "
         "(default: TARGET's, when it is a NIfTI image; else the clouds' box).",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),

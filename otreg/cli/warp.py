@@ -22,14 +22,14 @@ def warp(
         ...,
         "--output",
         "-o",
-        help="Warped file; its suffix picks the format (.txt: x y z rows; .nii.gz: a "
-        "resampled image).",
+        help="Warped file; its suffix picks the format (.txt: x y z rows; .nii.gz, .nrrd, "
+        ".mha: a resampled image).",
     ),
     reference: Path | None = typer.Option(
         None,
         "--reference",
-        help="Images: the fixed NIfTI image whose grid the output takes (default: the "
-        "registration's target, when it is a NIfTI image).",
+        help="Images: the fixed image (NIfTI, NRRD, MetaImage) whose grid the output takes "
+        "(default: the registration's target, when it is a NIfTI image).",
     ),
     interpolation: str = typer.Option(
         "auto",

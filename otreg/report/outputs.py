@@ -76,10 +76,9 @@ def _finite(displacement: np.ndarray, name: str) -> np.ndarray:
 
 
 def _image_or_none(path: Path | None) -> Path | None:
-    from ..io import file_suffix
-    from ..io.volumes import VOLUME_SUFFIXES
+    from ..io.images import is_image
 
-    return path if path is not None and file_suffix(path) in VOLUME_SUFFIXES else None
+    return path if path is not None and is_image(path) else None
 
 
 def field_grids(
@@ -93,12 +92,13 @@ def field_grids(
     """The grids of the dense fields: {"fixed": Grid, "moving": Grid, "fixed_from": text,
     "moving_from": text}.
 
-    Fixed space: the grid of ``reference`` (a NIfTI image), else of a NIfTI target, else the
-    box of both clouds; moving space: the grid of a NIfTI source, else that box. Image grids
+    Fixed space: the grid of ``reference`` (an image), else of a NIfTI target, else the box of
+    both clouds; moving space: the grid of a NIfTI source, else that box. Image grids
     keep the image's axes, every output.grid_spacing mm (whole voxels) and reach
     output.grid_margin beyond the image; the box reaches output.grid_margin beyond the clouds.
     """
-    from ..transforms.grids import box_grid, image_grid, nifti_header_grid
+    from ..io.images import image_header
+    from ..transforms.grids import box_grid, image_grid
 
     spacing, margin = config.output.grid_spacing, config.output.grid_margin
     both = np.vstack([result.source.points, result.target.points])
@@ -111,7 +111,7 @@ def field_grids(
             grids[side] = box_grid(both, spacing, margin)
             grids[f"{side}_from"] = "the box of both clouds"
         else:
-            grids[side] = image_grid(*nifti_header_grid(image), spacing, margin)[0]
+            grids[side] = image_grid(*image_header(image), spacing, margin)[0]
             grids[f"{side}_from"] = str(image)
     return grids
 

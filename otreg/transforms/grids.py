@@ -8,10 +8,7 @@ the grid nodes are voxel centres and a grid with step 1 is the image's voxel gri
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -73,29 +70,3 @@ def image_grid(
     grid_affine[:3, 3] = apply_matrix(grid_affine, first[None].astype(np.float64))[0]
     grid_affine[:3, :3] = grid_affine[:3, :3] * step
     return Grid(tuple(int(v) for v in nodes), grid_affine), step, first
-
-
-def nifti_header_grid(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
-    """(shape (3,), affine voxel -> RAS) of a NIfTI image's header, without reading its voxels.
-
-    Raises:
-        InputError: not a readable NIfTI image, or fewer than 3 dimensions.
-    """
-    import nibabel as nib
-
-    from ..errors import InputError
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "no such file" if not path.exists() else "is not a file")
-    try:
-        image: Any = nib.load(str(path))
-    except Exception as err:  # nibabel raises several kinds for a bad header
-        message = " ".join(str(err).split())
-        raise InputError(path, f"is not a readable NIfTI image: {message}") from None
-    if len(image.shape) < 3 or not math.prod(image.shape[:3]):
-        raise InputError(path, f"has shape {image.shape}: a reference grid needs a 3D image")
-    affine = np.asarray(image.affine, dtype=np.float64)
-    if not abs(np.linalg.det(affine[:3, :3])) > 0:
-        raise InputError(path, "has a singular affine (zero voxel size): its header is broken")
-    return tuple(int(s) for s in image.shape[:3]), affine
