@@ -228,6 +228,7 @@ def _sample_tre(kernels: str, device: str = "cpu") -> tuple[float, float]:
     return float(tre.mean()), result.metrics["residual_after"]["mean_mm"]
 
 
+@pytest.mark.slow
 @needs_native
 def test_a_registration_on_the_forced_torch_path_matches_the_compiled_one():
     compiled, forced = _sample_tre("native"), _sample_tre("torch")
