@@ -1,9 +1,11 @@
-"""pykeops, otreg's GPU backend: an optional dependency (``pip install 'otreg[gpu]'``).
+"""pykeops, an optional GPU backend (``pip install 'otreg[gpu]'``).
 
 On the CPU otreg needs it nowhere: the dense reductions are torch blocks and the large solves
-use the compiled kernels of :mod:`otreg.native`. On a CUDA device, ``solver.backend = "auto"``
-picks KeOps when it is installed (reductions that never build an N x M block), else torch
-blocks on the GPU, with a warning.
+use the compiled kernels of :mod:`otreg.native`. On a CUDA device the multiscale solver needs
+it nowhere either (its truncated kernels are torch: :mod:`otreg.ot.device_kernels`);
+``solver.backend = "auto"`` picks KeOps where every level is dense (``solver.multiscale =
+false``) and for the ridge fits' Gaussian kernels, when it is installed (reductions that never
+build an N x M block), else torch blocks on the GPU, with a warning.
 """
 
 from __future__ import annotations
