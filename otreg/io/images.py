@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +66,7 @@ def _read_sitk(path: Path, *, header_only: bool):
         raise InputError(path, f"is not a readable image: {message}") from None
 
 
-def image_header(path: str | Path) -> tuple[tuple[int, int, int], np.ndarray]:
+def image_header(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
     """(shape (3,), voxel -> RAS affine) of an image file, without reading its voxels.
 
     Raises:
@@ -140,15 +141,15 @@ def write_image(
         else:
             import nibabel as nib
 
-            image = nib.Nifti1Image(data, affine)
-            image.set_qform(affine, codes[0])
-            image.set_sform(affine, codes[1])
-            image.header.set_xyzt_units("mm")
-            image.to_filename(str(tmp))
+            nifti = nib.Nifti1Image(data, affine)
+            nifti.set_qform(affine, codes[0])
+            nifti.set_sform(affine, codes[1])
+            nifti.header.set_xyzt_units("mm")
+            nifti.to_filename(str(tmp))
     return path
 
 
-def _nifti_header(path: str | Path) -> tuple[tuple[int, int, int], np.ndarray]:
+def _nifti_header(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
     """(shape (3,), affine voxel -> RAS) of a NIfTI image's header, without reading its voxels.
 
     Raises:
@@ -160,7 +161,7 @@ def _nifti_header(path: str | Path) -> tuple[tuple[int, int, int], np.ndarray]:
     if not path.is_file():
         raise InputError(path, "no such file" if not path.exists() else "is not a file")
     try:
-        image = nib.load(str(path))
+        image: Any = nib.load(str(path))
     except Exception as err:  # nibabel raises several kinds for a bad header
         message = " ".join(str(err).split())
         raise InputError(path, f"is not a readable NIfTI image: {message}") from None
