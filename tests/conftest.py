@@ -2,11 +2,18 @@
 
 ``shared_data``: the folder of real patient data, ``../shared/data`` next to the repository
 (never copied into it). Tests that use it are skipped, with the reason, when it is absent.
-``run_otreg``: the command itself, in a child process (the one CLI helper of the tests).
+``run_otreg``: the command itself, in a child process (the one CLI helper of the tests; a fork
+of a server that has imported otreg once, tests/forked_cli.py, unless ``fresh=True``).
 ``fast_settings``: command-line options that make a sample-pair registration quick.
 
 Torch runs on a fixed number of threads in the test process (``OTREG_TEST_THREADS``, default
-2), whatever the machine, so that float sums keep one order from run to run.
+2, or 1 in each worker of ``pytest -n``), whatever the machine, so that float sums keep one
+order from run to run.
+
+Under ``pytest -n N --dist loadgroup`` (the README's test command), the tests that share a
+module-scoped fixture of their file (one registration asserted on by several tests) run in
+one worker, so that it runs once; the others spread over the workers one by one. Tests marked
+``xdist_group`` (the one-node Slurm, the first KeOps compilation) keep their group.
 """
 
 from __future__ import annotations
@@ -20,7 +27,28 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-TEST_THREADS = int(os.environ.get("OTREG_TEST_THREADS", "2"))
+IN_A_WORKER = "PYTEST_XDIST_WORKER" in os.environ  # pytest -n: workers share the cores
+TEST_THREADS = int(os.environ.get("OTREG_TEST_THREADS", "1" if IN_A_WORKER else "2"))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Group (xdist_group) each test that uses a module-scoped fixture of its own file with
+    the other tests of that file that do (see the module docstring)."""
+    for item in items:
+        if item.get_closest_marker("slurm"):  # one Slurm node: its tests one after the other
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+        if item.get_closest_marker("xdist_group"):
+            continue
+        info = getattr(item, "_fixtureinfo", None)
+        definitions = info.name2fixturedefs.values() if info else ()
+        own_module = any(
+            d.scope == "module" and d.baseid == item.nodeid.split("::")[0]
+            for defs in definitions
+            for d in defs
+        )
+        if own_module:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -33,14 +61,15 @@ def _pinned_torch_threads():
 @pytest.fixture(scope="session")
 def run_otreg():
     """``helpers.run_otreg`` checking the exit code by default: ``run_otreg(*args, cwd=None,
-    check=True, timeout=600, env=None)`` -> CompletedProcess of ``python -m otreg ARGS``."""
+    check=True, timeout=600, env=None, fresh=False)`` -> CompletedProcess of
+    ``python -m otreg ARGS``."""
     return functools.partial(helpers.run_otreg, check=True)
 
 
 @pytest.fixture(scope="session")
 def fast_settings() -> list[str]:
     """Fast but meaningful on the sample pair (TRE ~13.9 mm -> ~2 mm); principal_axes off:
-    the sample pair has no large rotation."""
+    the sample pair has no large rotation; the report without its pictures (test_report.py)."""
     return [
         "--points",
         "1500",
@@ -54,6 +83,8 @@ def fast_settings() -> list[str]:
         "solver.max_iter=100",
         "--set",
         "output.grid_spacing=16",
+        "--set",
+        "output.report_pictures=false",
     ]
 
 
@@ -66,7 +97,7 @@ def shared_data() -> Path:
 
 
 # A quick registration of the sample pair (one round on 400 points, about 1-2 s after the
-# imports): what the batch tests run in each case.
+# imports; report.html without pictures): what the batch tests run in each case.
 QUICK_BATCH_SETTINGS = [
     "input.points=400",
     "rigid.points=200",
@@ -77,6 +108,7 @@ QUICK_BATCH_SETTINGS = [
     "match.reach=[20.0]",
     "smooth.sigma=[20.0]",
     "smooth.regression=['gaussian']",
+    "output.report_pictures=false",  # the page is written; its pictures: tests/test_report.py
 ]
 SAMPLE = REPO / "sample_data"
 

@@ -56,27 +56,27 @@ def mesh_points(path: Path) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- startup
 def test_version(run_otreg):
-    result = run_otreg("--version")
+    result = run_otreg("--version", fresh=True)  # a new interpreter, as a user starts it
     assert result.stdout.strip() == f"otreg {otreg.__version__}"
 
 
 def test_help_lists_commands(run_otreg):
-    result = run_otreg("--help")
+    result = run_otreg("--help", fresh=True)
     for command in ("register", "evaluate", "warp", "report", "config"):
         assert command in result.stdout
-    result = run_otreg("register", "--help")
+    result = run_otreg("register", "--help", fresh=True)
     for option in ("--out", "--config", "--set", "--points", "--overwrite", "--json", "--volume"):
         assert option in result.stdout
 
 
 def test_no_arguments_shows_help(run_otreg):
-    result = run_otreg(check=False)
+    result = run_otreg(check=False, fresh=True)
     assert result.returncode in (0, 2)
     assert "register" in result.stdout + result.stderr
 
 
 def test_unknown_command_is_a_usage_error(run_otreg):
-    result = run_otreg("registr", check=False)
+    result = run_otreg("registr", check=False, fresh=True)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
 
@@ -139,6 +139,7 @@ def registration(fast_settings, run_otreg, tmp_path_factory):
         "--set",
         "smooth.model=displacement",
         "--json",
+        fresh=True,  # one whole run in a new interpreter (the others: tests/forked_cli.py)
     )
     return out, json.loads(result.stdout)
 
