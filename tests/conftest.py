@@ -10,10 +10,11 @@ Torch runs on a fixed number of threads in the test process (``OTREG_TEST_THREAD
 2, or 1 in each worker of ``pytest -n``), whatever the machine, so that float sums keep one
 order from run to run.
 
-Under ``pytest -n N --dist loadgroup`` (the README's test command), the tests that share a
-module-scoped fixture of their file (one registration asserted on by several tests) run in
-one worker, so that it runs once; the others spread over the workers one by one. Tests marked
-``xdist_group`` (the one-node Slurm, the first KeOps compilation) keep their group.
+Under ``pytest -n N --dist loadgroup`` (the README's test command), the tests that share
+module-scoped fixtures of their file (one registration asserted on by several tests) run in
+one worker, so that it runs once; the others spread over the workers one by one. The Slurm
+tests (one node) and those marked ``xdist_group`` (the first KeOps compilation) keep to one
+worker too.
 """
 
 from __future__ import annotations
@@ -33,22 +34,34 @@ TEST_THREADS = int(os.environ.get("OTREG_TEST_THREADS", "1" if IN_A_WORKER else 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    """Group (xdist_group) each test that uses a module-scoped fixture of its own file with
-    the other tests of that file that do (see the module docstring)."""
+    """Under pytest -n: the tests of a file that share module-scoped fixtures of that file
+    (directly or through another test) go to one worker (xdist_group), which makes each
+    fixture once; the Slurm tests go to one worker."""
+    shared: dict[pytest.Item, set[str]] = {}
     for item in items:
         if item.get_closest_marker("slurm"):  # one Slurm node: its tests one after the other
             item.add_marker(pytest.mark.xdist_group("slurm"))
         if item.get_closest_marker("xdist_group"):
             continue
+        module = item.nodeid.split("::")[0]
         info = getattr(item, "_fixtureinfo", None)
-        definitions = info.name2fixturedefs.values() if info else ()
-        own_module = any(
-            d.scope == "module" and d.baseid == item.nodeid.split("::")[0]
-            for defs in definitions
-            for d in defs
-        )
-        if own_module:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+        names = {
+            f"{module}:{name}"
+            for name, definitions in (info.name2fixturedefs.items() if info else ())
+            if any(d.scope == "module" and d.baseid == module for d in definitions)
+        }
+        if names:
+            shared[item] = names
+    group: dict[str, str] = {}  # fixture -> its group's name (union of overlapping sets)
+    for names in shared.values():
+        merged = set(names)
+        for name in names:
+            if name in group:
+                merged |= {n for n, g in group.items() if g == group[name]}
+        label = min(merged)
+        group.update(dict.fromkeys(merged, label))
+    for item, names in shared.items():
+        item.add_marker(pytest.mark.xdist_group(group[next(iter(names))]))
 
 
 @pytest.fixture(scope="session", autouse=True)
