@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import SOURCE, SOURCE_LANDMARKS, TARGET, TARGET_LANDMARKS
+from helpers import SOURCE, SOURCE_LANDMARKS, TARGET, TARGET_LANDMARKS, otreg_env
 
 import otreg
 
@@ -468,7 +467,7 @@ def test_interrupt_exits_130_and_leaves_nothing(tmp_path):
     import signal
 
     out = tmp_path / "out"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "200"}
+    env = otreg_env()  # this tree's otreg, one thread
     # all 10,000 points and default settings: minutes of work, interrupted once it has begun
     process = subprocess.Popen(
         [
