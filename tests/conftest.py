@@ -2,11 +2,19 @@
 
 ``shared_data``: the folder of real patient data, ``../shared/data`` next to the repository
 (never copied into it). Tests that use it are skipped, with the reason, when it is absent.
-``run_otreg``: the command itself, in a child process (the one CLI helper of the tests).
+``run_otreg``: the command itself, in a child process (the one CLI helper of the tests; a fork
+of a server that has imported otreg once, tests/forked_cli.py, unless ``fresh=True``).
 ``fast_settings``: command-line options that make a sample-pair registration quick.
 
 Torch runs on a fixed number of threads in the test process (``OTREG_TEST_THREADS``, default
-2), whatever the machine, so that float sums keep one order from run to run.
+2, or 1 in each worker of ``pytest -n``), whatever the machine, so that float sums keep one
+order from run to run.
+
+Under ``pytest -n N --dist loadgroup`` (the README's test command), the tests that share
+module-scoped fixtures of their file (one registration asserted on by several tests) run in
+one worker, so that it runs once; the others spread over the workers one by one. The Slurm
+tests (one node) and those marked ``xdist_group`` (the first KeOps compilation) keep to one
+worker too.
 """
 
 from __future__ import annotations
@@ -20,7 +28,40 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-TEST_THREADS = int(os.environ.get("OTREG_TEST_THREADS", "2"))
+IN_A_WORKER = "PYTEST_XDIST_WORKER" in os.environ  # pytest -n: workers share the cores
+TEST_THREADS = int(os.environ.get("OTREG_TEST_THREADS", "1" if IN_A_WORKER else "2"))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Under pytest -n: the tests of a file that share module-scoped fixtures of that file
+    (directly or through another test) go to one worker (xdist_group), which makes each
+    fixture once; the Slurm tests go to one worker."""
+    shared: dict[pytest.Item, set[str]] = {}
+    for item in items:
+        if item.get_closest_marker("slurm"):  # one Slurm node: its tests one after the other
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+        if item.get_closest_marker("xdist_group"):
+            continue
+        module = item.nodeid.split("::")[0]
+        info = getattr(item, "_fixtureinfo", None)
+        names = {
+            f"{module}:{name}"
+            for name, definitions in (info.name2fixturedefs.items() if info else ())
+            if any(d.scope == "module" and d.baseid == module for d in definitions)
+        }
+        if names:
+            shared[item] = names
+    group: dict[str, str] = {}  # fixture -> its group's name (union of overlapping sets)
+    for names in shared.values():
+        merged = set(names)
+        for name in names:
+            if name in group:
+                merged |= {n for n, g in group.items() if g == group[name]}
+        label = min(merged)
+        group.update(dict.fromkeys(merged, label))
+    for item, names in shared.items():
+        item.add_marker(pytest.mark.xdist_group(group[next(iter(names))]))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -33,14 +74,15 @@ def _pinned_torch_threads():
 @pytest.fixture(scope="session")
 def run_otreg():
     """``helpers.run_otreg`` checking the exit code by default: ``run_otreg(*args, cwd=None,
-    check=True, timeout=600, env=None)`` -> CompletedProcess of ``python -m otreg ARGS``."""
+    check=True, timeout=600, env=None, fresh=False)`` -> CompletedProcess of
+    ``python -m otreg ARGS``."""
     return functools.partial(helpers.run_otreg, check=True)
 
 
 @pytest.fixture(scope="session")
 def fast_settings() -> list[str]:
     """Fast but meaningful on the sample pair (TRE ~13.9 mm -> ~2 mm); principal_axes off:
-    the sample pair has no large rotation."""
+    the sample pair has no large rotation; the report without its pictures (test_report.py)."""
     return [
         "--points",
         "1500",
@@ -54,6 +96,8 @@ def fast_settings() -> list[str]:
         "solver.max_iter=100",
         "--set",
         "output.grid_spacing=16",
+        "--set",
+        "output.report_pictures=false",
     ]
 
 
@@ -66,7 +110,7 @@ def shared_data() -> Path:
 
 
 # A quick registration of the sample pair (one round on 400 points, about 1-2 s after the
-# imports): what the batch tests run in each case.
+# imports; report.html without pictures): what the batch tests run in each case.
 QUICK_BATCH_SETTINGS = [
     "input.points=400",
     "rigid.points=200",
@@ -77,6 +121,7 @@ QUICK_BATCH_SETTINGS = [
     "match.reach=[20.0]",
     "smooth.sigma=[20.0]",
     "smooth.regression=['gaussian']",
+    "output.report_pictures=false",  # the page is written; its pictures: tests/test_report.py
 ]
 SAMPLE = REPO / "sample_data"
 

@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import forked_cli
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,7 +24,8 @@ SOURCE_LANDMARKS, TARGET_LANDMARKS = (
 )
 
 # Settings that make a registration of a few hundred points take seconds (should a bad input
-# ever get through to one).
+# ever get through to one). report.html is still written, without its pictures (drawing them
+# takes longer than the registration; tests/test_report.py checks them).
 FAST = [
     "--points",
     "300",
@@ -34,6 +39,8 @@ FAST = [
     "output.grid_spacing=16",
     "--set",
     "solver.max_iter=50",
+    "--set",
+    "output.report_pictures=false",
 ]
 
 
@@ -57,20 +64,27 @@ def run_otreg(
     check: bool = False,
     timeout: float = 600,
     env: dict[str, str] | None = None,
+    fresh: bool = False,
     **kwargs,
 ) -> subprocess.CompletedProcess:
     """``python -m otreg ARGS`` in a child process (what maps errors onto exit codes), in
     ``cwd`` (default: the repository); ``check``: assert that it exits 0; ``env`` adds to the
-    environment; ``kwargs`` go to subprocess.run (e.g. ``input``)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "otreg", *map(str, args)],
-        cwd=cwd or REPO,
-        env=otreg_env(**(env or {})),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        **kwargs,
-    )
+    environment; ``kwargs`` go to subprocess.run (e.g. ``input``). The child is a fork of a
+    server that has imported otreg and its libraries once (tests/forked_cli.py); ``fresh``,
+    ``env``, ``kwargs`` or ``OTREG_TEST_FORK=0``: a new interpreter."""
+    environment = otreg_env(**(env or {}))
+    if not (fresh or env or kwargs) and forked_cli.available(environment):
+        result = forked_cli.run(list(map(str, args)), cwd or REPO, environment, timeout)
+    else:
+        result = subprocess.run(
+            [sys.executable, "-m", "otreg", *map(str, args)],
+            cwd=cwd or REPO,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            **kwargs,
+        )
     if check:
         assert result.returncode == 0, (args, result.returncode, result.stdout, result.stderr)
     return result
@@ -115,3 +129,19 @@ def run_python(script: str, cwd: Path, timeout: float = 300) -> subprocess.Compl
         text=True,
         timeout=timeout,
     )
+
+
+@contextlib.contextmanager
+def machine_lock(name: str) -> Iterator[None]:
+    """Held by one test process of this machine at a time (an flock on a file in the temporary
+    folder): the set-up scripts (apt-get, the one-node Slurm) and first compilations must not
+    run twice at once when the suite runs in several workers (pytest -n)."""
+    import fcntl
+
+    path = Path(tempfile.gettempdir()) / f"otreg-tests-{name}.lock"
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

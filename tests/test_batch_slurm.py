@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import machine_lock
 
 from otreg.batch import load_pipeline
 from otreg.batch.slurm import options_for, sbatch_script
@@ -52,7 +53,8 @@ def test_the_script_is_one_array_task_per_shard(tmp_path, batch_study):
 def slurm_env() -> dict[str, str]:
     """The environment of Slurm's clients, once tests/setup/slurm.sh has a node idle."""
     try:
-        done = subprocess.run(["bash", str(SETUP)], capture_output=True, text=True, timeout=900)
+        with machine_lock("setup"):  # pytest -n: one worker installs and starts it
+            done = subprocess.run(["bash", str(SETUP)], capture_output=True, text=True, timeout=900)
     except (OSError, subprocess.TimeoutExpired) as err:
         pytest.skip(f"tests/setup/slurm.sh could not run: {err}")
     if done.returncode == 3:

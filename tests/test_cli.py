@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import SOURCE, SOURCE_LANDMARKS, TARGET, TARGET_LANDMARKS
+from helpers import SOURCE, SOURCE_LANDMARKS, TARGET, TARGET_LANDMARKS, otreg_env
 
 import otreg
 
@@ -56,27 +55,27 @@ def mesh_points(path: Path) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- startup
 def test_version(run_otreg):
-    result = run_otreg("--version")
+    result = run_otreg("--version", fresh=True)  # a new interpreter, as a user starts it
     assert result.stdout.strip() == f"otreg {otreg.__version__}"
 
 
 def test_help_lists_commands(run_otreg):
-    result = run_otreg("--help")
+    result = run_otreg("--help", fresh=True)
     for command in ("register", "evaluate", "warp", "report", "config"):
         assert command in result.stdout
-    result = run_otreg("register", "--help")
+    result = run_otreg("register", "--help", fresh=True)
     for option in ("--out", "--config", "--set", "--points", "--overwrite", "--json", "--volume"):
         assert option in result.stdout
 
 
 def test_no_arguments_shows_help(run_otreg):
-    result = run_otreg(check=False)
+    result = run_otreg(check=False, fresh=True)
     assert result.returncode in (0, 2)
     assert "register" in result.stdout + result.stderr
 
 
 def test_unknown_command_is_a_usage_error(run_otreg):
-    result = run_otreg("registr", check=False)
+    result = run_otreg("registr", check=False, fresh=True)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
 
@@ -139,6 +138,7 @@ def registration(fast_settings, run_otreg, tmp_path_factory):
         "--set",
         "smooth.model=displacement",
         "--json",
+        fresh=True,  # one whole run in a new interpreter (the others: tests/forked_cli.py)
     )
     return out, json.loads(result.stdout)
 
@@ -467,7 +467,7 @@ def test_interrupt_exits_130_and_leaves_nothing(tmp_path):
     import signal
 
     out = tmp_path / "out"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "200"}
+    env = otreg_env()  # this tree's otreg, one thread
     # all 10,000 points and default settings: minutes of work, interrupted once it has begun
     process = subprocess.Popen(
         [

@@ -240,6 +240,7 @@ def test_without_compiled_kernels_every_level_is_dense(monkeypatch):
     assert fallback.cost == pytest.approx(reference.cost, rel=2e-3)
 
 
+@pytest.mark.xdist_group("keops")  # pytest -n: one worker compiles the KeOps formulas
 def test_the_gpu_code_path_on_the_cpu(monkeypatch):
     """On CUDA the compiled kernels do not run: every level takes KeOps kernels. The same path,
     forced on the CPU, agrees with the truncated one (no GPU was lent to check it on one)."""

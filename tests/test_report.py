@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import SOURCE, SOURCE_LANDMARKS, TARGET, TARGET_LANDMARKS
+from helpers import SOURCE, SOURCE_LANDMARKS, TARGET, TARGET_LANDMARKS, machine_lock
 
 import otreg
 from otreg.report.build import ReportClouds, report_html
@@ -238,11 +238,12 @@ def chromium() -> str:
     (as root); skips, saying how to install it, where it cannot be installed."""
     path = shutil.which("chromium")
     if path is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(
-            ["sh", str(REPO / "tests" / "setup" / "install_chromium.sh")],
-            capture_output=True,
-            timeout=900,
-        )
+        with machine_lock("setup"):  # apt-get: one set-up script at a time (pytest -n)
+            subprocess.run(
+                ["sh", str(REPO / "tests" / "setup" / "install_chromium.sh")],
+                capture_output=True,
+                timeout=900,
+            )
         path = shutil.which("chromium")
     if path is None:
         pytest.skip(

@@ -83,6 +83,7 @@ def test_matches_are_the_permutation_for_a_shuffled_copy():
     assert sol.cost < 1e-2
 
 
+@pytest.mark.xdist_group("keops")  # pytest -n: one worker compiles the KeOps formulas
 def test_torch_and_keops_backends_agree():
     pytest.importorskip("pykeops")
     x, y = _pair(6, n=150, m=140)

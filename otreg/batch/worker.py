@@ -123,9 +123,12 @@ def _run_claimed(
     }
     if previous and previous.get("state") in (FAILED, INTERRUPTED):
         status["previous"] = {k: previous.get(k) for k in ("state", "error", "host", "pid")}
-    write_status(folder, status)
-    staging = folder / f"{STAGING}{uuid.uuid4().hex[:8]}"
     started = time.perf_counter()
+    try:
+        write_status(folder, status)
+    except Interrupted:  # the 'running' status may be on disk already (the runner saw it)
+        return _interrupted(folder, status, started)
+    staging = folder / f"{STAGING}{uuid.uuid4().hex[:8]}"
     try:
         staging.mkdir()
         result = _register(pipeline, case, staging / "out", status)
