@@ -123,13 +123,12 @@ def _run_claimed(
     }
     if previous and previous.get("state") in (FAILED, INTERRUPTED):
         status["previous"] = {k: previous.get(k) for k in ("state", "error", "host", "pid")}
+    staging = folder / f"{STAGING}{uuid.uuid4().hex[:8]}"
     started = time.perf_counter()
+    # one try from the 'running' status on: a signal between two statements must still end
+    # the case 'interrupted', never leave it 'running' under a worker that is gone
     try:
         write_status(folder, status)
-    except Interrupted:  # the 'running' status may be on disk already (the runner saw it)
-        return _interrupted(folder, status, started)
-    staging = folder / f"{STAGING}{uuid.uuid4().hex[:8]}"
-    try:
         staging.mkdir()
         result = _register(pipeline, case, staging / "out", status)
         for entry in sorted((staging / "out").iterdir()):
@@ -148,9 +147,12 @@ def _run_claimed(
     except Interrupted:
         shutil.rmtree(staging, ignore_errors=True)
         return _interrupted(folder, status, started)
-    status["finished"] = time.time()
-    status["seconds"] = round(time.perf_counter() - started, 3)
-    write_status(folder, status)
+    try:
+        status["finished"] = time.time()
+        status["seconds"] = round(time.perf_counter() - started, 3)
+        write_status(folder, status)
+    except Interrupted:  # the case ended before the signal came: its status says how
+        write_status(folder, status)
     return code
 
 
