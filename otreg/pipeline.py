@@ -145,7 +145,9 @@ def register(
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     step = on_step or (lambda text: None)
-    times: dict[str, float] = {}
+    # seconds per step; "rounds": per non-rigid round, {"round", "ot_s", "fit_s", "svf_s",
+    # "field_s" (the round's field at the points), "total_s"}
+    times: dict[str, Any] = {}
 
     for cloud in (source, target):  # before any work: a missing array is an input error
         feature_columns(cloud, cfg.match.feature_weights)
@@ -222,6 +224,7 @@ def register(
             continue
         step(f"OT matching, round {k}/{len(cfg.rounds)} (blur {blur:g} mm, sigma {sigma:g} mm)")
         t1 = time.perf_counter()
+        round_times: dict[str, Any] = {"round": k}
         matches = match(
             moved,
             src.weights,
@@ -239,6 +242,7 @@ def register(
             f"OT matching, round {k} (blur {blur:g} mm)",
             "raise match.blur, or set solver.dtype = 'float64'",
         )
+        round_times["ot_s"] = time.perf_counter() - t1
         # Only the last round's field becomes the transform: the rounds before need the
         # regression at the points alone, not the svf model's velocity grid.
         field_k = smooth(
@@ -254,8 +258,11 @@ def register(
             anisotropic=cfg.smooth.anisotropic,
             spacing=cfg.smooth.svf_spacing,
             device=device,
+            times=round_times,
         )
+        t2 = time.perf_counter()
         fitted = aligned + field_k(aligned)[:, :3]
+        round_times["field_s"] = time.perf_counter() - t2
         _require_finite(
             fitted,
             f"smoothing, round {k} (sigma {sigma:g} mm)",
@@ -288,6 +295,8 @@ def register(
                 "time_s": time.perf_counter() - t1,
             }
         )
+        round_times["total_s"] = rounds[-1]["time_s"]
+        times.setdefault("rounds", []).append(round_times)
     times["nonrigid_s"] = time.perf_counter() - t0
     metrics["rounds"] = rounds
     metrics["rounds_skipped"] = skipped

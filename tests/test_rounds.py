@@ -52,3 +52,33 @@ def test_repeated_rounds_stop_once_the_points_stop_moving():
     assert moves[2] < moves[1]
     middle = _register((moves[1] + moves[2]) / 2)
     assert [r["round"] for r in middle["rounds"]] == [1, 2, 3, 5]
+
+
+def test_each_round_reports_where_its_time_went():
+    source, target = _pair()
+    config = otreg.load_config(
+        overrides=[
+            "match.blur=[4, 1]",
+            "smooth.sigma=10",
+            "smooth.regression=['gaussian', 'ridge']",
+            "smooth.model=svf",
+            "output.jacobian=false",
+        ]
+    )
+    metrics = otreg.register(source, target, config).metrics
+    per_round = metrics["times"]["rounds"]
+    assert [t["round"] for t in per_round] == [r["round"] for r in metrics["rounds"]] == [1, 2]
+    for t, r in zip(per_round, metrics["rounds"]):
+        assert {"ot_s", "fit_s", "field_s"} <= set(t) and t["total_s"] == r["time_s"]
+        assert 0 <= t["ot_s"] + t["fit_s"] + t["field_s"] + t.get("svf_s", 0) <= t["total_s"]
+    # the velocity grid is built for the last round's transform only
+    assert "svf_s" not in per_round[0] and per_round[1]["svf_s"] >= 0
+    # the report's time table and card skip the per-round list
+    run = {
+        "inputs": {"source": {"path": "a"}, "target": {"path": "b"}},
+        "device": "cpu",
+        "versions": {"otreg": "0"},
+        "created": "now",
+    }
+    report, _ = report_html(metrics, run, config, "", None)
+    assert "<td class=l>nonrigid</td>" in report

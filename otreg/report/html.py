@@ -210,7 +210,11 @@ def render_page(page: Page) -> str:
         out.append(
             table(
                 ["step", "time (s)"],
-                [[k.removesuffix("_s"), f"{v:.2f}"] for k, v in page.times.items()],
+                [
+                    [k.removesuffix("_s"), f"{v:.2f}"]
+                    for k, v in page.times.items()
+                    if isinstance(v, int | float)  # not the per-round list
+                ],
             )
         )
     for title, body in page.details:

@@ -93,7 +93,11 @@ def cards(metrics: dict[str, Any], evaluation: dict[str, Any] | None, flags: lis
             "source / target, registered",
         )
     )
-    steps = {k: v for k, v in metrics.get("times", {}).items() if not k.startswith("report")}
+    steps = {
+        k: v
+        for k, v in metrics.get("times", {}).items()
+        if not k.startswith("report") and isinstance(v, int | float)  # not the per-round list
+    }
     cards.append(Card("time", f"{sum(steps.values()):.1f} s", "registration steps"))
     return cards
 

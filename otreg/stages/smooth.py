@@ -17,7 +17,9 @@ and two models of the last round's field (``smooth.model``):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +45,7 @@ def smooth(
     anisotropic: bool = False,
     spacing: float | None = None,
     device: str = "cpu",
+    times: dict[str, Any] | None = None,
 ) -> KernelField | RidgeField | SVFField:
     """Regression of the match displacements into a field; columns 0-2 of its values are the
     displacement (mm), column 3 the smoothed match confidence.
@@ -62,7 +65,10 @@ def smooth(
             exponential has that displacement: fold-free).
         spacing: grid spacing of the velocity (svf), mm; default ``sigma / 2``.
         device: where the ridge fit runs ("cpu" or "cuda").
+        times: if given, receives "fit_s" (the regression) and "svf_s" (the velocity grid),
+            seconds.
     """
+    started = time.perf_counter()
     mass = weights * matches.confidence
     field: KernelField | RidgeField
     if regression == "gaussian":
@@ -101,10 +107,16 @@ def smooth(
         field = RidgeField(data.points, coefficients, affine, sigmas, extra=confidence)
     else:
         raise ValueError(f"smooth.regression must be 'gaussian' or 'ridge', got {regression!r}")
+    fitted = time.perf_counter()
+    if times is not None:
+        times["fit_s"] = fitted - started
     if model == "displacement":
         return field
     if model == "svf":
-        return velocity_field(field, points, spacing or sigma / 2, margin=sigma)
+        velocity = velocity_field(field, points, spacing or sigma / 2, margin=sigma)
+        if times is not None:
+            times["svf_s"] = time.perf_counter() - fitted
+        return velocity
     raise ValueError(f"smooth.model must be 'displacement' or 'svf', got {model!r}")
 
 
