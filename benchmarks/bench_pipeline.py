@@ -12,6 +12,9 @@ Prints tables (a benchmark, not a test). Three modes:
   new s / ratio per case (copd1 and a DIR-LAB case), with both runs' residuals.
 - ``--growth``: the library registration of copd1 at ``input.points`` 10k, 20k, 40k and 0 (all
   60k points) and the exponent of time ~ N^a fitted over them.
+- ``--large K``: the profile of copd1 made K times denser (jittered copies; K = 5: 300,000
+  points per phase) registered with ``input.points = 0``: whether a 300k-point tree fits the
+  memory, or the clear error otreg gives before it starts.
 
 Peak memory per step: each case runs in its own process; at every step boundary the child
 reads the kernel's resident-set high-water mark (VmHWM of /proc/self/status) and resets it
@@ -23,6 +26,7 @@ is refused, only the whole run's peak is printed.
     python benchmarks/bench_pipeline.py --threads 2 [--cases copd1 sample dirlab2] [--points N]
     python benchmarks/bench_pipeline.py --threads 2 --baseline df634f6 [--repeats 3]
     python benchmarks/bench_pipeline.py --threads 2 --growth
+    python benchmarks/bench_pipeline.py --threads 2 --large 5    # a 300k-point tree, all points
 
 Run on an otherwise idle machine: on a shared 2-core box a busy core makes 2-thread torch
 runs several times slower (the header prints the load average).
@@ -97,6 +101,7 @@ resets = reset_hwm()
 def on_step(text):
     now = time.perf_counter()
     steps.append({"step": current[0], "s": now - current[1], "peak_mb": hwm_mb()})
+    print("STEP " + json.dumps(steps[-1]), flush=True)  # a run cut short still shows its steps
     reset_hwm()
     current[:] = [text, now]
 
@@ -139,28 +144,58 @@ def _settings(name: str, points: int | None, device: str | None) -> list[str]:
     return settings
 
 
-def profile_case(name: str, settings: list[str], threads: int, outputs: bool) -> dict | None:
-    """One run in a child process; its JSON record, or None (printed why) if it failed."""
+def profile_case(
+    name: str, settings: list[str], threads: int, outputs: bool, *, progress: bool = False
+) -> dict | None:
+    """One run in a child process; its JSON record, or None (printed why) if it failed.
+    ``progress``: print each step's time and peak as it ends (long runs)."""
     src, tgt, preset, _ = CASES[name]
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            _CHILD,
-            str(src),
-            str(tgt),
-            preset,
-            json.dumps(settings),
-            "1" if outputs else "0",
-        ],
+    command = [sys.executable, "-c", _CHILD, str(src), str(tgt), preset, json.dumps(settings)]
+    child = subprocess.Popen(
+        [*command, "1" if outputs else "0"],
         env=_env(threads, ROOT),
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
-    if out.returncode:
-        print(f"{name} failed:\n{out.stderr[-3000:]}", file=sys.stderr)
+    last = ""
+    for line in child.stdout:  # type: ignore[union-attr]
+        if line.startswith("STEP ") and progress:
+            step = json.loads(line[5:])
+            print(
+                f"  ({name}: {step['step']}: {step['s']:.1f} s, peak {step['peak_mb']:.0f} MB)",
+                flush=True,
+            )
+        elif line.strip():
+            last = line
+    stderr = child.stderr.read()  # type: ignore[union-attr]
+    if child.wait():
+        print(f"{name} failed:\n{stderr[-3000:]}", file=sys.stderr)
         return None
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(last)
+
+
+def make_large_case(copies: int, folder: Path, jitter_mm: float = 0.5) -> None:
+    """CASES["copd1xK"]: each copd1 phase ``copies`` times over, every copy but the first moved
+    by Gaussian noise of ``jitter_mm`` per axis (a denser tree of the same lungs, radius kept),
+    written to ``folder``."""
+    import numpy as np
+    import pyvista as pv
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for phase in (CASES["copd1"][0], CASES["copd1"][1]):
+        mesh = pv.read(phase)
+        points, radius = np.asarray(mesh.points), np.asarray(mesh.point_data["radius"])
+        many = np.vstack(
+            [points] + [points + rng.normal(0, jitter_mm, points.shape) for _ in range(copies - 1)]
+        )
+        cloud = pv.PolyData(many)
+        cloud.point_data["radius"] = np.tile(radius, copies)
+        path = folder / f"x{copies}_{phase.name}"
+        cloud.save(path, binary=True)
+        paths.append(path)
+    CASES[f"copd1x{copies}"] = (paths[0], paths[1], "lung_vessels", [])
 
 
 def _step_label(text: str) -> str:
@@ -341,7 +376,28 @@ def main() -> None:
     parser.add_argument("--baseline", metavar="COMMIT", help="compare with this commit's CLI")
     parser.add_argument("--repeats", type=int, default=2, help="runs per side with --baseline")
     parser.add_argument("--growth", action="store_true", help="copd1 at 10k, 20k, 40k, all points")
+    parser.add_argument(
+        "--large",
+        type=int,
+        metavar="K",
+        help="profile copd1 made K times denser (K = 5: a 300k-point tree per phase) with "
+        "input.points = 0 (all points), steps printed as they end",
+    )
     args = parser.parse_args()
+    if args.large:
+        with tempfile.TemporaryDirectory(prefix="otreg-large-") as folder:
+            make_large_case(args.large, Path(folder))
+            name = f"copd1x{args.large}"
+            print(
+                f"otreg pipeline profile of {name} (input.points = 0), {args.threads} thread(s), "
+                f"load average {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
+            settings = _settings("copd1", 0, args.device)
+            r = profile_case(name, settings, args.threads, not args.no_outputs, progress=True)
+            if r is not None:
+                print_profile(name, r)
+        return
     if args.baseline:
         baseline(args.baseline, args.cases or ["copd1", "dirlab2"], args.threads, args.repeats)
         return

@@ -15,6 +15,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +49,52 @@ def child_environment() -> dict[str, str]:
     if not env.get("DISPLAY") and "VTK_DEFAULT_OPENGL_WINDOW" not in env:
         env["VTK_DEFAULT_OPENGL_WINDOW"] = "vtkEGLRenderWindow"
     return env
+
+
+#: the drawing child started by :func:`drawing_child_started`, waiting for its folder
+_waiting: subprocess.Popen | None = None
+
+
+def _start_child(folder: str) -> subprocess.Popen:
+    """``python -m otreg.report._draw FOLDER`` ("-": the folder comes on stdin)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "otreg.report._draw", folder],
+        env=child_environment(),
+        stdin=subprocess.PIPE if folder == "-" else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@contextmanager
+def drawing_child_started(enabled: bool = True) -> Iterator[None]:
+    """Start the drawing child now, for the :func:`render_pictures` call within the block.
+
+    Python, pyvista and VTK take seconds to start: a child started before the registration
+    imports them while the registration runs (benchmarks/README.md), then waits for its
+    folder. Left unused (the block failed, or drew no pictures), it is stopped on exit.
+    """
+    global _waiting
+    if not enabled:
+        yield
+        return
+    try:
+        _waiting = _start_child("-")
+    except OSError:  # render_pictures starts its own and says why it cannot
+        _waiting = None
+    try:
+        yield
+    finally:
+        child, _waiting = _waiting, None
+        if child is not None:
+            _stop(child)
+
+
+def _stop(child: subprocess.Popen) -> None:
+    if child.poll() is None:
+        child.kill()
+    child.communicate()
 
 
 def _why(returncode: int, stderr: str) -> str:
@@ -90,6 +138,7 @@ def render_pictures(
     """
     import time
 
+    global _waiting
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="otreg-report-") as folder:
         np.savez(
@@ -100,23 +149,25 @@ def render_pictures(
             displacement_mm=np.linalg.norm(warped - source, axis=1),
             confidence=confidence,
         )
+        child, _waiting = _waiting, None
         try:
-            done = subprocess.run(
-                [sys.executable, "-m", "otreg.report._draw", folder],
-                env=child_environment(),
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-            )
+            if child is None or child.poll() is not None:  # none started early, or it died
+                if child is not None:
+                    _stop(child)
+                child = _start_child(folder)
+                _, stderr = child.communicate(timeout=timeout)
+            else:
+                _, stderr = child.communicate(input=folder + "\n", timeout=timeout)
         except subprocess.TimeoutExpired:
+            _stop(child)  # type: ignore[arg-type]
             return _skipped(
                 f"drawing took longer than output.report_render_timeout = {timeout:g} s",
                 started,
             )
         except OSError as err:
             return _skipped(f"the renderer could not start: {err}", started)
-        if done.returncode != 0:
-            return _skipped(_why(done.returncode, done.stderr), started)
+        if child.returncode != 0:
+            return _skipped(_why(child.returncode, stderr), started)
         images = {}
         for path in sorted(Path(folder).iterdir()):
             if path.suffix in _MIME:

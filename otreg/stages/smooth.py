@@ -27,7 +27,7 @@ from ..pointcloud import PointCloud
 from ..sampling import downsample
 from ..transforms.field import KernelField
 from ..transforms.ridge import RidgeField, fit_ridge
-from ..transforms.svf import SVFField, velocity_for
+from ..transforms.svf import SVFField
 from .match import Matches
 
 
@@ -167,5 +167,4 @@ def velocity_field(
     shape, affine = grid_over(points, spacing, margin)
     shape = np.maximum(shape, 2)
     values = field_on_grid(field, shape, affine)
-    velocity = velocity_for(values[..., :3], spacing)
-    return SVFField(velocity, affine[:3, 3], spacing, values[..., 3:])
+    return SVFField.fitted(values[..., :3], affine[:3, 3], spacing, values[..., 3:])
