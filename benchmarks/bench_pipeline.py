@@ -120,7 +120,7 @@ with tempfile.TemporaryDirectory() as tmp:
     on_step("end")
 total = time.perf_counter() - started
 m = registration.metrics
-print(json.dumps({"steps": steps[1:], "hwm_reset": resets, "total_s": total, "times": m["times"],
+print(json.dumps({"steps": steps[1:], "hwm_reset": resets, "total_s": total, "times": m["times"], "rounds": m["rounds"],
     "points": m["points"], "residual_before": m["residual_before"]["mean_mm"],
     "residual_after": m["residual_after"]["mean_mm"], "device": m["device"]}))
 """
@@ -210,7 +210,7 @@ def _step_label(text: str) -> str:
 
 def print_profile(name: str, r: dict) -> None:
     """One table per case: each step's seconds and peak RSS, the rounds split."""
-    rounds = {t["round"]: t for t in r["times"].get("rounds", [])}
+    rounds = {k["round"]: k.get("times", {}) for k in r["rounds"]}
     report = r["times"].get("report_s")
     print(
         f"\n{name}: {r['points']['source']}/{r['points']['target']} points registered, "

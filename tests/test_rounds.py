@@ -66,19 +66,13 @@ def test_each_round_reports_where_its_time_went():
         ]
     )
     metrics = otreg.register(source, target, config).metrics
-    per_round = metrics["times"]["rounds"]
-    assert [t["round"] for t in per_round] == [r["round"] for r in metrics["rounds"]] == [1, 2]
-    for t, r in zip(per_round, metrics["rounds"]):
-        assert {"ot_s", "fit_s", "field_s"} <= set(t) and t["total_s"] == r["time_s"]
-        assert 0 <= t["ot_s"] + t["fit_s"] + t["field_s"] + t.get("svf_s", 0) <= t["total_s"]
+    rounds = metrics["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2]
+    for r in rounds:
+        t = r["times"]
+        assert {"ot_s", "fit_s", "field_s"} <= set(t)
+        assert 0 <= t["ot_s"] + t["fit_s"] + t["field_s"] + t.get("svf_s", 0) <= r["time_s"]
     # the velocity grid is built for the last round's transform only
-    assert "svf_s" not in per_round[0] and per_round[1]["svf_s"] >= 0
-    # the report's time table and card skip the per-round list
-    run = {
-        "inputs": {"source": {"path": "a"}, "target": {"path": "b"}},
-        "device": "cpu",
-        "versions": {"otreg": "0"},
-        "created": "now",
-    }
-    report, _ = report_html(metrics, run, config, "", None)
-    assert "<td class=l>nonrigid</td>" in report
+    assert "svf_s" not in rounds[0]["times"] and rounds[1]["times"]["svf_s"] >= 0
+    # the steps' times stay numbers (scripts sum them)
+    assert all(isinstance(v, float) for v in metrics["times"].values())

@@ -210,11 +210,7 @@ def render_page(page: Page) -> str:
         out.append(
             table(
                 ["step", "time (s)"],
-                [
-                    [k.removesuffix("_s"), f"{v:.2f}"]
-                    for k, v in page.times.items()
-                    if isinstance(v, int | float)  # not the per-round list
-                ],
+                [[k.removesuffix("_s"), f"{v:.2f}"] for k, v in page.times.items()],
             )
         )
     for title, body in page.details:

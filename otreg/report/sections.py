@@ -93,11 +93,7 @@ def cards(metrics: dict[str, Any], evaluation: dict[str, Any] | None, flags: lis
             "source / target, registered",
         )
     )
-    steps = {
-        k: v
-        for k, v in metrics.get("times", {}).items()
-        if not k.startswith("report") and isinstance(v, int | float)  # not the per-round list
-    }
+    steps = {k: v for k, v in metrics.get("times", {}).items() if not k.startswith("report")}
     cards.append(Card("time", f"{sum(steps.values()):.1f} s", "registration steps"))
     return cards
 
