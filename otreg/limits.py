@@ -110,7 +110,7 @@ def grid_nodes(points, spacing: float, margin: float) -> float:
 #: transpose, the search's buffers), counted by :func:`kernel_entries_per_row`: the peak RSS of
 #: a 300k-point tree's first round over its estimated entries, rounded up (benchmarks/README.md,
 #: ``bench_pipeline.py --large 5``)
-BYTES_PER_KERNEL_ENTRY = 56
+BYTES_PER_KERNEL_ENTRY = 60
 
 
 def kernel_entries_per_row(
