@@ -138,6 +138,7 @@ def kernel_entries_per_row(
     )
     offsets = offsets[np.linalg.norm(offsets, axis=1) * side <= radius]
     rng = np.random.default_rng(seed)
+    sample = max(20, min(sample, 20_000_000 // len(offsets)))  # a large truncation: fewer rows
     rows = points[rng.choice(len(points), min(sample, len(points)), replace=False)]
     counts = []
     for row in np.floor((rows - lo) / side).astype(np.int64):
