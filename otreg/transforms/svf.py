@@ -203,9 +203,16 @@ def velocity_and_exponential(
 def node_determinants(displacement: np.ndarray, spacing: float) -> np.ndarray:
     """(X, Y, Z) det(I + grad u) of a (X, Y, Z, 3) displacement (mm) on the grid, by finite
     differences (central inside, one-sided at the border)."""
-    grads = [np.gradient(displacement[..., i], spacing) for i in range(3)]
-    jac = np.stack([np.stack(g, -1) for g in grads], -2) + np.eye(3)
-    return np.linalg.det(jac)
+    # j[r][c] = d phi_r / d x_c; the 3 x 3 determinant written out (np.linalg.det's LU per
+    # node is several times slower on large grids)
+    j = [list(np.gradient(displacement[..., r], spacing)) for r in range(3)]
+    for r in range(3):
+        j[r][r] = j[r][r] + 1.0
+    return (
+        j[0][0] * (j[1][1] * j[2][2] - j[1][2] * j[2][1])
+        - j[0][1] * (j[1][0] * j[2][2] - j[1][2] * j[2][0])
+        + j[0][2] * (j[1][0] * j[2][1] - j[1][1] * j[2][0])
+    )
 
 
 def sample_grid(values: np.ndarray, index: np.ndarray) -> np.ndarray:
