@@ -104,3 +104,47 @@ def grid_nodes(points, spacing: float, margin: float) -> float:
 
     extent = np.ptp(np.asarray(points, dtype=np.float64), axis=0) + 2 * margin
     return float(np.prod(np.ceil(extent / spacing) + 1))
+
+
+#: bytes per kept entry of the OT solver's truncated kernels (the points -> clusters kernel, its
+#: transpose, the search's buffers), counted by :func:`kernel_entries_per_row`: the peak RSS of
+#: a 300k-point tree's first round over its estimated entries, rounded up (benchmarks/README.md,
+#: ``bench_pipeline.py --large 5``)
+BYTES_PER_KERNEL_ENTRY = 60
+
+
+def kernel_entries_per_row(
+    points, others, blur: float, truncation: float, *, sample: int = 400, seed: int = 0
+) -> float:
+    """About how many entries each row of (N, 3) ``points`` keeps in the multiscale solver's
+    kernel to the final-blur clusters of (M, 3) ``others`` (mm): the occupied cells of side
+    0.75 ``blur`` (the clusters' side is in [blur / 2, blur)) within sqrt(2 truncation) blur
+    (where the kernel falls below e^-truncation), averaged over ``sample`` random rows."""
+    import numpy as np
+
+    points = np.asarray(points, dtype=np.float64)
+    others = np.asarray(others, dtype=np.float64)
+    if not len(points) or not len(others):
+        return 0.0
+    side = 0.75 * blur
+    radius = np.sqrt(2 * truncation) * blur
+    lo = others.min(0)
+    cells = np.floor((others - lo) / side).astype(np.int64)
+    span = cells.max(0) + 1
+    occupied = np.unique((cells[:, 0] * span[1] + cells[:, 1]) * span[2] + cells[:, 2])
+    reach = int(np.ceil(radius / side))
+    offsets = np.stack(np.meshgrid(*[np.arange(-reach, reach + 1)] * 3, indexing="ij"), -1).reshape(
+        -1, 3
+    )
+    offsets = offsets[np.linalg.norm(offsets, axis=1) * side <= radius]
+    rng = np.random.default_rng(seed)
+    sample = max(20, min(sample, 20_000_000 // len(offsets)))  # a large truncation: fewer rows
+    rows = points[rng.choice(len(points), min(sample, len(points)), replace=False)]
+    counts = []
+    for row in np.floor((rows - lo) / side).astype(np.int64):
+        near = row + offsets
+        inside = ((near >= 0) & (near < span)).all(1)
+        keys = (near[inside, 0] * span[1] + near[inside, 1]) * span[2] + near[inside, 2]
+        at = np.searchsorted(occupied, keys).clip(max=len(occupied) - 1)
+        counts.append(int((occupied[at] == keys).sum()))
+    return float(np.mean(counts))

@@ -114,6 +114,25 @@ def _check_grids(cfg: Config, src: PointCloud, tgt: PointCloud) -> None:
         check_memory(nodes * BYTES_PER_GRID_NODE, f"{what} ({nodes:.3g} nodes)", key=key)
 
 
+def _check_kernels(cfg: Config, src: PointCloud, tgt: PointCloud, device: str) -> None:
+    """Estimate the memory of the CPU solver's truncated kernels in the round of the largest
+    blur (the most entries per point) and refuse it above the budget before the work starts
+    (the dense and the CUDA solvers reduce in blocks: no kernel is kept)."""
+    from .limits import BYTES_PER_KERNEL_ENTRY, check_memory, kernel_entries_per_row
+
+    if not cfg.rounds or device != "cpu" or not cfg.solver.multiscale:
+        return
+    blur = max(b for b, *_ in cfg.rounds)
+    n = len(src) if cfg.input.points == 0 else min(len(src), cfg.input.points)
+    entries = kernel_entries_per_row(src.points, tgt.points, blur, cfg.solver.truncation)
+    check_memory(
+        n * entries * BYTES_PER_KERNEL_ENTRY,
+        f"the OT kernels at match.blur = {blur:g} mm ({n} source points, about "
+        f"{entries:.0f} kernel entries each)",
+        key="input.points",
+    )
+
+
 def _certificate(solution, *, last: bool) -> dict[str, Any]:
     """Bounds around the exact OT cost of the last balanced round (O(N M): once per run)."""
     if not last or solution.reach is not None:
@@ -156,6 +175,7 @@ def register(
     times["sampling_s"] = time.perf_counter() - t0
     _check_lengths(cfg, source, tgt)
     _check_grids(cfg, source, tgt)
+    _check_kernels(cfg, source, tgt, device)
     metrics: dict[str, Any] = {
         "device": device,
         "kernels": native.info(),  # the compiled CPU kernels, or why the torch ones run
@@ -222,6 +242,9 @@ def register(
             continue
         step(f"OT matching, round {k}/{len(cfg.rounds)} (blur {blur:g} mm, sigma {sigma:g} mm)")
         t1 = time.perf_counter()
+        # where the round's time_s went: "ot_s", "fit_s", "svf_s" (the velocity grid, last
+        # round), "field_s" (the round's field at the points)
+        round_times: dict[str, float] = {}
         matches = match(
             moved,
             src.weights,
@@ -239,6 +262,7 @@ def register(
             f"OT matching, round {k} (blur {blur:g} mm)",
             "raise match.blur, or set solver.dtype = 'float64'",
         )
+        round_times["ot_s"] = time.perf_counter() - t1
         # Only the last round's field becomes the transform: the rounds before need the
         # regression at the points alone, not the svf model's velocity grid.
         chosen: dict[str, float] = {}
@@ -256,8 +280,11 @@ def register(
             spacing=cfg.smooth.svf_spacing,
             device=device,
             info=chosen,
+            times=round_times,
         )
+        t2 = time.perf_counter()
         fitted = aligned + field_k(aligned)[:, :3]
+        round_times["field_s"] = time.perf_counter() - t2
         _require_finite(
             fitted,
             f"smoothing, round {k} (sigma {sigma:g} mm)",
@@ -291,6 +318,7 @@ def register(
                 "time_s": time.perf_counter() - t1,
             }
         )
+        rounds[-1]["times"] = round_times
     times["nonrigid_s"] = time.perf_counter() - t0
     metrics["rounds"] = rounds
     metrics["rounds_skipped"] = skipped

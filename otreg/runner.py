@@ -135,19 +135,22 @@ def run(
         preset = {"name": name, "chosen_by": why}
 
         from .pipeline import register  # torch: only once the inputs are good
+        from .report.render import drawing_child_started
 
-        registration = register(source_cloud, target_cloud, cfg, on_step=step)
-        step("writing outputs")
-        write_registration(
-            out,
-            registration,
-            cfg,
-            Path(source),
-            Path(target),
-            load_kwargs=options,
-            overwrite=overwrite,
-            argv=argv,
-            preset=preset,
-            reference=reference,
-        )
+        # the report's drawing process starts (imports VTK) while the registration runs
+        with drawing_child_started(cfg.output.report and cfg.output.report_pictures):
+            registration = register(source_cloud, target_cloud, cfg, on_step=step)
+            step("writing outputs")
+            write_registration(
+                out,
+                registration,
+                cfg,
+                Path(source),
+                Path(target),
+                load_kwargs=options,
+                overwrite=overwrite,
+                argv=argv,
+                preset=preset,
+                reference=reference,
+            )
     return RunResult(out, registration, cfg, preset, time.perf_counter() - started)

@@ -52,3 +52,27 @@ def test_repeated_rounds_stop_once_the_points_stop_moving():
     assert moves[2] < moves[1]
     middle = _register((moves[1] + moves[2]) / 2)
     assert [r["round"] for r in middle["rounds"]] == [1, 2, 3, 5]
+
+
+def test_each_round_reports_where_its_time_went():
+    source, target = _pair()
+    config = otreg.load_config(
+        overrides=[
+            "match.blur=[4, 1]",
+            "smooth.sigma=10",
+            "smooth.regression=['gaussian', 'ridge']",
+            "smooth.model=svf",
+            "output.jacobian=false",
+        ]
+    )
+    metrics = otreg.register(source, target, config).metrics
+    rounds = metrics["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2]
+    for r in rounds:
+        t = r["times"]
+        assert {"ot_s", "fit_s", "field_s"} <= set(t)
+        assert 0 <= t["ot_s"] + t["fit_s"] + t["field_s"] + t.get("svf_s", 0) <= r["time_s"]
+    # the velocity grid is built for the last round's transform only
+    assert "svf_s" not in rounds[0]["times"] and rounds[1]["times"]["svf_s"] >= 0
+    # the steps' times stay numbers (scripts sum them)
+    assert all(isinstance(v, float) for v in metrics["times"].values())

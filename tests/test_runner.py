@@ -66,6 +66,7 @@ def _contents(out: Path) -> dict[str, object]:
             metrics.pop("times")
             for r in metrics["rounds"]:
                 r.pop("time_s")
+                r.pop("times")
             contents[path.name] = metrics
         elif path.name == "report.html":
             # without its times, date and command line: the step tables, the provenance and

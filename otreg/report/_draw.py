@@ -1,6 +1,8 @@
 """The child process that draws the report's pictures with pyvista off-screen.
 
-Run as ``python -m otreg.report._draw FOLDER``: reads ``FOLDER/clouds.npz`` (arrays source,
+Run as ``python -m otreg.report._draw FOLDER`` (or ``-``: import pyvista first, then read
+FOLDER from stdin, an empty line to quit; :func:`otreg.report.render.drawing_child_started`):
+reads ``FOLDER/clouds.npz`` (arrays source,
 target, warped (N, 3) / (M, 3) mm world RAS, displacement_mm (N,), confidence (N,)) and writes
 ``FOLDER/overlay.<ext>`` and ``FOLDER/fields.<ext>`` (WebP when Pillow has it, else PNG).
 
@@ -139,4 +141,12 @@ def main(folder: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if sys.argv[1] == "-":  # started early: import now, draw the folder named on stdin later
+        import pyvista  # noqa: F401
+        from PIL import Image  # noqa: F401
+
+        folder = sys.stdin.readline().strip()
+        if folder:
+            main(folder)
+    else:
+        main(sys.argv[1])

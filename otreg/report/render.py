@@ -15,6 +15,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +34,8 @@ class Pictures:
     Attributes:
         images: name ("overlay", "fields") -> (MIME type, encoded bytes).
         skipped: why there are no pictures (None when there are).
-        seconds: time spent drawing (0 when not tried).
+        seconds: time spent drawing (0 when not tried); for a drawing begun earlier by
+            :func:`submit_pictures`, the time waited for it.
     """
 
     images: dict[str, tuple[str, bytes]] = field(default_factory=dict)
@@ -47,6 +50,129 @@ def child_environment() -> dict[str, str]:
     if not env.get("DISPLAY") and "VTK_DEFAULT_OPENGL_WINDOW" not in env:
         env["VTK_DEFAULT_OPENGL_WINDOW"] = "vtkEGLRenderWindow"
     return env
+
+
+#: the drawing child started by :func:`drawing_child_started`, waiting for its folder
+_waiting: subprocess.Popen | None = None
+
+
+@dataclass
+class _Drawing:
+    """A drawing under way: its child, its folder, the clouds it draws, when it began."""
+
+    child: subprocess.Popen
+    folder: tempfile.TemporaryDirectory
+    clouds: tuple[np.ndarray, ...]
+    started: float
+
+    def discard(self) -> None:
+        _stop(self.child)
+        self.folder.cleanup()
+
+
+#: the drawing :func:`submit_pictures` began, for :func:`render_pictures` to collect
+_submitted: _Drawing | None = None
+
+
+def _start_child(folder: str) -> subprocess.Popen:
+    """``python -m otreg.report._draw FOLDER`` ("-": the folder comes on stdin)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "otreg.report._draw", folder],
+        env=child_environment(),
+        stdin=subprocess.PIPE if folder == "-" else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@contextmanager
+def drawing_child_started(enabled: bool = True) -> Iterator[None]:
+    """Start the drawing child now, for the pictures drawn within the block.
+
+    Python, pyvista and VTK take seconds to start: a child started before the registration
+    imports them while the registration runs, then waits for its folder. Left unused (the
+    block failed, or drew no pictures), it is stopped on exit, as is a drawing that
+    :func:`submit_pictures` began and nothing collected.
+    """
+    global _waiting, _submitted
+    if not enabled:
+        yield
+        return
+    try:
+        _waiting = _start_child("-")
+    except OSError:  # render_pictures starts its own and says why it cannot
+        _waiting = None
+    try:
+        yield
+    finally:
+        child, _waiting = _waiting, None
+        if child is not None:
+            _stop(child)
+        drawing, _submitted = _submitted, None
+        if drawing is not None:
+            drawing.discard()
+
+
+def _stop(child: subprocess.Popen) -> None:
+    if child.poll() is None:
+        child.kill()
+    child.communicate()
+
+
+def _begin(
+    source: np.ndarray, target: np.ndarray, warped: np.ndarray, confidence: np.ndarray
+) -> _Drawing:
+    """Write the clouds to a new folder and hand it to the waiting child (or a new one).
+
+    Raises:
+        OSError: no child could start.
+    """
+    import time
+
+    global _waiting
+    started = time.perf_counter()
+    folder = tempfile.TemporaryDirectory(prefix="otreg-report-")
+    np.savez(
+        Path(folder.name) / "clouds.npz",
+        source=source,
+        target=target,
+        warped=warped,
+        displacement_mm=np.linalg.norm(warped - source, axis=1),
+        confidence=confidence,
+    )
+    child, _waiting = _waiting, None
+    if child is not None:
+        try:
+            child.stdin.write(folder.name + "\n")  # type: ignore[union-attr]
+            child.stdin.flush()  # type: ignore[union-attr]  # communicate() closes it
+        except OSError:  # it died (a broken pipe): a new one draws
+            _stop(child)
+            child = None
+    if child is None:
+        try:
+            child = _start_child(folder.name)
+        except OSError:
+            folder.cleanup()
+            raise
+    return _Drawing(child, folder, (source, target, warped, confidence), started)
+
+
+def submit_pictures(
+    source: np.ndarray, target: np.ndarray, warped: np.ndarray, confidence: np.ndarray
+) -> None:
+    """Begin drawing these clouds now, inside a :func:`drawing_child_started` block: a
+    :func:`render_pictures` call with the same clouds then collects the pictures instead of
+    drawing them, so that the drawing overlaps the work in between (otreg writes its other
+    outputs)."""
+    global _submitted
+    if _submitted is not None:
+        _submitted.discard()
+        _submitted = None
+    try:
+        _submitted = _begin(source, target, warped, confidence)
+    except OSError:  # render_pictures tries again and says why it cannot
+        _submitted = None
 
 
 def _why(returncode: int, stderr: str) -> str:
@@ -84,46 +210,49 @@ def render_pictures(
         confidence: (N,) match confidence of the source points.
         timeout: seconds; the child is killed after that and the pictures skipped.
 
+    A drawing of the same clouds that :func:`submit_pictures` began is collected instead (the
+    timeout counts from its start; ``seconds`` is then the time waited for it).
+
     Returns:
         :class:`Pictures` (``skipped`` says why when there are none; never raises for a
         failed renderer).
     """
     import time
 
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="otreg-report-") as folder:
-        np.savez(
-            Path(folder) / "clouds.npz",
-            source=source,
-            target=target,
-            warped=warped,
-            displacement_mm=np.linalg.norm(warped - source, axis=1),
-            confidence=confidence,
-        )
+    global _submitted
+    called = time.perf_counter()
+    drawing, _submitted = _submitted, None
+    clouds = (source, target, warped, confidence)
+    if drawing is not None and not all(map(np.array_equal, drawing.clouds, clouds)):
+        drawing.discard()  # other clouds: draw these
+        drawing = None
+    if drawing is None:
         try:
-            done = subprocess.run(
-                [sys.executable, "-m", "otreg.report._draw", folder],
-                env=child_environment(),
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-            )
+            drawing = _begin(*clouds)
+        except OSError as err:
+            return _skipped(f"the renderer could not start: {err}", called)
+    try:
+        remaining = max(0.0, timeout - (time.perf_counter() - drawing.started))
+        child = drawing.child
+        try:
+            _, stderr = child.communicate(timeout=remaining)
         except subprocess.TimeoutExpired:
+            _stop(child)
             return _skipped(
                 f"drawing took longer than output.report_render_timeout = {timeout:g} s",
-                started,
+                called,
             )
-        except OSError as err:
-            return _skipped(f"the renderer could not start: {err}", started)
-        if done.returncode != 0:
-            return _skipped(_why(done.returncode, done.stderr), started)
+        if child.returncode != 0:
+            return _skipped(_why(child.returncode, stderr), called)
         images = {}
-        for path in sorted(Path(folder).iterdir()):
+        for path in sorted(Path(drawing.folder.name).iterdir()):
             if path.suffix in _MIME:
                 images[path.stem] = (_MIME[path.suffix], path.read_bytes())
-    seconds = time.perf_counter() - started
+    finally:
+        drawing.folder.cleanup()
+    seconds = time.perf_counter() - called  # what the pictures added here (waiting included)
     if not images:
-        return _skipped("the renderer wrote no picture", started)
+        return _skipped("the renderer wrote no picture", called)
     log.info("report pictures drawn in %.1f s", seconds)
     return Pictures(images, None, seconds)
 

@@ -18,7 +18,9 @@ and two models of the last round's field (``smooth.model``):
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +29,7 @@ from ..sampling import downsample
 from ..transforms.field import KernelField
 from ..transforms.ridge import RidgeField, fit_ridge
 from ..transforms.ridge_select import select_regularization
-from ..transforms.svf import SVFField, velocity_for
+from ..transforms.svf import SVFField
 from .match import Matches
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ def smooth(
     spacing: float | None = None,
     device: str = "cpu",
     info: dict | None = None,
+    times: dict[str, Any] | None = None,
 ) -> KernelField | RidgeField | SVFField:
     """Regression of the match displacements into a field; columns 0-2 of its values are the
     displacement (mm), column 3 the smoothed match confidence.
@@ -69,7 +72,10 @@ def smooth(
         spacing: grid spacing of the velocity (svf), mm; default ``sigma / 2``.
         device: where the ridge fit runs ("cpu" or "cuda").
         info: filled with what was chosen from the data ({"regularization": lambda}).
+        times: if given, receives "fit_s" (the regression) and "svf_s" (the velocity grid),
+            seconds.
     """
+    started = time.perf_counter()
     mass = weights * matches.confidence
     field: KernelField | RidgeField
     if regression == "gaussian":
@@ -122,10 +128,16 @@ def smooth(
         field = RidgeField(data.points, coefficients, affine, sigmas, extra=confidence)
     else:
         raise ValueError(f"smooth.regression must be 'gaussian' or 'ridge', got {regression!r}")
+    fitted = time.perf_counter()
+    if times is not None:
+        times["fit_s"] = fitted - started
     if model == "displacement":
         return field
     if model == "svf":
-        return velocity_field(field, points, spacing or sigma / 2, margin=sigma)
+        velocity = velocity_field(field, points, spacing or sigma / 2, margin=sigma)
+        if times is not None:
+            times["svf_s"] = time.perf_counter() - fitted
+        return velocity
     raise ValueError(f"smooth.model must be 'displacement' or 'svf', got {model!r}")
 
 
@@ -176,5 +188,4 @@ def velocity_field(
     shape, affine = grid_over(points, spacing, margin)
     shape = np.maximum(shape, 2)
     values = field_on_grid(field, shape, affine)
-    velocity = velocity_for(values[..., :3], spacing)
-    return SVFField(velocity, affine[:3, 3], spacing, values[..., 3:])
+    return SVFField.fitted(values[..., :3], affine[:3, 3], spacing, values[..., 3:])

@@ -18,7 +18,9 @@ affine trend. The linear system is solved by conjugate gradients with blocked ke
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 
 # Rows x columns of one dense kernel block (float32: about 8 MB, cache-sized, as in otreg.ot).
 _BLOCK_ELEMENTS = 2_000_000
+# fit_ridge keeps K itself up to this many entries (float32: 64 MB; 4,000 controls)
+_DENSE_FIT_ELEMENTS = 16_000_000
 
 
 class RidgeField(DisplacementField):
@@ -134,7 +138,20 @@ class GaussianKernel:
             if keops_installed():
                 return self._keops(v)
             warn_no_keops()
-        out = torch.zeros(len(self.x), v.shape[1], dtype=v.dtype, device=v.device)
+        out = torch.empty(len(self.x), v.shape[1], dtype=v.dtype, device=v.device)
+        for rows, block in self._blocks():
+            out[rows] = block @ v
+        return out
+
+    def dense(self) -> torch.Tensor:
+        """The (N, M) matrix K itself (float32, N x M x 4 bytes)."""
+        out = torch.empty(len(self.x), len(self.y), dtype=self.x.dtype, device=self.x.device)
+        for rows, block in self._blocks():
+            out[rows] = block
+        return out
+
+    def _blocks(self):
+        """(row slice, K[rows]) in dense row blocks of about _BLOCK_ELEMENTS entries."""
         half_sq_y = (self.y * self.y).sum(1) / 2
         half_sq_x = (self.x * self.x).sum(1) / 2
         rows = max(1, _BLOCK_ELEMENTS // max(1, len(self.y)))
@@ -145,11 +162,7 @@ class GaussianKernel:
                 self.y.T,
                 alpha=-1,
             ).clamp_(min=0)
-            for sigma in self.sigmas:
-                # clamped as in otreg.ot.kernels: exp is much slower on denormal results
-                block = (half_sq_dist / (-sigma * sigma)).clamp_(min=-87.0).exp_()
-                out[s : s + rows] += block @ v
-        return out / len(self.sigmas)
+            yield slice(s, s + rows), _mean_gaussians(half_sq_dist, self.sigmas)
 
     def _keops(self, v: torch.Tensor) -> torch.Tensor:
         LazyTensor = lazy_tensor()
@@ -158,6 +171,33 @@ class GaussianKernel:
         sq_dist = ((x_i - y_j) ** 2).sum(-1)
         out = sum((sq_dist / (-2 * s * s)).exp() @ v.contiguous() for s in self.sigmas)
         return out / len(self.sigmas)
+
+
+#: exp(-87): the exponents are clamped there, as in otreg.ot.kernels (exp, and products, are
+#: much slower on denormal results)
+_SMALLEST = float(np.exp(-87.0))
+
+
+def _mean_gaussians(half_sq_dist: torch.Tensor, sigmas: Sequence[float]) -> torch.Tensor:
+    """mean_s max(exp(-d / s^2), e^-87) over the widths, for d = |x - y|^2 / 2 (overwritten).
+
+    Only the widest Gaussian costs an exp: a width s' = s / 2^(k/2) below the one before
+    (ratios of 2 between the presets' widths: k = 2) is its Gaussian squared k times,
+    exp(-d / s'^2) = exp(-d / s^2)^(2^k) (a relative error of about 2^k float32 roundings).
+    """
+    widths = sorted(sigmas, reverse=True)
+    gauss = (half_sq_dist / (-(widths[0] ** 2))).clamp_(min=-87.0).exp_()
+    total = gauss.clone() if len(widths) > 1 else gauss
+    for wider, sigma in itertools.pairwise(widths):
+        squarings = math.log2((wider / sigma) ** 2)
+        if sigma < wider and abs(squarings - round(squarings)) < 1e-9 and squarings <= 4:
+            for _ in range(round(squarings)):
+                gauss.square_()
+            gauss.clamp_(min=_SMALLEST)
+        else:
+            gauss = (half_sq_dist / (-sigma * sigma)).clamp_(min=-87.0).exp_()
+        total += gauss
+    return total.div_(len(widths))
 
 
 def fit_ridge(
@@ -201,7 +241,16 @@ def fit_ridge(
 
     as_t = lambda a: _as_tensor(a, device)  # noqa: E731
     s, u_basis = as_t(root), as_t(basis)
-    kernel = GaussianKernel(as_t(points - center), as_t(points - center), sigmas)
+    kernel: GaussianKernel | torch.Tensor = GaussianKernel(
+        as_t(points - center), as_t(points - center), sigmas
+    )
+    if (
+        isinstance(kernel, GaussianKernel)
+        and kernel.x.device.type == "cpu"
+        and n * n <= _DENSE_FIT_ELEMENTS
+    ):
+        # every CG iteration multiplies by the same K: built once, each product is one matmul
+        kernel = kernel.dense()
 
     def times_s(v: torch.Tensor) -> torch.Tensor:
         return torch.einsum("kij,kj->ki", s, v)
