@@ -1,7 +1,10 @@
 """Suspect-registration checks: they fire on pairs that cannot be registered and stay quiet on
-real ones (the DIR-LAB, sample and CIP tests assert the quiet side)."""
+real ones (the DIR-LAB, sample and CIP tests assert the quiet side; LUNA16 lobe surfaces, with
+lung_surface's own thresholds, here)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +12,8 @@ import pytest
 import otreg
 from otreg.config import ChecksConfig
 from otreg.diagnostics import region_mass, suspect_checks
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 
 
 def _cloud(n=4000, seed=0):
@@ -75,3 +80,48 @@ def test_a_broken_pair_is_flagged(shared_data, broken):
     # measured: 22-24 % matched (the same patient: 71-72 %)
     assert checks["matched_mass"] < 0.4
     assert "Low matched mass" in [flag["title"] for flag in checks["flags"]]
+
+
+def _lobe_pair(shared_data, tmp_path, subject):
+    """A LUNA16 lobe pair of benchmarks/bench_surface.py: (source, target) rebuilt meshes."""
+    import sys
+
+    sys.path.insert(0, str(SAMPLE))
+    from synthetic_lobes import make_pair  # the maker of benchmarks/bench_surface.py's pairs
+
+    path = shared_data / "luna16_lung_surfaces" / f"subject{subject}_lung_surface.vtk"
+    source_file, target_file, _, _ = make_pair(path, tmp_path)
+    # untagged files; the known motion is in their stored coordinates
+    return tuple(otreg.load(f, mesh_frame="ras") for f in (source_file, target_file))
+
+
+def _surface_checks(source, target):
+    config = otreg.load_config("lung_surface", ["output.jacobian=false"])
+    return otreg.register(source, target, config).metrics["checks"]
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_lobe_surfaces_stay_quiet(shared_data, tmp_path):
+    """A LUNA16 lobe pair whose rebuilt meshes leave much surface without partner (measured:
+    39 % matched, 11 % in one octant, error 9 -> 1.6 mm) raises no flag with lung_surface's
+    own thresholds (the defaults for points, vessels and masks flagged it)."""
+    checks = _surface_checks(*_lobe_pair(shared_data, tmp_path, "0723"))
+    assert checks["flags"] == []
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("broken", "expected"),
+    [("another patient", "Low matched mass"), ("target cut in half", "A region without partner")],
+)
+def test_a_broken_lobe_pair_is_flagged(shared_data, tmp_path, broken, expected):
+    source, target = _lobe_pair(shared_data, tmp_path, "0576")
+    if broken == "another patient":
+        target = _lobe_pair(shared_data, tmp_path, "0596")[1]  # measured: 23 % matched
+    else:
+        lower = target.points[:, 2] <= np.median(target.points[:, 2])
+        target = target.subset(~lower)  # measured: 4 % matched in one octant
+    checks = _surface_checks(source, target)
+    assert expected in [flag["title"] for flag in checks["flags"]]
