@@ -105,6 +105,7 @@ def main() -> None:
     args = parser.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"../shared/data not found ({DATA}): nothing to measure")
+    from otreg.errors import OtregError
     from otreg.presets import preset_for
 
     print("| pair | kind | preset | matched mass | lowest octant | inverse p95 mm | flags |")
@@ -115,7 +116,11 @@ def main() -> None:
         for group in groups:
             for name, kind, source, target in group:
                 preset = preset_for(source, target)[0]
-                result = otreg.register(source, target, otreg.load_config(preset))
+                try:
+                    result = otreg.register(source, target, otreg.load_config(preset))
+                except OtregError as error:  # a run that fails says so loudly enough
+                    print(f"| {name} | {kind} | {preset} | - | - | - | failed: {error} |")
+                    continue
                 checks = result.metrics["checks"]
                 inverse = result.metrics.get("inverse_consistency_mm", {}).get("p95_mm")
                 flags = "; ".join(flag["title"] for flag in checks["flags"]) or "none"

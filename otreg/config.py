@@ -303,7 +303,9 @@ class ChecksConfig(_Section):
 
     Two scans of one patient's lungs leave about a quarter of the mass of sparse feature points
     unmatched, and less of vessel trees and masks; two different patients, a mirrored or
-    half-missing scan leave most of it unmatched (benchmarks/README.md has the figures).
+    half-missing scan leave most of it unmatched (benchmarks/README.md has the figures). These
+    are the defaults; a preset sets its own where its input differs (lung_surface: rebuilt
+    meshes leave much surface without partner on good registrations).
     """
 
     min_matched_mass: float = Field(
