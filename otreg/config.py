@@ -317,6 +317,12 @@ class ChecksConfig(_Section):
         le=1,
         description="flag when less is matched in one octant of the source (of 5 % of its mass or more)",
     )
+    min_half_matched_mass: float = Field(
+        0.35,
+        ge=0,
+        le=1,
+        description="flag when less is matched in one half of the source (cut through its centre of mass across x, y or z)",
+    )
     max_inverse_error_mm: PositiveFloat = Field(
         1.0,
         description="flag when the inverse misses by more, mm (p95; the dense fixed -> moving field: p99)",
