@@ -39,6 +39,21 @@ def region_mass(points: np.ndarray, weights: np.ndarray, confidence: np.ndarray)
     return min(fractions, default=1.0)
 
 
+def half_mass(points: np.ndarray, weights: np.ndarray, confidence: np.ndarray) -> float:
+    """The smallest matched fraction of the source's mass in one of the six halves of it cut
+    through its centre of mass across x, y or z: (N, 3) mm, (N,) weights, (N,) matched fraction
+    of each point's mass. A partner missing one half (a cut scan) shows here even where the
+    other mesh's own partnerless sheets keep octants from telling."""
+    w = weights / weights.sum()
+    above = points - w @ points > 0
+    fractions = [
+        float(w[side] @ confidence[side] / w[side].sum())
+        for side in (*above.T, *(~above).T)
+        if w[side].sum() > 0
+    ]
+    return min(fractions, default=1.0)
+
+
 def suspect_checks(
     metrics: dict[str, Any],
     points: np.ndarray,
@@ -59,6 +74,7 @@ def suspect_checks(
     w = weights / weights.sum()
     matched = float(w @ confidence)
     region = region_mass(points, weights, confidence)
+    half = half_mass(points, weights, confidence)
     flags = []
     jacobian = metrics.get("jacobian")
     if jacobian and jacobian["min"] <= 0:
@@ -100,6 +116,16 @@ def suspect_checks(
                 f"checks.min_region_matched_mass = {checks.min_region_matched_mass:g})",
             )
         )
+    if half < checks.min_half_matched_mass:
+        flags.append(
+            flag(
+                "warn",
+                "Half of the source without partner",
+                f"one half of the source is matched at {half:.0%} of its mass (flag below "
+                f"checks.min_half_matched_mass = {checks.min_half_matched_mass:g}): is the "
+                "target whole?",
+            )
+        )
     inverse = metrics.get("inverse_consistency_mm")
     if inverse and inverse["p95_mm"] > checks.max_inverse_error_mm:
         flags.append(
@@ -111,4 +137,9 @@ def suspect_checks(
                 f"{checks.max_inverse_error_mm:g})",
             )
         )
-    return {"matched_mass": matched, "lowest_region_matched_mass": region, "flags": flags}
+    return {
+        "matched_mass": matched,
+        "lowest_region_matched_mass": region,
+        "lowest_half_matched_mass": half,
+        "flags": flags,
+    }

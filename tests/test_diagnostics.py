@@ -1,14 +1,19 @@
 """Suspect-registration checks: they fire on pairs that cannot be registered and stay quiet on
-real ones (the DIR-LAB, sample and CIP tests assert the quiet side)."""
+real ones (the DIR-LAB, sample and CIP tests assert the quiet side; LUNA16 lobe surfaces, with
+lung_surface's own thresholds, here)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import otreg
 from otreg.config import ChecksConfig
-from otreg.diagnostics import region_mass, suspect_checks
+from otreg.diagnostics import half_mass, region_mass, suspect_checks
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 
 
 def _cloud(n=4000, seed=0):
@@ -26,6 +31,21 @@ def test_an_unmatched_octant_is_found():
     checks = suspect_checks({}, points, weights, confidence, ChecksConfig())
     assert checks["matched_mass"] > 0.5
     assert [f["title"] for f in checks["flags"]] == ["A region without partner"]
+
+
+def test_an_unmatched_half_is_found():
+    points, weights = _cloud()
+    confidence = np.full(len(points), 0.45)  # as on rebuilt surface meshes
+    centre = weights @ points / weights.sum()
+    confidence[points[:, 2] < centre[2]] = 0.1  # a target cut in half
+    assert half_mass(points, weights, confidence) == pytest.approx(0.1)
+    surface = ChecksConfig(
+        min_matched_mass=0.25, min_region_matched_mass=0.07, min_half_matched_mass=0.24
+    )
+    flags = suspect_checks({}, points, weights, confidence, surface)["flags"]
+    assert [f["title"] for f in flags] == ["Half of the source without partner"]
+    confidence[:] = 0.45
+    assert suspect_checks({}, points, weights, confidence, surface)["flags"] == []
 
 
 def test_folding_and_a_poor_inverse_are_flagged():
@@ -75,3 +95,52 @@ def test_a_broken_pair_is_flagged(shared_data, broken):
     # measured: 22-24 % matched (the same patient: 71-72 %)
     assert checks["matched_mass"] < 0.4
     assert "Low matched mass" in [flag["title"] for flag in checks["flags"]]
+
+
+def _lobe_pair(shared_data, tmp_path, subject):
+    """A LUNA16 lobe pair of benchmarks/bench_surface.py: (source, target) rebuilt meshes."""
+    import sys
+
+    sys.path.insert(0, str(SAMPLE))
+    from synthetic_lobes import make_pair  # the maker of benchmarks/bench_surface.py's pairs
+
+    path = shared_data / "luna16_lung_surfaces" / f"subject{subject}_lung_surface.vtk"
+    source_file, target_file, _, _ = make_pair(path, tmp_path)
+    # untagged files; the known motion is in their stored coordinates
+    return tuple(otreg.load(f, mesh_frame="ras") for f in (source_file, target_file))
+
+
+def _surface_checks(source, target):
+    config = otreg.load_config("lung_surface", ["output.jacobian=false"])
+    return otreg.register(source, target, config).metrics["checks"]
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_lobe_surfaces_stay_quiet(shared_data, tmp_path):
+    """A LUNA16 lobe pair whose rebuilt meshes leave much surface without partner (measured:
+    39 % matched, 11 % in one octant, 28 % in one half) raises no flag with lung_surface's own
+    thresholds (the defaults for points, vessels and masks flagged it)."""
+    checks = _surface_checks(*_lobe_pair(shared_data, tmp_path, "0723"))
+    assert checks["flags"] == []
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("broken", "expected"),
+    [
+        ("another patient", "Low matched mass"),
+        ("target cut in half", "Half of the source without partner"),
+    ],
+)
+def test_a_broken_lobe_pair_is_flagged(shared_data, tmp_path, broken, expected):
+    """Subject 0576's lobe onto another patient's, and onto its own target's upper half."""
+    source, target = _lobe_pair(shared_data, tmp_path, "0576")
+    if broken == "another patient":
+        target = _lobe_pair(shared_data, tmp_path, "0596")[1]  # measured: 23 % matched
+    else:
+        lower = target.points[:, 2] <= np.median(target.points[:, 2])
+        target = target.subset(~lower)  # measured: 7 % matched in one half, 4 % in an octant
+    checks = _surface_checks(source, target)
+    assert expected in [flag["title"] for flag in checks["flags"]]
