@@ -102,10 +102,10 @@ def test_jacobians_have_known_answers():
     np.testing.assert_allclose(
         ridge.jacobian(points), np.broadcast_to(np.eye(3) + affine[:3].T, (20, 3, 3)), atol=1e-4
     )
-    # a constant velocity flows into a translation
+    # a constant velocity flows into a translation (scaling and squaring in float32)
     svf = SVFField(np.full((3, 3, 3, 3), 2.0), [0.0, 0.0, 0.0], 15.0)
     np.testing.assert_allclose(
-        svf.jacobian(points), np.broadcast_to(np.eye(3), (20, 3, 3)), atol=1e-9
+        svf.jacobian(points), np.broadcast_to(np.eye(3), (20, 3, 3)), atol=1e-6
     )
     # the rigid part of the composite: its matrix
     rotation = np.array([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]])
