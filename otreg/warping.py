@@ -106,7 +106,6 @@ def warp_image(
         ConfigError: an unknown interpolation. OutputError: an output format otreg cannot write.
     """
     from .errors import ConfigError, InputError
-    from .io.atomic import full_suffix
     from .io.images import (
         IMAGE_SUFFIXES,
         check_writable,
@@ -115,7 +114,6 @@ def warp_image(
         read_image,
         write_image,
     )
-    from .io.volumes import VOLUME_SUFFIXES
     from .transforms.resample import INTERPOLATIONS, choose_interpolation, resample_volume
 
     file, output = Path(file), check_writable(output)
@@ -145,10 +143,4 @@ def warp_image(
         interpolation=mode,
         grid_spacing=grid_spacing,
     )
-    codes = (1, 1)
-    if full_suffix(reference).lower() in VOLUME_SUFFIXES:  # keep the fixed image's codes
-        import nibabel as nib
-
-        header: Any = nib.load(str(reference)).header
-        codes = (int(header["qform_code"]) or 1, int(header["sform_code"]) or 1)
-    return write_image(output, warped, reference_affine, codes=codes)
+    return write_image(output, warped, reference_affine, like=reference)

@@ -121,11 +121,12 @@ def check_writable(path: str | Path) -> Path:
 
 
 def write_image(
-    path: str | Path, data: np.ndarray, affine: np.ndarray, codes: tuple[int, int] = (1, 1)
+    path: str | Path, data: np.ndarray, affine: np.ndarray, like: str | Path | None = None
 ) -> Path:
     """Write (I, J, K) ``data`` with its voxel -> RAS ``affine`` atomically, in the format of
-    ``path``'s suffix (NIfTI through nibabel with qform and sform, of the NIfTI ``codes``
-    (qform_code, sform_code); NRRD, MetaImage through SimpleITK in LPS)."""
+    ``path``'s suffix (NIfTI through nibabel with qform and sform, whose codes are those of
+    ``like`` when it is a NIfTI image, else 1 (scanner); NRRD, MetaImage through SimpleITK in
+    LPS)."""
     path = check_writable(path)
     with atomic_path(path) as tmp:
         if _itk(path):
@@ -141,9 +142,14 @@ def write_image(
         else:
             import nibabel as nib
 
+            qform_code = sform_code = 1
+            if like is not None and not _itk(Path(like)):  # keep the fixed image's codes
+                header: Any = nib.load(str(like)).header
+                qform_code = int(header["qform_code"]) or 1
+                sform_code = int(header["sform_code"]) or 1
             nifti = nib.Nifti1Image(data, affine)
-            nifti.set_qform(affine, codes[0])
-            nifti.set_sform(affine, codes[1])
+            nifti.set_qform(affine, qform_code)
+            nifti.set_sform(affine, sform_code)
             nifti.header.set_xyzt_units("mm")
             nifti.to_filename(str(tmp))
     return path
@@ -157,9 +163,6 @@ def _nifti_header(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
     """
     import nibabel as nib
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "no such file" if not path.exists() else "is not a file")
     try:
         image: Any = nib.load(str(path))
     except Exception as err:  # nibabel raises several kinds for a bad header
