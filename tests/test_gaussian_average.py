@@ -15,7 +15,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.mark.parametrize("entries", [None, 50_000])  # one compiled call; many (runs of 16 queries)
+@pytest.mark.parametrize(
+    "entries", [None, 50_000]
+)  # one compiled call; many (the first of 16 queries)
 def test_kernel_field_over_nearby_controls_equals_the_dense_average(monkeypatch, entries):
     rng = np.random.default_rng(0)
     controls = rng.uniform(0, 200, (3000, 3))

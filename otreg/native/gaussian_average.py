@@ -49,24 +49,31 @@ def gaussian_average(
     out = torch.empty(len(q), values.shape[1], dtype=dtype)
     # each row's largest logit, exactly: then the search keeps what is within the truncation
     top = -c_transform(q.double(), c.double(), h.double()).to(dtype)
-    # runs of queries (nearby ones: sorted along the curve) small enough that even a kernel
-    # wide enough to keep every control stays within _ENTRIES (a whole dense-field grid
-    # against thousands of controls at once held far too much memory)
-    rows = max(1, _ENTRIES // len(c))
-    for s in range(0, len(q), rows):
-        sums = _weighted_sums(q[s : s + rows], c, h, v, top[s : s + rows])
+    # runs of queries (nearby ones: sorted along the curve) that keep about _ENTRIES entries (a
+    # whole dense-field grid against thousands of controls at once held far too much memory):
+    # the first run small enough even if a row kept every control, the next ones sized from
+    # the previous run's fullest row, with a margin of 2 (neighbours along the curve keep about
+    # as many; each compiled call costs a pass over the controls, so runs sized for the worst
+    # case made many calls where few entries were kept)
+    worst_case_rows = max(1, _ENTRIES // len(c))
+    s, rows = 0, worst_case_rows
+    while s < len(q):
+        sums, fullest_row = _weighted_sums(q[s : s + rows], c, h, v, top[s : s + rows])
         out[order_q[s : s + rows]] = sums[:, :-1] / sums[:, -1:]
+        s += rows
+        rows = max(worst_case_rows, _ENTRIES // (2 * max(1, fullest_row)))
     return out
 
 
 def _weighted_sums(
     q: torch.Tensor, c: torch.Tensor, h: torch.Tensor, v: torch.Tensor, top: torch.Tensor
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, int]:
     """(n, d): per row i, sum_k exp(h_k - |q_i - c_k|^2 / 2 - top_i) v_k over the controls
-    within the truncation of the row's largest logit ``top_i``."""
+    within the truncation of the row's largest logit ``top_i``; and the most controls a row
+    kept."""
     # truncate takes a guess of each row's log-sum-exp, and expects the max 4 below it (a
     # guess at or below the max keeps the search exact; above it, slow)
     guess = top + (4.0 - 1e-3)
     crow, col, _, vals, _ = truncate(q, c.T.contiguous(), h, guess.contiguous(), 1.0, TRUNCATION)
     weights = torch.sparse_csr_tensor(crow, col, vals, (len(q), len(c)), check_invariants=False)
-    return weights @ v
+    return weights @ v, int(crow.diff().max()) if len(q) else 0
