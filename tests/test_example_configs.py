@@ -51,6 +51,8 @@ def test_the_batch_study_example_runs_on_the_sample_data(tmp_path):
 
     settings = tomllib.loads((BATCH_STUDY / "pipeline.toml").read_text())
     settings.update(manifest=str(BATCH_STUDY / "cases.csv"), output=str(tmp_path / "out"))
+    # the report's pictures: tests/test_report.py (here they took a quarter of the CPU time)
+    settings["registration"]["set"].append("output.report_pictures=false")
     pipeline = tmp_path / "pipeline.toml"
     pipeline.write_text(tomli_w.dumps(settings))
     result = run_batch(pipeline)
