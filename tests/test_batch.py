@@ -17,7 +17,7 @@ import pytest
 from otreg.batch import load_pipeline, read_manifest, run_batch, validate
 from otreg.batch.claims import CLAIM, owner_alive, try_claim
 from otreg.batch.local import parse_shard, shard_cases
-from otreg.batch.status import effective_state, read_status
+from otreg.batch.status import read_status
 from otreg.batch.summary import batch_status, summarize
 from otreg.batch.threads import thread_environment, threads_per_worker, worker_cpus
 from otreg.errors import ConfigError, OutputError
@@ -367,11 +367,10 @@ def test_killed_workers_and_a_terminated_batch_resume_exactly_the_unfinished_cas
     runner.send_signal(signal.SIGTERM)
     _, stderr = runner.communicate(timeout=600)
     assert runner.returncode == 143, stderr
-    # the running case is interrupted (unless it ended just before the signal came): its worker
-    # writes so, or, where the signal killed it first (seen in fresh-clone runs under load, the
-    # worker still loading its clouds), its 'running' status names a dead owner, which every
-    # runner reads as interrupted
-    states = {c: effective_state(read_status(out / c)) for c in ("k1", "k2", "k3")}
+    # the running case is interrupted (unless it ended just before the signal came), and its
+    # worker says so, even when the signal came while it imported VTK to read its clouds (an
+    # exception raised there crashed the worker: otreg/signals.py)
+    states = {c: (read_status(out / c) or {}).get("state") for c in ("k1", "k2", "k3")}
     assert "running" not in states.values() and set(states.values()) != {"ok"}, states
     assert hidden_leftovers(out) == []
     unfinished = sorted(c for c, s in states.items() if s != "ok")

@@ -28,6 +28,7 @@ from typing import Any
 
 from .._version import __version__
 from ..errors import OtregError
+from ..signals import outside_imports
 from .claims import CLAIM, Claim, host_name, try_claim
 from .manifest import Case
 from .pipeline import Pipeline
@@ -231,8 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cpus", default="", help="comma-separated CPU ids to run on")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, outside_imports(_interrupt))
+    signal.signal(signal.SIGINT, outside_imports(_interrupt))
     logging.basicConfig(
         level=logging.INFO,
         format=f"%(asctime)s {host_name()} pid {os.getpid()} {args.case}: %(message)s",

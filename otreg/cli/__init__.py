@@ -96,9 +96,12 @@ def _interrupted() -> None:
 def _handle_termination() -> None:
     import signal
 
+    from ..signals import outside_imports
+
     for name in ("SIGTERM", "SIGHUP"):
         if hasattr(signal, name):
-            signal.signal(getattr(signal, name), _raise_terminated)
+            signal.signal(getattr(signal, name), outside_imports(_raise_terminated))
+    signal.signal(signal.SIGINT, outside_imports(signal.default_int_handler))  # ^C
 
 
 def main() -> None:
