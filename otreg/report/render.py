@@ -45,8 +45,10 @@ class Pictures:
 
 def child_environment() -> dict[str, str]:
     """The child's environment: without a display, VTK's EGL window directly (it would try X
-    first and print 'bad X server connection'); an explicit VTK_DEFAULT_OPENGL_WINDOW wins."""
+    first and print 'bad X server connection'); an explicit VTK_DEFAULT_OPENGL_WINDOW wins.
+    numpy without huge pages, as in the command's own process (:mod:`otreg.cli`)."""
     env = dict(os.environ)
+    env.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")  # as the command's own process (otreg.cli)
     if not env.get("DISPLAY") and "VTK_DEFAULT_OPENGL_WINDOW" not in env:
         env["VTK_DEFAULT_OPENGL_WINDOW"] = "vtkEGLRenderWindow"
     return env
