@@ -12,7 +12,7 @@ N x K at the first rounds' widths (20 mm over a lung). On a grid of spacing h = 
 3. interpolate both sums trilinearly at the points and divide.
 
 The result differs from the exact average by O(h^2): on the copd1 vessel pair's first rounds
-(14,530 points, sigma 20 and 15 mm) at most 0.014 mm, 0.0015 mm on average, for 15x and 4x
+(14,530 points, sigma 20 and 15 mm) at most 0.014 mm, 0.0015 mm on average, for about 15x and 3x
 less time (benchmarks/README.md, design measurements). otreg uses it for the fields of the
 intermediate rounds only (they move the points towards the next round's matching; the
 transform itself is exact), where it costs less by the estimate of :func:`pays`.
