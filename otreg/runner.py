@@ -118,27 +118,33 @@ def run(
     # OUT is locked from its check to the final rename: a second run on it fails at once
     with output_lock(out), memory_limit(loading.memory_limit_gb):
         check_output_dir(out, overwrite, (source, target))  # again, now that it is ours
-        step("loading")
-        source_cloud = load(source, **options)
-        target_cloud = load(target, **options)
-        if config is None:
-            from .presets import preset_for
+        from .report.render import drawing_child_started, stop_drawing_child
 
-            name, why = preset_for(source_cloud, target_cloud)
-            cfg = load_config(name, overrides, **settings)
-        else:
-            name, why = (
-                (str(config) if isinstance(config, (str, Path)) else "a Config object"),
-                "-c",
-            )
-        log.info("config: %s (%s)", name, why)
-        preset = {"name": name, "chosen_by": why}
+        # the report's drawing process starts now: it imports VTK while the inputs load, torch
+        # imports and the registration runs (with -c the config says whether it will draw;
+        # else the preset, known once the inputs are read)
+        pictures = config is None or (cfg.output.report and cfg.output.report_pictures)
+        with drawing_child_started(pictures):
+            step("loading")
+            source_cloud = load(source, **options)
+            target_cloud = load(target, **options)
+            if config is None:
+                from .presets import preset_for
 
-        from .pipeline import register  # torch: only once the inputs are good
-        from .report.render import drawing_child_started
+                name, why = preset_for(source_cloud, target_cloud)
+                cfg = load_config(name, overrides, **settings)
+                if not (cfg.output.report and cfg.output.report_pictures):
+                    stop_drawing_child()
+            else:
+                name, why = (
+                    (str(config) if isinstance(config, (str, Path)) else "a Config object"),
+                    "-c",
+                )
+            log.info("config: %s (%s)", name, why)
+            preset = {"name": name, "chosen_by": why}
 
-        # the report's drawing process starts (imports VTK) while the registration runs
-        with drawing_child_started(cfg.output.report and cfg.output.report_pictures):
+            from .pipeline import register  # torch: only once the inputs are good
+
             registration = register(source_cloud, target_cloud, cfg, on_step=step)
             step("writing outputs")
             write_registration(

@@ -90,6 +90,30 @@ def test_import_is_light():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
+def test_the_command_keeps_numpy_off_huge_pages():
+    """The command's process asks numpy not to madvise huge pages (first touches of large
+    arrays stalled in compaction); NUMPY_MADVISE_HUGEPAGE set by the user wins."""
+    code = (
+        "import contextlib, sys, numpy as np\n"
+        "from otreg import cli\n"
+        "sys.argv = ['otreg', '--version']\n"
+        "with contextlib.suppress(SystemExit):\n"
+        "    cli.main()\n"
+        "print(np._core.multiarray._get_madvise_hugepage())\n"
+    )
+    pytest.importorskip("numpy._core.multiarray")
+    env = {k: v for k, v in otreg_env().items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env
+    )
+    assert done.stdout.split()[-1] == "False", done.stdout + done.stderr
+    env["NUMPY_MADVISE_HUGEPAGE"] = "1"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env
+    )
+    assert done.stdout.split()[-1] == "True", done.stdout + done.stderr
+
+
 # ----------------------------------------------------------------------------- config
 def test_config_show_is_toml(run_otreg):
     result = run_otreg("config", "show")

@@ -104,11 +104,34 @@ def _handle_termination() -> None:
     signal.signal(signal.SIGINT, outside_imports(signal.default_int_handler))  # ^C
 
 
+def _no_huge_pages_for_numpy() -> None:
+    """Stop numpy asking the kernel for transparent huge pages on its large arrays.
+
+    Where THP is ``madvise`` (with defrag ``madvise``, the common default), every large numpy
+    array's first touch may stall in direct compaction: the ridge weight selection's kernel
+    matrices took several times longer, and a DIR-LAB registration spent about 0.5 s more in
+    the kernel (benchmarks/README.md, design measurements). The command owns its process;
+    the library leaves the setting alone. ``NUMPY_MADVISE_HUGEPAGE=1`` keeps numpy's default.
+    """
+    import os
+
+    if os.environ.get("NUMPY_MADVISE_HUGEPAGE"):
+        return
+    import numpy as np
+
+    for module in ("_core", "core"):  # numpy 2, numpy 1
+        setter = getattr(getattr(np, module, None), "multiarray", None)
+        if hasattr(setter, "_set_madvise_hugepage"):
+            setter._set_madvise_hugepage(False)
+            return
+
+
 def main() -> None:
     """Console entry point: run the app, turning otreg errors into one message + exit code."""
     from ..errors import OtregError
 
     _handle_termination()
+    _no_huge_pages_for_numpy()
     try:
         # Not standalone: otreg errors reach the handlers below. typer then *returns* the
         # exit code of a typer.Exit (--help, --version, ^C -> 130) instead of exiting.

@@ -83,25 +83,42 @@ def half_sq_dist_blocks(x: torch.Tensor, y: torch.Tensor):
         yield start, stop, c.clamp_(min=0)  # rounding can make the expanded form slightly negative
 
 
+# A dense kernel of at most this many entries keeps its costs after the first reduction
+# (16 MB of float32): the small problems (the rigid step's, the coarse levels') reduce over the
+# same kernel many times, and computing the costs again took most of each reduction.
+_KEPT_ELEMENTS = 4_000_000
+
+
 class TorchBlocks(Kernel):
-    """Dense torch reductions, computed block of rows by block of rows."""
+    """Dense torch reductions, computed block of rows by block of rows (the costs of a small
+    kernel computed once and kept)."""
 
     name = "torch"
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor):
         self.x, self.y = x, y
+        self._kept: list[tuple[int, int, torch.Tensor]] | None = None
+
+    def _blocks(self):
+        """(start, stop, C) as :func:`half_sq_dist_blocks`; C is read-only when kept."""
+        if self._kept is not None:
+            return self._kept
+        if len(self.x) * len(self.y) <= _KEPT_ELEMENTS:
+            self._kept = list(half_sq_dist_blocks(self.x, self.y))
+            return self._kept
+        return half_sq_dist_blocks(self.x, self.y)
 
     def lse(self, h: torch.Tensor) -> torch.Tensor:
         out = torch.empty(len(self.x), dtype=self.x.dtype, device=self.x.device)
-        for s, e, c in half_sq_dist_blocks(self.x, self.y):
-            out[s:e] = _logsumexp_rows(c.neg_().add_(h[None, :]))
+        for s, e, c in self._blocks():
+            out[s:e] = _logsumexp_rows(torch.sub(h[None, :], c))
         return out
 
     def average(self, h: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         out = torch.empty(
             len(self.x), values.shape[1] + 1, dtype=self.x.dtype, device=self.x.device
         )
-        for s, e, c in half_sq_dist_blocks(self.x, self.y):
+        for s, e, c in self._blocks():
             w = torch.softmax(h[None, :] - c, dim=1)
             out[s:e, :-1] = w @ values
             out[s:e, -1] = (w * c).sum(1)

@@ -47,7 +47,34 @@ def _frame(plotter, view: str, bounds: np.ndarray) -> None:
     camera.parallel_scale = 0.6 * max(extent[up_axis], extent[right_axis] / aspect, 1.0)
     plotter.reset_camera_clipping_range()
     for text, position in zip(letters, ("left_edge", "right_edge", "upper_edge", "lower_edge")):
-        plotter.add_text(text, position=position, font_size=12, color="black")
+        _label(plotter, text, position, LETTER_SIZE)
+
+
+#: where each label sits in its panel: (x, y) in the panel's normalised coordinates, and its
+#: horizontal and vertical justification
+_PLACES = {
+    "upper_left": ((0.01, 0.99), "Left", "Top"),
+    "left_edge": ((0.02, 0.5), "Left", "Centered"),
+    "right_edge": ((0.98, 0.5), "Right", "Centered"),
+    "upper_edge": ((0.5, 0.99), "Centered", "Top"),
+    "lower_edge": ((0.5, 0.015), "Centered", "Bottom"),
+}
+#: font sizes (points at the panel's 480 pixels) of the edge letters and of the panel titles
+LETTER_SIZE, TITLE_SIZE = 24, 19
+
+
+def _label(plotter, text: str, where: str, size: int) -> None:
+    """Black ``text`` at ``where`` (a key of _PLACES) in the current panel, a fixed font size.
+
+    A plain text actor, not pyvista's named positions: those are corner annotations, which
+    search for their font size at every render (most of a picture's drawing time on a
+    software OpenGL: benchmarks/README.md, design measurements)."""
+    (x, y), across, up = _PLACES[where]
+    actor = plotter.add_text(text, position=(x, y), viewport=True, color="black")
+    prop = actor.GetTextProperty()
+    prop.SetFontSize(size)
+    getattr(prop, f"SetJustificationTo{across}")()
+    getattr(prop, f"SetVerticalJustificationTo{up}")()
 
 
 def _points(plotter, points: np.ndarray, **kwargs) -> None:
@@ -73,7 +100,7 @@ def draw_overlay(clouds: dict[str, np.ndarray], path: Path) -> None:
             plotter.set_background("white")  # type: ignore[arg-type]
             _points(plotter, clouds["target"], color=TARGET_COLOUR, opacity=0.7)
             _points(plotter, clouds[moving], color=SOURCE_COLOUR, opacity=0.7)
-            plotter.add_text(f"{when}, {view}", position="upper_left", font_size=10, color="black")
+            _label(plotter, f"{when}, {view}", "upper_left", TITLE_SIZE)
             _frame(plotter, view, bounds)
     _save(plotter, path)
 
@@ -116,7 +143,7 @@ def draw_fields(clouds: dict[str, np.ndarray], path: Path) -> None:
                 "label_font_size": 11,
             },
         )
-        plotter.add_text("source, coronal", position="upper_left", font_size=10, color="black")
+        _label(plotter, "source, coronal", "upper_left", TITLE_SIZE)
         _frame(plotter, "coronal", bounds)
     _save(plotter, path)
 
@@ -142,8 +169,9 @@ def main(folder: str) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1] == "-":  # started early: import now, draw the folder named on stdin later
-        import pyvista  # noqa: F401
-        from PIL import Image  # noqa: F401
+        import pyvista
+        import pyvista.plotting  # noqa: F401  (pyvista imports it, and matplotlib, at first use)
+        from PIL import Image, features  # noqa: F401
 
         folder = sys.stdin.readline().strip()
         if folder:

@@ -28,7 +28,8 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -124,18 +125,26 @@ def write_dense_fields(
     source_path: Path | None = None,
     target_path: Path | None = None,
     reference: Path | None = None,
+    submit: Callable[[Callable[[], Any]], Any] | None = None,
 ) -> dict[str, Any]:
     """The displacement fields and composite ITK transforms (see :func:`field_grids` for
     their grids); returns their description for metrics.json.
+
+    ``submit``: writes each file by handing it a function of no arguments (a background
+    writer, so that compressing one file overlaps computing the next; the caller then waits
+    for them and sees their errors); default: written here, one after the other.
 
     Files: field_fixed_to_moving.nii.gz (on the fixed grid: resamples images),
     field_moving_to_fixed.nii.gz (on the moving grid: moves points), and the composite
     transform_fixed_to_moving.h5 / transform_moving_to_fixed.h5 (rigid matrix and the fields'
     part, both fields on the fixed grid: the rigid part holds everywhere).
     """
+    from functools import partial
+
     from ..transforms.itk import displacement_image, nonrigid_part, pullback, write_composite
     from ..transforms.rigid import apply_matrix
 
+    write = submit or (lambda job: job())
     transform = result.transform
     grids = field_grids(
         result, config, source_path=source_path, target_path=target_path, reference=reference
@@ -143,29 +152,33 @@ def write_dense_fields(
     fixed, moving = grids["fixed"], grids["moving"]
     y = fixed.points()
     x, inverse_residual = pullback(transform, fixed)
-    displacement_image(_finite(x - y, "field_fixed_to_moving"), fixed).to_filename(
-        folder / "field_fixed_to_moving.nii.gz"
-    )
+    image = displacement_image(_finite(x - y, "field_fixed_to_moving"), fixed)
+    write(partial(image.to_filename, folder / "field_fixed_to_moving.nii.gz"))
     w = apply_matrix(transform.rigid, x) - y  # the fields' part of the pull-back
-    write_composite(
-        folder / "transform_fixed_to_moving.h5",
-        np.linalg.inv(transform.rigid),
-        _finite(w, "transform_fixed_to_moving"),
-        fixed,
-        field_first=True,
+    write(
+        partial(
+            write_composite,
+            folder / "transform_fixed_to_moving.h5",
+            np.linalg.inv(transform.rigid),
+            _finite(w, "transform_fixed_to_moving"),
+            fixed,
+            field_first=True,
+        )
     )
     u = nonrigid_part(transform).displacement(y)
-    write_composite(
-        folder / "transform_moving_to_fixed.h5",
-        transform.rigid,
-        _finite(u, "transform_moving_to_fixed"),
-        fixed,
-        field_first=False,
+    write(
+        partial(
+            write_composite,
+            folder / "transform_moving_to_fixed.h5",
+            transform.rigid,
+            _finite(u, "transform_moving_to_fixed"),
+            fixed,
+            field_first=False,
+        )
     )
     x = moving.points()
-    displacement_image(_finite(transform(x) - x, "field_moving_to_fixed"), moving).to_filename(
-        folder / "field_moving_to_fixed.nii.gz"
-    )
+    image = displacement_image(_finite(transform(x) - x, "field_moving_to_fixed"), moving)
+    write(partial(image.to_filename, folder / "field_moving_to_fixed.nii.gz"))
     inverse_residual = inverse_residual[np.isfinite(inverse_residual)]
     return {
         "spacing_mm": config.output.grid_spacing,
@@ -218,56 +231,16 @@ def _write_locked(
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        write_marker(tmp)
-        clouds = _begin_pictures(result, config)
-        transform = result.transform
-        warp_file(
-            source_path,
-            tmp / f"warped_source{warped_suffix(source_path)}",
-            point_mapping(transform),
-            load_kwargs=load_kwargs,
-        )
-        transform.save(tmp / "transform.npz")
-        np.savetxt(
-            tmp / "rigid.txt",
-            transform.rigid,
-            fmt="%.10f",
-            header="4x4 matrix, world RAS mm, source (moving) -> target (fixed)",
-        )
-        fixed_to_moving_lps = matrix_ras_to_lps(np.linalg.inv(transform.rigid))
-        (tmp / "rigid_fixed_to_moving.tfm").write_text(itk_affine_text(fixed_to_moving_lps))
-        metrics = dict(result.metrics)
-        if config.output.dense_field:
-            metrics["dense_field"] = write_dense_fields(
-                tmp,
-                result,
-                config,
-                source_path=source_path,
-                target_path=target_path,
-                reference=reference,
-            )
-        inputs = {"source": source_path, "target": target_path}
-        if reference is not None:
-            inputs["reference"] = Path(reference)
-        run = run_record(
-            inputs=inputs,
-            device=metrics["device"],
-            seed=config.seed,
-            argv=argv,
-        )
-        header = ""
-        if preset:
-            run["preset"] = preset
-            header = f"# from {preset['name']} ({preset['chosen_by']}), with the command line's settings\n"
-        config_text = header + config.to_toml()
-        if config.output.report:
-            metrics["times"] = {
-                **metrics["times"],
-                **_write_report(tmp, result, metrics, run, config, config_text, clouds),
-            }
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        (tmp / "run.json").write_text(json.dumps(run, indent=2))
-        (tmp / "config.resolved.toml").write_text(config_text)
+        # one background writer: the dense fields' files are compressed and written while the
+        # next field, the report and the records are computed (released GIL: zlib, HDF5)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="otreg-writer") as writer:
+            pending: list[Future] = []
+            _write_files(
+                tmp, result, config, source_path, target_path, load_kwargs, argv, preset,
+                reference, lambda job: pending.append(writer.submit(job)),
+            )  # fmt: skip
+            for done in pending:
+                done.result()  # a failed write raises here, before the folder is renamed
         if out.exists():
             old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(out, old)
@@ -279,6 +252,65 @@ def _write_locked(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _write_files(
+    tmp, result, config, source_path, target_path, load_kwargs, argv, preset, reference, submit
+) -> None:
+    """Every file of the output folder into ``tmp`` (the dense fields' through ``submit``)."""
+    write_marker(tmp)
+    clouds = _begin_pictures(result, config)
+    transform = result.transform
+    warp_file(
+        source_path,
+        tmp / f"warped_source{warped_suffix(source_path)}",
+        point_mapping(transform),
+        load_kwargs=load_kwargs,
+    )
+    transform.save(tmp / "transform.npz")
+    np.savetxt(
+        tmp / "rigid.txt",
+        transform.rigid,
+        fmt="%.10f",
+        header="4x4 matrix, world RAS mm, source (moving) -> target (fixed)",
+    )
+    fixed_to_moving_lps = matrix_ras_to_lps(np.linalg.inv(transform.rigid))
+    (tmp / "rigid_fixed_to_moving.tfm").write_text(itk_affine_text(fixed_to_moving_lps))
+    metrics = dict(result.metrics)
+    if config.output.dense_field:
+        metrics["dense_field"] = write_dense_fields(
+            tmp,
+            result,
+            config,
+            source_path=source_path,
+            target_path=target_path,
+            reference=reference,
+            submit=submit,
+        )
+    inputs = {"source": source_path, "target": target_path}
+    if reference is not None:
+        inputs["reference"] = Path(reference)
+    run = run_record(
+        inputs=inputs,
+        device=metrics["device"],
+        seed=config.seed,
+        argv=argv,
+    )
+    header = ""
+    if preset:
+        run["preset"] = preset
+        header = (
+            f"# from {preset['name']} ({preset['chosen_by']}), with the command line's settings\n"
+        )
+    config_text = header + config.to_toml()
+    if config.output.report:
+        metrics["times"] = {
+            **metrics["times"],
+            **_write_report(tmp, result, metrics, run, config, config_text, clouds),
+        }
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (tmp / "run.json").write_text(json.dumps(run, indent=2))
+    (tmp / "config.resolved.toml").write_text(config_text)
 
 
 def _begin_pictures(result, config: Config):

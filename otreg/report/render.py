@@ -45,8 +45,10 @@ class Pictures:
 
 def child_environment() -> dict[str, str]:
     """The child's environment: without a display, VTK's EGL window directly (it would try X
-    first and print 'bad X server connection'); an explicit VTK_DEFAULT_OPENGL_WINDOW wins."""
+    first and print 'bad X server connection'); an explicit VTK_DEFAULT_OPENGL_WINDOW wins.
+    numpy without huge pages, as in the command's own process (:mod:`otreg.cli`)."""
     env = dict(os.environ)
+    env.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")  # as the command's own process (otreg.cli)
     if not env.get("DISPLAY") and "VTK_DEFAULT_OPENGL_WINDOW" not in env:
         env["VTK_DEFAULT_OPENGL_WINDOW"] = "vtkEGLRenderWindow"
     return env
@@ -112,6 +114,15 @@ def drawing_child_started(enabled: bool = True) -> Iterator[None]:
         drawing, _submitted = _submitted, None
         if drawing is not None:
             drawing.discard()
+
+
+def stop_drawing_child() -> None:
+    """Stop the child that :func:`drawing_child_started` started, before its block ends (the
+    run turned out to draw no pictures)."""
+    global _waiting
+    child, _waiting = _waiting, None
+    if child is not None:
+        _stop(child)
 
 
 def _stop(child: subprocess.Popen) -> None:

@@ -66,13 +66,23 @@ def select_regularization(
     x = points - points.mean(0)
     sq = np.square(x).sum(1)
     half_sq_dist = np.maximum((sq[:, None] + sq[None, :]) / 2 - x @ x.T, 0)
-    kernel = np.mean([np.exp(-half_sq_dist / (s * s)) for s in sigmas], axis=0)
+    # summed in place: fresh n x n temporaries per width cost more than the exponentials
+    kernel, gauss = np.zeros_like(half_sq_dist), np.empty_like(half_sq_dist)
+    for s in sigmas:
+        kernel += np.exp(np.multiply(half_sq_dist, -1 / (s * s), out=gauss), out=gauss)
+    kernel /= len(sigmas)
     root = np.sqrt(weights)
     basis, _ = np.linalg.qr(root[:, None] * np.column_stack([x, np.ones(n)]))
-    m = root[:, None] * kernel * root[None, :]
+    m = kernel
+    m *= root[:, None]
+    m *= root[None, :]
+    # Q m Q = m - U P^T - P U^T + U (U^T P) U^T, P = m U: one rank-8 update, in place
     mu_basis = m @ basis
-    m = m - basis @ mu_basis.T - mu_basis @ basis.T + basis @ (basis.T @ mu_basis) @ basis.T
-    mu, vectors = np.linalg.eigh((m + m.T) / 2)
+    rest = mu_basis - basis @ (basis.T @ mu_basis)
+    m -= np.hstack([basis, mu_basis]) @ np.hstack([rest, basis]).T
+    m += m.T
+    m /= 2
+    mu, vectors = np.linalg.eigh(m)
     z = root[:, None] * values
     z = z - basis @ (basis.T @ z)
     c2 = np.square(vectors.T @ z).sum(1)
