@@ -230,6 +230,12 @@ class SmoothConfig(_Section):
         min_length=1,
         description="ridge: the kernel is the mean of Gaussians of these multiples of sigma",
     )
+    trend: Literal["affine", "quadratic"] = Field(
+        "affine",
+        description="ridge: the part of the fit that the smoothness weight leaves free: affine, "
+        "or quadratic (breathing's large-scale curvature, e.g. the base moving most, is then "
+        "not flattened)",
+    )
     ridge_points: int = Field(
         1500,
         description="ridge: fit the matches averaged over voxel cells, at most this "

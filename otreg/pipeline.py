@@ -278,6 +278,7 @@ def register(
             widths=cfg.smooth.ridge_widths,
             ridge_points=cfg.smooth.ridge_points,
             anisotropic=cfg.smooth.anisotropic,
+            trend=cfg.smooth.trend,
             spacing=cfg.smooth.svf_spacing,
             device=device,
             info=chosen,

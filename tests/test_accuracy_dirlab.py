@@ -49,8 +49,9 @@ def tre_after(shared_data):
 
 #: BCPD's mean TRE per case (the issue's table: Hirose's C implementation, tuned)
 BCPD = {1: 1.07, 2: 1.06, 3: 1.34, 4: 1.81, 5: 1.92}
-#: measured with the lung_points preset (ridge last round) and the svf model (one CPU thread)
-MEASURED = {1: 1.03, 2: 0.96, 3: 1.21, 4: 1.55, 5: 1.49}
+#: measured with the lung_points preset (ridge last round) and the svf model (one CPU thread);
+#: with its quadratic trend 1.046, 0.953, 1.198, 1.514, 1.479 (case 1 keeps its older, lower bar)
+MEASURED = {1: 1.03, 2: 0.95, 3: 1.20, 4: 1.51, 5: 1.48}
 
 
 @pytest.mark.realdata
@@ -59,7 +60,7 @@ def test_mean_tre_over_the_five_cases(tre_after):
     before = np.mean([b for b, _, _, _ in tre_after.values()])
     after = np.mean([a for _, a, _, _ in tre_after.values()])
     assert 6.0 < before < 7.0  # the data README's 6.5 mm: the landmarks are read right
-    assert after < 1.28  # measured 1.249 mm (BCPD 1.44, true correspondences + 5 mm Gaussian 1.19)
+    assert after < 1.26  # measured 1.238 mm (BCPD 1.44, true correspondences + 5 mm Gaussian 1.19)
 
 
 @pytest.mark.realdata
@@ -86,15 +87,15 @@ def sample_pair():
 
 @pytest.mark.slow
 def test_sample_pair_tre(sample_pair):
-    """lung_vessels preset (svf) on the synthetic pair: measured mean 0.46 mm, p95 1.30 mm (the
-    issue's bar: 0.5 / 1.5 mm); kernel averages alone 0.79 / 1.62 mm, CPD (pycpd, best of a
-    small grid) 0.83 mm."""
+    """lung_vessels preset (svf) on the synthetic pair: measured mean 0.284 mm, p95 0.75 mm (the
+    issue's bar: 0.35 / 1.0 mm); with an affine trend and lambda 10 0.46 / 1.30 mm, kernel
+    averages alone 0.79 / 1.62 mm, CPD (pycpd, best of a small grid) 0.83 mm."""
     source, target, exhale, inhale = sample_pair
     result = otreg.register(
         source, target, otreg.load_config("lung_vessels", ["output.jacobian=false"])
     )
     error = target_registration_error(result.transform(exhale), inhale)
-    assert error.mean() < 0.5 and np.percentile(error, 95) < 1.5
+    assert error.mean() < 0.32 and np.percentile(error, 95) < 0.85
     assert result.metrics["checks"]["flags"] == []
 
 

@@ -300,6 +300,25 @@ def test_points_denser_than_the_blur_are_solved_on_clusters():
 
 
 @needs_native
+@pytest.mark.parametrize("kernels", ["native", "torch"])
+def test_target_clusters_that_no_point_reaches_keep_finite_potentials(kernels):
+    """Unbalanced, with part of the target far from every source point: the points are matched
+    to the target's clusters by the rows of the points alone, which keep no entry of the far
+    clusters; their g-update was then infinite ("Sinkhorn diverged", as on a lobe surface onto
+    its target cut in half). The far clusters' own rows are added, and the solve agrees with
+    the dense one."""
+    x, y = (t.double() for t in _tree_pair(3000, 4))
+    far = y[y[:, 2] < 0.3] + torch.tensor([0.0, 0.0, -1.5], dtype=y.dtype)
+    y = torch.cat([y, far])
+    kw = {"blur": 0.04, "reach": 0.2, "tol": 1e-3, "max_iter": 1000}
+    clustered = small_sinkhorn(x, y, kernels=kernels, **kw)
+    assert clustered.plan.truncated.columns.spread is not None  # points matched to clusters
+    dense = small_sinkhorn(x, y, multiscale=False, **kw)
+    assert clustered.cost == pytest.approx(dense.cost, rel=0.03)
+    assert (clustered.targets - dense.targets).norm(dim=1).mean() < 0.05 * kw["blur"]
+
+
+@needs_native
 def test_certificate_of_a_truncated_plan_holds_for_potentials_far_off():
     """Bounds hold for any potentials: f raised by 200 eps puts the plan's entries near e^200
     (past float's range), and the rounded plan must still be a finite plan."""

@@ -93,6 +93,44 @@ def test_an_affine_motion_is_reproduced_exactly_and_continued_far_away():
     assert np.abs(alpha).max() < 1e-3
 
 
+@pytest.mark.parametrize("matrices", [False, True])
+def test_a_quadratic_trend_reproduces_a_quadratic_motion_everywhere(matrices):
+    """trend = "quadratic": a quadratic motion (the diaphragm's profile) is fitted without
+    residual at any smoothness weight, continued far away, the same on a grid and after a
+    save and load; the affine trend flattens it."""
+    from otreg.transforms.on_grid import field_on_grid
+
+    rng = np.random.default_rng(5)
+    points = rng.uniform(0, 60, size=(600, 3))
+    motion = lambda x: np.column_stack(  # noqa: E731
+        [0.01 * x[:, 0] * x[:, 1], 1.0 + 0.002 * x[:, 1] ** 2, -25 * (1 - x[:, 2] / 250) ** 2]
+    )
+    weights = np.ones(600)
+    if matrices:  # sliding weights: less trust along a random direction per point
+        axes = np.linalg.qr(rng.normal(size=(600, 3, 3)))[0]
+        weights = np.einsum("kij,j,klj->kil", axes, [1.0, 0.2, 0.05], axes)
+    alpha, trend = fit_ridge(points, motion(points), weights, [10.0], 100.0, trend="quadratic")
+    assert trend.shape == (10, 3) and np.abs(alpha).max() < 1e-3
+    field = RidgeField(points, alpha, trend, [10.0])
+    far = rng.uniform(80, 120, size=(50, 3))
+    assert np.abs(field(far) - motion(far)).max() < 1e-3
+    shape, affine = np.array([4, 5, 6]), np.diag([7.0, 6.0, 5.0, 1.0])
+    affine[:3, 3] = [-10.0, 5.0, 20.0]
+    nodes = np.stack(
+        np.meshgrid(
+            *(affine[i, 3] + affine[i, i] * np.arange(shape[i]) for i in range(3)), indexing="ij"
+        ),
+        -1,
+    ).reshape(-1, 3)
+    on_grid = field_on_grid(field, shape, affine).reshape(-1, 3)
+    assert np.abs(on_grid - motion(nodes)).max() < 1e-3
+    loaded = RidgeField.from_arrays(field.to_arrays("f_"), "f_")
+    assert np.abs(loaded(far) - field(far)).max() < 1e-9
+    alpha, affine_only = fit_ridge(points, motion(points), weights, [10.0], 100.0)
+    flattened = RidgeField(points, alpha, affine_only, [10.0])
+    assert np.abs(flattened(far) - motion(far)).max() > 1.0
+
+
 def test_less_biased_than_a_kernel_average_at_the_border():
     """Where the sampling ends (the lung base), a kernel average leans towards the values
     inside; the ridge fit of the same noisy matches does not (the sample pair's error)."""

@@ -130,3 +130,20 @@ def test_cli_logs_and_records_the_chosen_weight(fast_settings, run_otreg, tmp_pa
     assert "regularization" not in rounds[0]  # a kernel-average round has none
     assert "ridge smoothness weight from the matches" in result.stderr
     assert 'regularization = "auto"' in (out / "config.resolved.toml").read_text()
+
+
+def test_a_quadratic_trend_leaves_a_quadratic_motion_to_the_trend():
+    """A quadratic motion plus noise: with trend = "quadratic" nothing is left for the kernels
+    but noise, and GCV picks a smoother fit than with the affine trend (which must bend its
+    kernels to follow the curvature)."""
+    rng = np.random.default_rng(7)
+    points = rng.uniform(0, 100, size=(400, 3))
+    values = np.column_stack(
+        [0 * points[:, 0], 0 * points[:, 0], -25 * (1 - points[:, 2] / 250) ** 2]
+    ) + rng.normal(0, 0.3, (400, 3))
+    quadratic, _ = select_regularization(
+        points, values, np.ones(400), [10.0, 20.0], trend="quadratic"
+    )
+    affine, _ = select_regularization(points, values, np.ones(400), [10.0, 20.0])
+    assert quadratic > affine
+    assert quadratic >= 100

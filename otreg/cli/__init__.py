@@ -121,7 +121,7 @@ def _no_huge_pages_for_numpy() -> None:
 
     for module in ("_core", "core"):  # numpy 2, numpy 1
         setter = getattr(getattr(np, module, None), "multiarray", None)
-        if hasattr(setter, "_set_madvise_hugepage"):
+        if setter is not None and hasattr(setter, "_set_madvise_hugepage"):
             setter._set_madvise_hugepage(False)
             return
 

@@ -270,14 +270,31 @@ def kernel_pair(
     x's rows alone if ``rows_only``), as :func:`otreg.native.kernels.kernel_pair`; ``lse_x``,
     ``lse_y`` guess the rows' log-sum-exp (:func:`truncate`)."""
     n, m = len(x), len(y)
-    problem = f"{n} x {m} points"
     try:
         rows, cols, _ = truncate(x, y, h_y, inv_eps, truncation, lse_x)
-        keys = rows * m + cols
         if not rows_only:
             cols_t, rows_t, _ = truncate(y, x, h_x, inv_eps, truncation, lse_y)
-            keys = torch.cat([keys, rows_t * m + cols_t])
-        keys = torch.unique(keys)  # sorted: by row, then column
+            rows, cols = torch.cat([rows, rows_t]), torch.cat([cols, cols_t])
+    except torch.OutOfMemoryError as err:
+        raise _out_of_memory(f"{n} x {m} points") from err
+    return pair_on(x, y, rows, cols, h_y, h_x, inv_eps)
+
+
+def pair_on(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    h_y: torch.Tensor,
+    h_x: torch.Tensor,
+    inv_eps: float,
+) -> tuple[Entries, Entries]:
+    """The kernels x (n, D) -> y (m, D) and y -> x on the entries (rows, cols) (int64, any
+    order, repeats allowed), values absorbed for h_y (m,) and h_x (n,)."""
+    n, m = len(x), len(y)
+    problem = f"{n} x {m} points"
+    try:
+        keys = torch.unique(rows * m + cols)  # sorted: by row, then column
         _check_size(len(keys), problem)
         rows, cols = keys // m, keys % m
         cost = _half_sq_dist(x[rows], y[cols])
@@ -286,13 +303,17 @@ def kernel_pair(
         val_xy, max_xy = _absorb(rows, cols, cost, h_y, n, inv_eps)
         val_yx, max_yx = _absorb(rows_yx, cols_yx, cost_yx, h_x, m, inv_eps)
     except torch.OutOfMemoryError as err:
-        raise OutOfMemoryError(
-            f"out of device memory in otreg's truncated kernels ({problem}): use fewer points "
-            "(--points), a larger blur or truncation, or a device with more memory"
-        ) from err
+        raise _out_of_memory(problem) from err
     return (
         (_csr_rows(rows, n), cols.int(), cost, val_xy, max_xy),
         (_csr_rows(rows_yx, m), cols_yx.int(), cost_yx, val_yx, max_yx),
+    )
+
+
+def _out_of_memory(problem: str) -> OutOfMemoryError:
+    return OutOfMemoryError(
+        f"out of device memory in otreg's truncated kernels ({problem}): use fewer points "
+        "(--points), a larger blur or truncation, or a device with more memory"
     )
 
 

@@ -206,6 +206,10 @@ def truncated_pair(
     kernel_xy, kernel_yx = _implementation(implementation).kernel_pair(
         x, y, h_y, h_x, lse_x, lse_y, 1 / eps, truncation, rows_only
     )
+    if rows_only:
+        kernel_xy, kernel_yx = _cover_columns(
+            x, y, h_y, h_x, lse_y, (kernel_xy, kernel_yx), 1 / eps, truncation, implementation
+        )
     search = functools.partial(
         truncated_pair,
         x,
@@ -223,3 +227,31 @@ def truncated_pair(
         return kind(crow, col, cost, vals, row_max, eps, h, search, implementation)
 
     return kernel(kernel_xy, h_y), kernel(kernel_yx, h_x)
+
+
+def _cover_columns(x, y, h_y, h_x, lse_y, pair, inv_eps: float, truncation: float, implementation):
+    """The kernels ``pair`` of x's rows alone, with the entries of every column of y that no row
+    kept added (each such column's own truncated row, y_j -> x): a column without entries has
+    an empty softmin, and its g-update would be infinite (a source lobe whose target was cut in
+    half diverged so, at the first blur; benchmarks/README.md). Usually no column is empty,
+    and the pair comes back as it is."""
+    kernel_xy, kernel_yx = pair
+    crow_yx = kernel_yx[0]
+    empty = (crow_yx[1:] == crow_yx[:-1]).nonzero()[:, 0]
+    if len(empty) == 0:
+        return pair
+    from . import device_kernels
+
+    lonely, lse = y[empty].contiguous(), lse_y[empty].contiguous()
+    if implementation == "native":
+        from ..native import kernels as native_kernels
+
+        crow, col_x, *_ = native_kernels.truncate(
+            lonely, x.T.contiguous(), h_x, lse, inv_eps, truncation
+        )
+        rows_new, col_x = device_kernels.row_ids(crow), col_x.long()
+    else:
+        rows_new, col_x, _ = device_kernels.truncate(lonely, x, h_x, inv_eps, truncation, lse)
+    rows = torch.cat([device_kernels.row_ids(kernel_xy[0]), col_x])
+    cols = torch.cat([kernel_xy[1].long(), empty[rows_new]])
+    return device_kernels.pair_on(x, y, rows, cols, h_y, h_x, inv_eps)

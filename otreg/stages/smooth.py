@@ -47,6 +47,7 @@ def smooth(
     widths: Sequence[float] = (1.0,),
     ridge_points: int = 0,
     anisotropic: bool = False,
+    trend: str = "affine",
     spacing: float | None = None,
     device: str = "cpu",
     info: dict | None = None,
@@ -65,7 +66,8 @@ def smooth(
         regression: "gaussian" (kernel average) or "ridge" (kernel ridge regression with
             smoothness weight ``regularization`` and Gaussians of ``widths`` x sigma, fitted to
             the matches averaged over voxel cells to at most ``ridge_points`` controls, 0 = all;
-            ``anisotropic``: each weighted by :func:`sliding_weights`); ``regularization =
+            ``anisotropic``: each weighted by :func:`sliding_weights`; ``trend``: "affine" or
+            "quadratic", the part the smoothness weight leaves free); ``regularization =
             "auto"``: chosen from the matches (:func:`select_regularization`).
         model: "displacement" (the regression is the displacement) or "svf" (a velocity whose
             exponential has that displacement: fold-free).
@@ -100,7 +102,7 @@ def smooth(
             )
         if regularization == "auto":
             lam, picks = select_regularization(
-                data.points, data.features["displacement"], fit_weights, sigmas
+                data.points, data.features["displacement"], fit_weights, sigmas, trend=trend
             )
             log.info(
                 "ridge smoothness weight from the matches (sigma %g mm): %.3g (%s)",
@@ -118,6 +120,7 @@ def smooth(
             fit_weights,
             sigmas,
             lam,
+            trend=trend,
             device=device,
         )
         # over the fit's controls too: a reported quantity, and sampling it on the svf model's

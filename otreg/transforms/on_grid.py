@@ -83,6 +83,8 @@ def field_on_grid(field, shape: np.ndarray, affine: np.ndarray) -> np.ndarray:
     )
     nodes = np.stack(np.meshgrid(*axes, indexing="ij"), -1)
     u = kernel / len(field.sigmas) + nodes @ field.affine[:3] + field.affine[3]
+    if field.quadratic is not None:
+        u += field.trend_curvature(nodes.reshape(-1, 3)).reshape(u.shape)
     if field.extra is None:
         return u
     return np.concatenate([u, field_on_grid(field.extra, shape, affine)], axis=-1)

@@ -1,18 +1,24 @@
 """Kernel ridge regression of displacements: a regularised fit, defined at any point.
 
-The field is an affine map plus a sum of Gaussian kernels (one or several widths) centred on
-the control points,
+The field is an affine map (optionally plus a quadratic one: ``trend``) plus a sum of Gaussian
+kernels (one or several widths) centred on the control points,
 
-    u(z) = A^T [z, 1] + sum_k K(z, c_k) alpha_k,    K(z, c) = mean_s exp(-|z - c|^2 / (2 s^2)),
+    u(z) = A^T [z, 1] + Q^T q(z - m) + sum_k K(z, c_k) alpha_k,
+    K(z, c) = mean_s exp(-|z - c|^2 / (2 s^2)),
+
+q the six products (z - m)_i (z - m)_j, i <= j, about the controls' mean m (Q = 0 for an affine
+trend),
 
 fitted to values y_k with weights w_k (mean 1) by penalised least squares,
 
-    min  sum_k w_k |u(c_k) - y_k|^2 + lambda alpha^T K alpha        (the affine part is free),
+    min  sum_k w_k |u(c_k) - y_k|^2 + lambda alpha^T K alpha        (the trend is free),
 
-the posterior mean of a Gaussian process with an affine trend, kernel K and match noise of
+the posterior mean of a Gaussian process with that trend, kernel K and match noise of
 variance lambda / w_k (relative to the process's). Unlike a Nadaraya-Watson average it is not
 pulled towards the local mean of unevenly sampled data, and far from the data it continues the
-affine trend. The linear system is solved by conjugate gradients with blocked kernel products
+trend. A quadratic trend leaves breathing's large-scale curvature (the base moves most)
+unpenalised: the penalty then only shrinks what is left, instead of flattening the motion
+towards the lung base (benchmarks/README.md). The linear system is solved by conjugate gradients with blocked kernel products
 (pykeops on CUDA): O(N) memory, never an N x N matrix.
 """
 
@@ -44,11 +50,15 @@ class RidgeField(DisplacementField):
     Args:
         controls: (K, 3) control points, mm, world RAS.
         coefficients: (K, 3) alpha_k, mm.
-        affine: (4, 3) A: rows 0-2 the linear part (unitless), row 3 the translation (mm).
+        affine: (4, 3) A: rows 0-2 the linear part (unitless), row 3 the translation (mm); or
+            (10, 3): A, then the quadratic trend's Q (as ``quadratic``), as :func:`fit_ridge`
+            returns them.
         sigmas: kernel widths, mm (K is the mean of the Gaussians of these widths).
         extra: an optional field whose columns follow the displacement in the output (otreg
             puts the smoothed match confidence there: a Nadaraya-Watson average, which stays
             within the range of the values it averages).
+        quadratic: optional (6, 3) Q of the quadratic trend, mm^-1, on the products of
+            :func:`quadratic_terms` about ``controls.mean(0)``.
     """
 
     kind = "ridge"
@@ -60,12 +70,19 @@ class RidgeField(DisplacementField):
         affine: np.ndarray,
         sigmas: Sequence[float],
         extra: KernelField | None = None,
+        quadratic: np.ndarray | None = None,
     ):
         self.controls = np.asarray(controls, dtype=np.float64)
         self.coefficients = np.asarray(coefficients, dtype=np.float64)
-        self.affine = np.asarray(affine, dtype=np.float64).reshape(4, 3)
+        trend = np.asarray(affine, dtype=np.float64).reshape(-1, 3)
+        if len(trend) not in (4, 4 + len(TREND_TERMS)):
+            raise ValueError(f"affine must be (4, 3) or (10, 3), got {trend.shape}")
+        self.affine = trend[:4]
         self.sigmas = [float(s) for s in np.atleast_1d(sigmas)]
         self.extra = extra
+        if len(trend) > 4:
+            quadratic = trend[4:]
+        self.quadratic = None if quadratic is None else np.asarray(quadratic, np.float64)
 
     def __call__(self, points: np.ndarray, *, device: str = "cpu") -> np.ndarray:
         """(N, 3 + k) at (N, 3) ``points`` (mm, RAS): u(z) in mm, then the extra columns."""
@@ -78,9 +95,16 @@ class RidgeField(DisplacementField):
         )
         u = (kernel @ _as_tensor(self.coefficients, device)).double().cpu().numpy()
         u += np.column_stack([points, np.ones(len(points))]) @ self.affine
+        u += self.trend_curvature(points)
         if self.extra is None:
             return u
         return np.column_stack([u, self.extra(points, device=device)])
+
+    def trend_curvature(self, points: np.ndarray) -> np.ndarray:
+        """(N, 3) the quadratic part of the trend at (N, 3) ``points`` (0 for an affine one)."""
+        if self.quadratic is None:
+            return np.zeros((len(points), 3))
+        return quadratic_terms(points - self.controls.mean(0)) @ self.quadratic
 
     @property
     def jacobian_step(self) -> float:
@@ -104,6 +128,8 @@ class RidgeField(DisplacementField):
         }
         if self.extra is not None:
             arrays.update(self.extra.to_arrays(f"{prefix}extra_"))
+        if self.quadratic is not None:
+            arrays[f"{prefix}quadratic"] = self.quadratic
         return arrays
 
     @classmethod
@@ -119,6 +145,7 @@ class RidgeField(DisplacementField):
             arrays[f"{prefix}affine"],
             arrays[f"{prefix}sigmas"],
             extra,
+            arrays.get(f"{prefix}quadratic"),
         )
 
 
@@ -200,6 +227,15 @@ def _mean_gaussians(half_sq_dist: torch.Tensor, sigmas: Sequence[float]) -> torc
     return total.div_(len(widths))
 
 
+#: trend: the free (unpenalised) part of the fit: the number of its product terms per degree
+TREND_TERMS = [(i, j) for i in range(3) for j in range(i, 3)]  # the quadratic trend's products
+
+
+def quadratic_terms(offsets: np.ndarray) -> np.ndarray:
+    """(N, 6) the products o_i o_j, i <= j (order of ``TREND_TERMS``), of (N, 3) offsets, mm^2."""
+    return np.column_stack([offsets[:, i] * offsets[:, j] for i, j in TREND_TERMS])
+
+
 def fit_ridge(
     points: np.ndarray,
     values: np.ndarray,
@@ -207,11 +243,12 @@ def fit_ridge(
     sigmas: Sequence[float],
     regularization: float,
     *,
+    trend: str = "affine",
     device: str = "cpu",
     tol: float = 1e-3,
     max_iter: int = 500,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Coefficients (N, 3) and affine part (4, 3) of the kernel ridge fit of (N, 3) ``values``
+    """Coefficients (N, 3) and trend (4, 3) of the kernel ridge fit of (N, 3) ``values``
     (mm) known at (N, 3) ``points`` (mm), smoothness weight ``regularization`` (lambda > 0).
 
     ``weights``: (N,) >= 0, or (N, 3, 3) symmetric positive semi-definite matrices W_k (the data
@@ -228,16 +265,23 @@ def fit_ridge(
     a symmetric positive definite system (eigenvalues >= lambda) solved by conjugate gradients
     to a relative residual ``tol``; the affine part is then the weighted least-squares fit of
     y - K alpha. Points of weight 0 get alpha = 0.
+
+    ``trend = "quadratic"``: the free part also holds the quadratic functions (Q above is
+    orthogonal to them too); the trend returned is then (10, 3), A and then Q (the
+    :class:`RidgeField` layout).
     """
     points = np.asarray(points, dtype=np.float64)
     values = np.asarray(values, dtype=np.float64)
     n = len(points)
     root = _matrix_sqrt(np.asarray(weights, dtype=np.float64), n)  # (N, 3, 3)
     center = points.mean(0)
-    position = np.column_stack([points - center, np.ones(n)])  # (N, 4)
-    # d(S_k u(c_k)) / dA for u = A^T [c, 1]: design[k, i, 4 j + l] = S_k[i, j] position[k, l]
-    design = np.einsum("kij,kl->kijl", root, position).reshape(3 * n, 12)
-    basis, _ = np.linalg.qr(design)  # orthonormal basis of S (affine functions): Q = I - U U^T
+    position = trend_basis(points - center, trend)  # (N, P): [offset, 1 (, products)]
+    terms = position.shape[1]
+    # the products in units of the cloud's size: the least squares stay well conditioned
+    scale = np.abs(position).max(0).clip(min=1e-12)
+    # d(S_k u(c_k)) / dA for u = A^T [c, 1]: design[k, i, P j + l] = S_k[i, j] position[k, l]
+    design = np.einsum("kij,kl->kijl", root, position / scale).reshape(3 * n, 3 * terms)
+    basis, _ = np.linalg.qr(design)  # orthonormal basis of S (the trend): Q = I - U U^T
 
     as_t = lambda a: _as_tensor(a, device)  # noqa: E731
     s, u_basis = as_t(root), as_t(basis)
@@ -270,9 +314,20 @@ def fit_ridge(
     coefficients, *_ = np.linalg.lstsq(
         design, np.einsum("kij,kj->ki", root, rest).ravel(), rcond=None
     )
-    affine = coefficients.reshape(3, 4).T.copy()
+    affine = coefficients.reshape(3, terms).T / scale[:, None]
     affine[3] -= center @ affine[:3]  # back to uncentred coordinates: [x, 1] @ affine
     return alpha, affine
+
+
+def trend_basis(offsets: np.ndarray, trend: str) -> np.ndarray:
+    """(N, 4) [o, 1], or (N, 10) [o, 1, o_i o_j] for ``trend = "quadratic"``, of (N, 3) offsets
+    from the controls' mean, mm."""
+    affine = np.column_stack([offsets, np.ones(len(offsets))])
+    if trend == "affine":
+        return affine
+    if trend == "quadratic":
+        return np.column_stack([affine, quadratic_terms(offsets)])
+    raise ValueError(f"trend must be 'affine' or 'quadratic', got {trend!r}")
 
 
 def _matrix_sqrt(weights: np.ndarray, n: int) -> np.ndarray:

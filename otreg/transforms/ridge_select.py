@@ -26,6 +26,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .ridge import trend_basis
+
 log = logging.getLogger(__name__)
 
 #: the candidate weights: from nearly interpolating to nearly affine
@@ -39,6 +41,7 @@ def select_regularization(
     sigmas: Sequence[float],
     *,
     criterion: str = "gcv",
+    trend: str = "affine",
     candidates: np.ndarray = CANDIDATES,
     max_points: int = 1500,
     seed: int = 0,
@@ -46,7 +49,8 @@ def select_regularization(
     """The smoothness weight lambda of the kernel ridge fit of (n, 3) ``values`` (mm) at
     (n, 3) ``points`` (mm) with (n,) weights (or (n, 3, 3) matrices, taken by their mean
     eigenvalue) and Gaussian widths ``sigmas`` (mm): the candidate with the lowest ``criterion``
-    ("gcv" or "likelihood"; see the module docstring).
+    ("gcv" or "likelihood"; see the module docstring). ``trend``: the fit's free part
+    ("affine" or "quadratic", :func:`otreg.transforms.ridge.fit_ridge`).
 
     Returns (lambda, {"gcv": ..., "likelihood": ...}: the lambda each criterion picks).
     """
@@ -61,7 +65,8 @@ def select_regularization(
         pick = np.random.default_rng(seed).choice(len(points), max_points, replace=False)
         points, values, weights = points[pick], values[pick], weights[pick]
     n = len(points)
-    if n < 8:  # too few to tell the field from the noise: the smoothest candidate
+    # too few to tell the field from the noise: the smoothest candidate
+    if n < 2 * (4 if trend == "affine" else 10):
         return float(candidates[-1]), {}
     x = points - points.mean(0)
     sq = np.square(x).sum(1)
@@ -72,11 +77,13 @@ def select_regularization(
         kernel += np.exp(np.multiply(half_sq_dist, -1 / (s * s), out=gauss), out=gauss)
     kernel /= len(sigmas)
     root = np.sqrt(weights)
-    basis, _ = np.linalg.qr(root[:, None] * np.column_stack([x, np.ones(n)]))
+    design = trend_basis(x, trend)
+    basis, _ = np.linalg.qr(root[:, None] * design / np.abs(design).max(0).clip(min=1e-12))
+    free = design.shape[1]
     m = kernel
     m *= root[:, None]
     m *= root[None, :]
-    # Q m Q = m - U P^T - P U^T + U (U^T P) U^T, P = m U: one rank-8 update, in place
+    # Q m Q = m - U P^T - P U^T + U (U^T P) U^T, P = m U: one low-rank update, in place
     mu_basis = m @ basis
     rest = mu_basis - basis @ (basis.T @ mu_basis)
     m -= np.hstack([basis, mu_basis]) @ np.hstack([rest, basis]).T
@@ -86,9 +93,9 @@ def select_regularization(
     z = root[:, None] * values
     z = z - basis @ (basis.T @ z)
     c2 = np.square(vectors.T @ z).sum(1)
-    # the 4 affine directions (mu = 0, no data there) out of the trace and the likelihood
+    # the trend's directions (mu = 0, no data there) out of the trace and the likelihood
     order = np.argsort(mu)
-    mu, c2 = np.clip(mu[order[4:]], 0, None), c2[order[4:]]
+    mu, c2 = np.clip(mu[order[free:]], 0, None), c2[order[free:]]
     lam = np.asarray(candidates, dtype=np.float64)[:, None]
     shrink = lam / (mu[None, :] + lam)
     gcv = 3 * n * (shrink**2 * c2).sum(1) / (3 * shrink.sum(1)) ** 2
