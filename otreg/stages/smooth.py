@@ -182,13 +182,18 @@ def velocity_field(
     field: KernelField | RidgeField, points: np.ndarray, spacing: float, margin: float
 ) -> SVFField:
     """The :class:`SVFField` whose exponential has ``field``'s displacement (its columns 0-2,
-    mm) on a grid of ``spacing`` mm over (N, 3) ``points`` plus ``margin`` mm; the other
-    columns (the confidence) ride along as its extra channels. Beyond the grid the field
-    repeats the values of the grid's border."""
+    mm) on a grid of ``spacing`` mm over (N, 3) ``points`` and their images, plus ``margin``
+    mm; the other columns (the confidence) ride along as its extra channels. Beyond the grid
+    the field repeats the values of the grid's border.
+
+    The images count: the inverse is evaluated there, and the lung base's points moved 27 mm
+    down, beyond a grid over the points alone (inverse consistency 1.7 mm there, 0.05 mm p95).
+    """
     from ..transforms.itk import grid_over
     from ..transforms.on_grid import field_on_grid
 
-    shape, affine = grid_over(points, spacing, margin)
+    moved = points + field(points)[:, :3]
+    shape, affine = grid_over(np.vstack([points, moved]), spacing, margin)
     shape = np.maximum(shape, 2)
     values = field_on_grid(field, shape, affine)
     return SVFField.fitted(values[..., :3], affine[:3, 3], spacing, values[..., 3:])
