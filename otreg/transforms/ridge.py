@@ -83,6 +83,8 @@ class RidgeField(DisplacementField):
         if len(trend) > 4:
             quadratic = trend[4:]
         self.quadratic = None if quadratic is None else np.asarray(quadratic, np.float64)
+        if self.quadratic is not None and self.quadratic.shape != (len(TREND_TERMS), 3):
+            raise ValueError(f"quadratic must be (6, 3), got {self.quadratic.shape}")
 
     def __call__(self, points: np.ndarray, *, device: str = "cpu") -> np.ndarray:
         """(N, 3 + k) at (N, 3) ``points`` (mm, RAS): u(z) in mm, then the extra columns."""
