@@ -285,11 +285,6 @@ def anneal(
 
     for step, eps in enumerate(epsilons):
         nx, ny = (lx, ly) if step == 0 else levels(eps, step == len(epsilons) - 1)
-        if step and step == len(epsilons) - 1 and nx is lx and ny is ly:
-            # the final eps again on the same level (points denser than no clusters, e.g.
-            # trees): its kernels would be chosen for one more averaged update, then chosen
-            # again by the iterations that follow, which start here instead
-            break
         damp = problem.damping(eps)
         if nx is not lx:
             old_eps = epsilons[step - 1]
