@@ -120,9 +120,10 @@ def _no_huge_pages_for_numpy() -> None:
     import numpy as np
 
     for module in ("_core", "core"):  # numpy 2, numpy 1
-        setter = getattr(getattr(np, module, None), "multiarray", None)
-        if setter is not None and hasattr(setter, "_set_madvise_hugepage"):
-            setter._set_madvise_hugepage(False)
+        multiarray = getattr(getattr(np, module, None), "multiarray", None)
+        setter = getattr(multiarray, "_set_madvise_hugepage", None)
+        if setter is not None:
+            setter(False)
             return
 
 

@@ -32,8 +32,9 @@ _REACH_SIGMAS = 4.9
 #: times the kernel entries of the exact average (measured: an entry costs about as much time
 #: as 100 of those operations; a margin left)
 _FLOPS_PER_ENTRY = 30
-#: and never more nodes than this (memory: 8 bytes x channels per node, twice)
-_MAX_NODES = 4_000_000
+#: and never more nodes than this: 8 bytes per channel and node, about three copies at once
+#: (copd1's grid at sigma 15 mm: 1.4M nodes)
+_MAX_NODES = 2_000_000
 
 
 def _grid(controls: np.ndarray, points: np.ndarray, sigma: float):
