@@ -162,16 +162,22 @@ def sliding_weights(
     """
     import torch
 
+    # coordinates centred (the second moments then keep their digits) and the outer products
+    # x x^T as 9 columns: the windowed second moments are one matrix product (an einsum over
+    # the window and both coordinates took most of a lung_surface registration)
     x = torch.as_tensor(points, dtype=torch.float64)
+    center = x.mean(0)
+    x = x - center
+    c = torch.as_tensor(np.asarray(at, dtype=np.float64)) - center
     w = torch.as_tensor(weights, dtype=torch.float64)
-    c = torch.as_tensor(np.asarray(at, dtype=np.float64))
     covariance = np.empty((len(c), 3, 3))
+    outer = (x[:, :, None] * x[:, None, :]).reshape(len(x), 9)
     rows = max(1, 2_000_000 // len(x))
     for s in range(0, len(c), rows):
         window = torch.exp(-torch.cdist(c[s : s + rows], x).square_() / (2 * radius**2)) * w
         window /= window.sum(1, keepdim=True).clamp(min=1e-300)
         mean = window @ x
-        second = torch.einsum("kn,ni,nj->kij", window, x, x)
+        second = (window @ outer).reshape(-1, 3, 3)
         covariance[s : s + rows] = (second - mean[:, :, None] * mean[:, None, :]).numpy()
     spread, axes = np.linalg.eigh(covariance)
     trust = (spread[:, :1] + SLIDING_NOISE**2) / (spread.clip(min=0) + SLIDING_NOISE**2)
