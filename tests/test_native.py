@@ -216,7 +216,8 @@ def test_no_compiler_at_run_time_and_run_json_names_the_kernels(tmp_path):
         sys.argv = ["otreg", "register", {str(SOURCE)!r}, {str(TARGET)!r}, "-o", {str(out)!r},
                     "--points", "1000", "--set", "rigid.points=400",
                     "--set", "rigid.iterations=5", "--set", "rigid.principal_axes=false",
-                    "--set", "solver.max_iter=50", "--set", "output.grid_spacing=24"]
+                    "--set", "solver.max_iter=50", "--set", "output.grid_spacing=24",
+                    "--set", "output.report_pictures=false"]
         main()
     """
     result = _python(script, env)
@@ -248,7 +249,7 @@ def test_a_missing_extension_is_said_loudly_and_recorded(tmp_path):
                     "--points", "600", "--set", "rigid.points=300",
                     "--set", "rigid.iterations=3", "--set", "rigid.principal_axes=false",
                     "--set", "solver.max_iter=30", "--set", "output.grid_spacing=24",
-                    "--set", "output.dense_field=false"]
+                    "--set", "output.dense_field=false", "--set", "output.report_pictures=false"]
         main()
     """
     result = _python(script)
