@@ -17,15 +17,13 @@ import otreg
 from otreg.errors import ConfigError, InputError, OutputError
 
 REPO = Path(__file__).resolve().parents[1]
-# a quick registration of the sample pair: every step runs, on small clouds (report.html is
-# written; its pictures, drawn by the same code whoever calls it: tests/test_report.py)
+# a quick registration of the sample pair: every step runs, on small clouds
 QUICK = [
     "input.points=1000",
     "rigid.points=400",
     "rigid.iterations=5",
     "rigid.principal_axes=false",
     "output.grid_spacing=16",
-    "output.report_pictures=false",
 ]
 
 
