@@ -192,8 +192,9 @@ def velocity_field(
     mm; the other columns (the confidence) ride along as its extra channels. Beyond the grid
     the field repeats the values of the grid's border.
 
-    The images count: the inverse is evaluated there, and the lung base's points moved 27 mm
-    down, beyond a grid over the points alone (inverse consistency 1.7 mm there, 0.05 mm p95).
+    The images count: the inverse is evaluated there, and the lung base's points can move
+    farther than the margin, beyond a grid over the points alone (where the inverse then
+    repeated the border's values: benchmarks/README.md).
     """
     from ..transforms.itk import grid_over
     from ..transforms.on_grid import field_on_grid
