@@ -99,12 +99,21 @@ def run(
     step = on_step or (lambda text: None)
     if config is None:
         # The preset depends on the files, read as the input settings given say: the packaged
-        # presets leave the load options alone (tests/test_presets.py). The other settings are
-        # checked against the preset, whose rounds they may have to agree with.
+        # presets leave the load options and the report's settings alone (tests/test_config.py),
+        # so these are known before it. The other settings are checked against the preset,
+        # whose rounds they may have to agree with.
         loading = load_config(
             None,
-            [o for o in overrides if o.strip().startswith(("input.", "memory_limit_gb"))],
-            **{k: v for k, v in settings.items() if k.startswith(("input__", "memory_limit_gb"))},
+            [
+                o
+                for o in overrides
+                if o.strip().startswith(("input.", "memory_limit_gb", "output.report"))
+            ],
+            **{
+                k: v
+                for k, v in settings.items()
+                if k.startswith(("input__", "memory_limit_gb", "output__report"))
+            },
         )
     else:
         loading = cfg = load_config(config, overrides, **settings)
@@ -118,13 +127,11 @@ def run(
     # OUT is locked from its check to the final rename: a second run on it fails at once
     with output_lock(out), memory_limit(loading.memory_limit_gb):
         check_output_dir(out, overwrite, (source, target))  # again, now that it is ours
-        from .report.render import drawing_child_started, stop_drawing_child
+        from .report.render import drawing_child_started
 
         # the report's drawing process starts now: it imports VTK while the inputs load, torch
-        # imports and the registration runs (with -c the config says whether it will draw;
-        # else the preset, known once the inputs are read)
-        pictures = config is None or (cfg.output.report and cfg.output.report_pictures)
-        with drawing_child_started(pictures):
+        # imports and the registration runs
+        with drawing_child_started(loading.output.report and loading.output.report_pictures):
             step("loading")
             source_cloud = load(source, **options)
             target_cloud = load(target, **options)
@@ -133,8 +140,6 @@ def run(
 
                 name, why = preset_for(source_cloud, target_cloud)
                 cfg = load_config(name, overrides, **settings)
-                if not (cfg.output.report and cfg.output.report_pictures):
-                    stop_drawing_child()
             else:
                 name, why = (
                     (str(config) if isinstance(config, (str, Path)) else "a Config object"),

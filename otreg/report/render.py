@@ -116,15 +116,6 @@ def drawing_child_started(enabled: bool = True) -> Iterator[None]:
             drawing.discard()
 
 
-def stop_drawing_child() -> None:
-    """Stop the child that :func:`drawing_child_started` started, before its block ends (the
-    run turned out to draw no pictures)."""
-    global _waiting
-    child, _waiting = _waiting, None
-    if child is not None:
-        _stop(child)
-
-
 def _stop(child: subprocess.Popen) -> None:
     if child.poll() is None:
         child.kill()
