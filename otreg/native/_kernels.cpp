@@ -806,6 +806,88 @@ double rounded_plan_cost(int64_t n, const int64_t* crow, const int32_t* col, con
 }
 
 
+// Trilinear interpolation on a regular grid, with the semantics of torch's grid_sample
+// (align_corners=True, padding_mode="border") that the SVF fields used before (and use without
+// the extension): each fractional node index is clamped to [0, size - 1] per axis, then
+// interpolated between its cell's 8 nodes. A NaN index lands on the last node, as it does
+// there (std::min(hi, std::max(NaN, 0)) is hi).
+struct Grid {
+  int64_t size[3], channels;
+  int64_t stride[3];  // elements between neighbouring nodes along each axis (C-contiguous)
+  Grid(int64_t x, int64_t y, int64_t z, int64_t c) : size{x, y, z}, channels(c), stride{y * z * c, z * c, c} {}
+};
+
+// The cell of a fractional index along one axis: its first node, the offset (in elements) to
+// the second (0 on an axis of one node) and the fraction of the way to it.
+inline void axis_cell(double index, int64_t size, int64_t stride, int64_t* base, int64_t* step,
+                      double* frac) {
+  index = std::min<double>((double)(size - 1), std::max(index, 0.0));
+  int64_t lo = std::min<int64_t>((int64_t)index, std::max<int64_t>(size - 2, 0));
+  *base = lo * stride;
+  *step = size > 1 ? stride : 0;
+  *frac = index - (double)lo;
+}
+
+// out[c] = the trilinear value of channel c at (x, y, z) (fractional node indices).
+template <class T>
+inline void trilinear_at(const T* values, const Grid& grid, double x, double y, double z, T* out) {
+  int64_t bx, by, bz, sx, sy, sz;
+  double fx, fy, fz;
+  axis_cell(x, grid.size[0], grid.stride[0], &bx, &sx, &fx);
+  axis_cell(y, grid.size[1], grid.stride[1], &by, &sy, &fy);
+  axis_cell(z, grid.size[2], grid.stride[2], &bz, &sz, &fz);
+  const T* v = values + bx + by + bz;
+  const double w[8] = {(1 - fx) * (1 - fy) * (1 - fz), (1 - fx) * (1 - fy) * fz,
+                       (1 - fx) * fy * (1 - fz),       (1 - fx) * fy * fz,
+                       fx * (1 - fy) * (1 - fz),       fx * (1 - fy) * fz,
+                       fx * fy * (1 - fz),             fx * fy * fz};
+  const int64_t offset[8] = {0, sz, sy, sy + sz, sx, sx + sz, sx + sy, sx + sy + sz};
+  for (int64_t c = 0; c < grid.channels; ++c) {
+    double s = 0;
+    for (int k = 0; k < 8; ++k) s += w[k] * (double)v[offset[k] + c];
+    out[c] = (T)s;
+  }
+}
+
+// Blocks of about kBlockItems points or nodes, at most 64 per thread: a small call stays on
+// one thread (starting threads costs more than it saves).
+int64_t item_blocks(int64_t n, int threads) {
+  constexpr int64_t kBlockItems = 4096;
+  return std::max<int64_t>(1, std::min<int64_t>((n + kBlockItems - 1) / kBlockItems,
+                                                64 * std::max(threads, 1)));
+}
+
+// out (n, channels): the values (X, Y, Z, channels) at the fractional node indices (n, 3).
+template <class T>
+void trilinear(const T* values, const Grid& grid, int64_t n, const double* index, T* out,
+               int threads) {
+  const int64_t blocks = item_blocks(n, threads);
+  parallel_for(blocks, threads, [&](int64_t block) {
+    for (int64_t i = n * block / blocks; i < n * (block + 1) / blocks; ++i)
+      trilinear_at(values, grid, index[3 * i], index[3 * i + 1], index[3 * i + 2],
+                   out + grid.channels * i);
+  });
+}
+
+// One squaring of scaling and squaring: out(p) = u(p) + u(p + u(p) / spacing) at every node p
+// of the displacement u (X, Y, Z, 3) in mm, on a grid of `spacing` mm (u o (id + u), trilinear
+// between the nodes, border values beyond them).
+template <class T>
+void squaring_step(const T* u, const Grid& grid, double spacing, T* out, int threads) {
+  const int64_t ny = grid.size[1], nz = grid.size[2], n = grid.size[0] * ny * nz;
+  const double inv = 1.0 / spacing;
+  const int64_t blocks = item_blocks(n, threads);
+  parallel_for(blocks, threads, [&](int64_t block) {
+    T moved[3];
+    for (int64_t p = n * block / blocks; p < n * (block + 1) / blocks; ++p) {
+      const T* up = u + 3 * p;
+      const int64_t i = p / (ny * nz), j = (p / nz) % ny, k = p % nz;
+      trilinear_at(u, grid, i + up[0] * inv, j + up[1] * inv, k + up[2] * inv, moved);
+      for (int d = 0; d < 3; ++d) out[3 * p + d] = up[d] + moved[d];
+    }
+  });
+}
+
 }  // namespace
 
 // The Python module: every function takes and returns C-contiguous numpy arrays of the exact
@@ -845,12 +927,23 @@ using Array = py::array_t<T, py::array::c_style>;
 // and where THP is "madvise" (the Linux default) each first touch then zeroes 2 MB; with the
 // kernels' buffers reusing that memory, building them took 1.5x longer
 // (benchmarks/README.md, "the extension's arrays").
+// new_array(shape): the same, C-contiguous, of any number of dimensions.
 template <class T>
-Array<T> new_array(int64_t n) {
+Array<T> new_array(const std::vector<py::ssize_t>& shape) {
+  int64_t n = 1;
+  for (py::ssize_t size : shape) n *= size;
   void* data = std::malloc(sizeof(T) * std::max<int64_t>(n, 1));
   if (!data) throw std::bad_alloc();
   py::capsule owner(data, [](void* p) { std::free(p); });
-  return Array<T>({n}, {(py::ssize_t)sizeof(T)}, static_cast<T*>(data), owner);
+  std::vector<py::ssize_t> strides(shape.size());
+  py::ssize_t stride = sizeof(T);
+  for (size_t d = shape.size(); d-- > 0;) strides[d] = stride, stride *= shape[d];
+  return Array<T>(shape, strides, static_cast<T*>(data), owner);
+}
+
+template <class T>
+Array<T> new_array(int64_t n) {
+  return new_array<T>(std::vector<py::ssize_t>{(py::ssize_t)n});
 }
 
 // Check that `a` has the sizes `shape` (-1: any size) and return its extents.
@@ -1036,6 +1129,43 @@ double py_rounded_plan_cost(const Array<int64_t>& crow, const Array<int32_t>& co
                            b.data(), f.data(), g.data(), eps, threads);
 }
 
+// The grid of a (X, Y, Z, C) array of values; X, Y, Z >= 1.
+template <class T>
+Grid grid_of(const Array<T>& values, const char* name, int64_t channels) {
+  check_shape(values, name, {-1, -1, -1, channels});
+  if (values.shape(0) < 1 || values.shape(1) < 1 || values.shape(2) < 1)
+    throw std::invalid_argument(std::string("otreg.native._kernels: ") + name + " has no nodes");
+  return Grid(values.shape(0), values.shape(1), values.shape(2), values.shape(3));
+}
+
+template <class T>
+Array<T> py_trilinear(const Array<T>& values, const Array<double>& index, int threads) {
+  const Grid grid = grid_of(values, "values", -1);
+  check_shape(index, "index", {-1, 3});
+  const int64_t n = index.shape(0);
+  auto out = new_array<T>({(py::ssize_t)n, (py::ssize_t)grid.channels});
+  T* out_p = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    trilinear<T>(values.data(), grid, n, index.data(), out_p, threads);
+  }
+  return out;
+}
+
+template <class T>
+Array<T> py_squaring_step(const Array<T>& u, double spacing, int threads) {
+  const Grid grid = grid_of(u, "u", 3);
+  if (!(spacing > 0) || !std::isfinite(spacing))
+    throw std::invalid_argument("otreg.native._kernels: spacing must be positive and finite");
+  auto out = new_array<T>({u.shape(0), u.shape(1), u.shape(2), 3});
+  T* out_p = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    squaring_step<T>(u.data(), grid, spacing, out_p, threads);
+  }
+  return out;
+}
+
 template <class T>
 void bind_typed(py::module_& m) {
   m.def("truncate", &py_truncate<T>, py::arg("x").noconvert(), py::arg("y_t").noconvert(),
@@ -1057,6 +1187,15 @@ void bind_typed(py::module_& m) {
   m.def("row_spread", &py_row_spread<T>, py::arg("crow").noconvert(), py::arg("col").noconvert(),
         py::arg("v").noconvert(), py::arg("threads"),
         "The largest spread max - min of v over the columns of a row.");
+  m.def("trilinear", &py_trilinear<T>, py::arg("values").noconvert(), py::arg("index").noconvert(),
+        py::arg("threads"),
+        "(n, C) trilinear values of the grid values (X, Y, Z, C) at the fractional node indices "
+        "index (n, 3, float64), each clamped to [0, size - 1] (grid_sample, align_corners=True, "
+        "padding_mode='border').");
+  m.def("squaring_step", &py_squaring_step<T>, py::arg("u").noconvert(), py::arg("spacing"),
+        py::arg("threads"),
+        "(X, Y, Z, 3) u(p) + u(p + u(p) / spacing) at every node p of the displacement u "
+        "(X, Y, Z, 3, mm) on a grid of `spacing` mm: one squaring of scaling and squaring.");
 }
 
 }  // namespace

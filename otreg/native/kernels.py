@@ -2,8 +2,10 @@
 
 Each takes contiguous CPU tensors of one real dtype (float32 or float64; indices int32, CSR
 row offsets int32 or int64 as stated), runs on ``torch.get_num_threads()`` threads without the
-GIL, and returns tensors that share the extension's arrays. Callers check
-:func:`otreg.native.usable` first. Errors of the C++ code become otreg's: an allocation that
+GIL, and returns tensors that share the extension's arrays; the grid samplers of the SVF
+fields (:func:`trilinear`, :func:`squaring_step`) take and return numpy arrays, as those
+fields hold. Callers check :func:`otreg.native.usable` (numpy: :func:`otreg.native.available`)
+first. Errors of the C++ code become otreg's: an allocation that
 fails (std::bad_alloc) an :class:`~otreg.errors.OutOfMemoryError`, kernels too large for
 int32 indices or any other failure a :class:`~otreg.errors.SolverError`; a wrong dtype or shape
 (a bug of the caller) stays a TypeError/ValueError.
@@ -183,3 +185,25 @@ def rounded_plan_cost(
                 torch.get_num_threads(),
             )
         )
+
+
+def trilinear(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """(N, C) trilinear values of a (X, Y, Z, C) grid (C-contiguous float32 or float64 numpy
+    array) at (N, 3) fractional node indices (float64), in ``values``' dtype: each index is
+    clamped to [0, size - 1] per axis first (beyond the grid, the border value), as
+    ``torch.nn.functional.grid_sample`` with ``align_corners=True`` and
+    ``padding_mode="border"`` computes it. Numpy arrays in and out (the grid fields are numpy).
+    """
+    module = _module()
+    with translated_errors("trilinear", f"{len(index)} points on a {values.shape[:3]} grid"):
+        return module.trilinear(values, index, torch.get_num_threads())
+
+
+def squaring_step(u: np.ndarray, spacing: float) -> np.ndarray:
+    """One squaring of scaling and squaring, into a new (X, Y, Z, 3) array: u(p) + u(p + u(p))
+    at every node p of the displacement ``u`` (X, Y, Z, 3; mm; C-contiguous float32 or
+    float64 numpy array) on a grid of ``spacing`` mm, u trilinear between the nodes and the
+    border value beyond them (as :func:`trilinear`)."""
+    module = _module()
+    with translated_errors("squaring_step", f"a {u.shape[:3]} grid"):
+        return module.squaring_step(u, float(spacing), torch.get_num_threads())

@@ -3,8 +3,13 @@
 A velocity v is sampled on a regular, axis-aligned grid (world RAS, mm). ``exp(v)``, the map
 that flows every point along v for unit time, is computed on the same grid by scaling and
 squaring: phi_0 = id + v / 2^n, then n times phi <- phi o phi (trilinear interpolation of the
-node displacements, ``torch.nn.functional.grid_sample`` with ``align_corners=True``). A smooth
-v gives a fold-free map, and ``exp(-v)`` is its inverse.
+node displacements). A smooth v gives a fold-free map, and ``exp(-v)`` is its inverse.
+
+The interpolation runs in otreg's compiled kernels (:func:`otreg.native.kernels.trilinear`,
+and :func:`~otreg.native.kernels.squaring_step` for a whole squaring in one pass) when the
+extension is usable, otherwise in ``torch.nn.functional.grid_sample`` with
+``align_corners=True``: the same values (to rounding), the compiled ones without a tensor
+temporary per step (benchmarks/bench_svf.py).
 
 Between the nodes fields are trilinear; outside the grid they take the value of the nearest
 border node (``padding_mode="border"``): far from the data the map is a translation, as the
@@ -156,10 +161,17 @@ def exp_velocity(velocity: np.ndarray, spacing: float, squarings: int | None = N
     (the velocity is stored so; on a copd1-sized grid, 3e-6 mm from float64 sums and 1.6x
     faster: benchmarks/README.md). ``squarings`` defaults to :func:`squarings_for`.
     """
+    n = squarings_for(velocity, spacing) if squarings is None else int(squarings)
+    scaled = np.ascontiguousarray(np.asarray(velocity, dtype=np.float64) / 2.0**n, np.float32)
+    compiled = _compiled()
+    if compiled is not None:
+        for _ in range(n):
+            scaled = compiled.squaring_step(scaled, spacing)
+        return scaled.astype(np.float64)
+
     import torch
 
-    n = squarings_for(velocity, spacing) if squarings is None else int(squarings)
-    u = torch.as_tensor(np.asarray(velocity, dtype=np.float64) / 2.0**n, dtype=torch.float32)
+    u = torch.from_numpy(scaled)
     shape = u.shape[:3]
     nodes = torch.stack(
         torch.meshgrid(*(torch.arange(s, dtype=torch.float32) for s in shape), indexing="ij"), -1
@@ -220,13 +232,28 @@ def sample_grid(values: np.ndarray, index: np.ndarray) -> np.ndarray:
 
     Outside the grid: the value at the nearest border point (float64 throughout).
     """
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    index = np.asarray(index, dtype=np.float64)
+    compiled = _compiled()
+    if compiled is not None:
+        flat = np.ascontiguousarray(index.reshape(-1, 3))
+        return compiled.trilinear(values, flat).reshape(*index.shape[:-1], values.shape[3])
+
     import torch
 
-    out = _sample(
-        torch.as_tensor(np.asarray(values, dtype=np.float64)),
-        torch.as_tensor(np.asarray(index, dtype=np.float64)),
-    )
-    return out.numpy()
+    return _sample(torch.as_tensor(values), torch.as_tensor(index)).numpy()
+
+
+def _compiled():
+    """:mod:`otreg.native.kernels` when the compiled extension is usable, else None (then the
+    samplers use torch's grid_sample, as with ``OTREG_NATIVE=0``)."""
+    from .. import native
+
+    if not native.available():
+        return None
+    from ..native import kernels
+
+    return kernels
 
 
 def _sample(values, index):
