@@ -828,8 +828,9 @@ inline void axis_cell(double index, int64_t size, int64_t stride, int64_t* base,
   *frac = index - (double)lo;
 }
 
-// out[c] = the trilinear value of channel c at (x, y, z) (fractional node indices).
-template <class T>
+// out[c] = the trilinear value of channel c at (x, y, z) (fractional node indices). kChannels:
+// the grid's channels if known at compile time (then the loops unroll), else 0.
+template <class T, int kChannels = 0>
 inline void trilinear_at(const T* values, const Grid& grid, double x, double y, double z, T* out) {
   int64_t bx, by, bz, sx, sy, sz;
   double fx, fy, fz;
@@ -842,7 +843,8 @@ inline void trilinear_at(const T* values, const Grid& grid, double x, double y, 
                        fx * (1 - fy) * (1 - fz),       fx * (1 - fy) * fz,
                        fx * fy * (1 - fz),             fx * fy * fz};
   const int64_t offset[8] = {0, sz, sy, sy + sz, sx, sx + sz, sx + sy, sx + sy + sz};
-  for (int64_t c = 0; c < grid.channels; ++c) {
+  const int64_t channels = kChannels > 0 ? kChannels : grid.channels;
+  for (int64_t c = 0; c < channels; ++c) {
     double s = 0;
     for (int k = 0; k < 8; ++k) s += w[k] * (double)v[offset[k] + c];
     out[c] = (T)s;
@@ -858,14 +860,18 @@ int64_t item_blocks(int64_t n, int threads) {
 }
 
 // out (n, channels): the values (X, Y, Z, channels) at the fractional node indices (n, 3).
-template <class T>
+template <class T, int kChannels = 0>
 void trilinear(const T* values, const Grid& grid, int64_t n, const double* index, T* out,
                int threads) {
+  if constexpr (kChannels == 0) {  // the usual channel counts (displacements, + confidence)
+    if (grid.channels == 3) return trilinear<T, 3>(values, grid, n, index, out, threads);
+    if (grid.channels == 4) return trilinear<T, 4>(values, grid, n, index, out, threads);
+  }
   const int64_t blocks = item_blocks(n, threads);
   parallel_for(blocks, threads, [&](int64_t block) {
     for (int64_t i = n * block / blocks; i < n * (block + 1) / blocks; ++i)
-      trilinear_at(values, grid, index[3 * i], index[3 * i + 1], index[3 * i + 2],
-                   out + grid.channels * i);
+      trilinear_at<T, kChannels>(values, grid, index[3 * i], index[3 * i + 1], index[3 * i + 2],
+                                 out + grid.channels * i);
   });
 }
 
@@ -874,16 +880,19 @@ void trilinear(const T* values, const Grid& grid, int64_t n, const double* index
 // between the nodes, border values beyond them).
 template <class T>
 void squaring_step(const T* u, const Grid& grid, double spacing, T* out, int threads) {
-  const int64_t ny = grid.size[1], nz = grid.size[2], n = grid.size[0] * ny * nz;
+  const int64_t ny = grid.size[1], nz = grid.size[2], rows = grid.size[0] * ny;
   const double inv = 1.0 / spacing;
-  const int64_t blocks = item_blocks(n, threads);
+  const int64_t blocks = item_blocks(rows * nz, threads);
   parallel_for(blocks, threads, [&](int64_t block) {
     T moved[3];
-    for (int64_t p = n * block / blocks; p < n * (block + 1) / blocks; ++p) {
-      const T* up = u + 3 * p;
-      const int64_t i = p / (ny * nz), j = (p / nz) % ny, k = p % nz;
-      trilinear_at(u, grid, i + up[0] * inv, j + up[1] * inv, k + up[2] * inv, moved);
-      for (int d = 0; d < 3; ++d) out[3 * p + d] = up[d] + moved[d];
+    for (int64_t row = rows * block / blocks; row < rows * (block + 1) / blocks; ++row) {
+      const double i = (double)(row / ny), j = (double)(row % ny);
+      for (int64_t k = 0; k < nz; ++k) {  // node (i, j, k)
+        const int64_t p = row * nz + k;
+        const T* up = u + 3 * p;
+        trilinear_at<T, 3>(u, grid, i + up[0] * inv, j + up[1] * inv, k + up[2] * inv, moved);
+        for (int d = 0; d < 3; ++d) out[3 * p + d] = up[d] + moved[d];
+      }
     }
   });
 }
