@@ -9,7 +9,8 @@ the same binary.
 - :func:`load`: the extension, or None (not built, built from another source, or
   ``OTREG_NATIVE=0``); a missing or stale extension is logged once, as a warning: the solver
   and the smoothing fields then use their torch kernels (same results, far slower on large
-  clouds, as the warning says; benchmarks/README.md, design measurements).
+  clouds, as the warning says; benchmarks/README.md, design measurements), and the SVF fields
+  torch's grid_sample.
 - :func:`usable`: whether tensors can go to the compiled kernels.
 - :func:`info`: which kernels a run uses, for run.json and metrics.json.
 - :mod:`otreg.native.kernels`: the typed wrappers (tensors in, tensors out, torch's thread
