@@ -17,7 +17,7 @@ from .errors import ConfigError, SolverError
 from .metrics import residual
 from .pointcloud import PointCloud
 from .sampling import downsample, downsample_onto
-from .stages.match import feature_columns, match
+from .stages.match import Matches, feature_columns, match
 from .stages.rigid import rigid_align
 from .stages.smooth import smooth
 from .transforms import Transform
@@ -224,6 +224,10 @@ def register(
     # matches (as CPD/BCPD re-fit their motion), rather than composing per-round increments:
     # composed kernel averages stack their smoothing bias (DIR-LAB: 1.36 vs 1.27 mm mean TRE).
     aligned, field_k, rounds, confidence = moved, None, [], np.ones(len(src))
+    # a round at the blur and reach of the round before starts from its potentials (the
+    # source moved a little since): the annealing would find about the same plan again
+    previous: Matches | None = None
+    previous_key: tuple[float, float | None] | None = None
     planned, skipped, last_move = cfg.rounds, [], np.inf
     t0 = time.perf_counter()
     for k, (blur, sigma, reach, regression) in enumerate(planned, start=1):
@@ -257,7 +261,9 @@ def register(
             device=device,
             source_features=src_features,
             target_features=tgt_features,
+            init=previous if previous_key == (blur, reach) else None,
         )
+        previous, previous_key = matches, (blur, reach)
         _require_finite(
             np.column_stack([matches.targets, matches.confidence]),
             f"OT matching, round {k} (blur {blur:g} mm)",

@@ -76,3 +76,29 @@ def test_each_round_reports_where_its_time_went():
     assert "svf_s" not in rounds[0]["times"] and rounds[1]["times"]["svf_s"] >= 0
     # the steps' times stay numbers (scripts sum them)
     assert all(isinstance(v, float) for v in metrics["times"].values())
+
+
+def test_a_round_at_the_last_rounds_blur_starts_from_its_potentials(monkeypatch):
+    """Round 2 repeats round 1's blur and reach: it starts from round 1's potentials (no
+    annealing) and ends where a cold start ends; round 3 (another blur) anneals."""
+    import otreg.pipeline
+    from otreg.ot import multiscale
+    from otreg.stages.match import match
+
+    source, target = _pair()
+    config = otreg.load_config(
+        overrides=["match.blur=[2, 2, 1]", "smooth.sigma=10", "rigid.enabled=false"]
+    )
+    starts = []
+    warm_start = multiscale.warm_start
+    monkeypatch.setattr(
+        multiscale, "warm_start", lambda *a, **k: starts.append(1) or warm_start(*a, **k)
+    )
+    warm = otreg.register(source, target, config)
+    assert len(starts) == 1
+    monkeypatch.setattr(otreg.pipeline, "match", lambda *a, init=None, **k: match(*a, **k))
+    cold = otreg.register(source, target, config)
+    assert len(starts) == 1
+    iterations = [[r["iterations"] for r in m.metrics["rounds"]] for m in (warm, cold)]
+    assert iterations[0][0] == iterations[1][0] and iterations[0][1] < iterations[1][1]
+    assert np.abs(warm.moved - cold.moved).max() < 0.05
