@@ -6,7 +6,7 @@ the gridded one (:func:`otreg.transforms.gridded.gridded_average`) on each, one 
 other, and prints their distance (mm) and whether the pipeline's cost rule
 (:func:`otreg.transforms.gridded.pays`) picks the grid there. A benchmark, not a test.
 
-    python benchmarks/bench_gridded.py --threads 1 [--case copd1|sample|dirlab1-5]
+    python benchmarks/bench_gridded.py --threads 1 [--case copd1|sample|dirlab1-5] [--points N]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ def main() -> None:
         "--case", choices=[c for c in CASES if not c.startswith("copd1x")], default="copd1"
     )
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--points", type=int, help="input.points (default: the preset's)")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import numpy as np
@@ -50,6 +51,8 @@ def main() -> None:
     def exact_field_at(field, points):  # the rounds' fields, recorded, evaluated exactly
         return recording(field, points) if isinstance(field, KernelField) else field(points)
 
+    if args.points is not None:
+        settings = [*settings, f"input.points={args.points}"]
     cfg = otreg.load_config(preset, settings)
     s = otreg.load(source, **otreg.io.load_options(cfg.input))
     t = otreg.load(target, **otreg.io.load_options(cfg.input))
