@@ -387,3 +387,27 @@ def test_overrelaxation_takes_effect_on_the_multiscale_path(clustered_tree):
     assert plain.marginal_error < 1e-5 and relaxed.marginal_error < 1e-5
     assert relaxed.final_iterations < plain.final_iterations
     assert relaxed.cost == pytest.approx(plain.cost, rel=1e-3)
+
+
+@needs_native
+def test_a_start_that_does_not_converge_in_time_is_given_up_for_the_annealing(monkeypatch):
+    """init_iterations: potentials far from this problem's do not converge within the budget;
+    the solve then anneals as without them and ends where that ends. Without a budget the
+    start is kept (the rigid step's use)."""
+    from otreg.ot import multiscale
+
+    x, y = _deformed_pair(600, 3)
+    kw = {"blur": 0.02, "reach": 0.5, "tol": 1e-4}
+    cold = small_sinkhorn(x, y, **kw)
+    far = (torch.rand(600, dtype=torch.float64) * 0.5, torch.zeros(600, dtype=torch.float64))
+    solves = []
+    solve = multiscale.solve
+    monkeypatch.setattr(multiscale, "solve", lambda *a, **k: solves.append(1) or solve(*a, **k))
+    given_up = small_sinkhorn(x, y, init=far, init_iterations=3, **kw)
+    assert solves == [1] and given_up.marginal_error < 1e-4
+    assert (given_up.targets - cold.targets).abs().max() < 1e-3
+    kept = small_sinkhorn(x, y, init=far, max_iter=3, **kw)
+    assert solves == [1] and kept.marginal_error > 1e-4
+    # a start from converged potentials converges within the budget: no annealing
+    warm = small_sinkhorn(x, y, init=(cold.f, cold.g), init_iterations=3, **kw)
+    assert solves == [1] and warm.marginal_error < 1e-4

@@ -43,6 +43,7 @@ def sinkhorn(
     reach: float | None = None,
     options: SolverOptions | None = None,
     init: tuple[torch.Tensor, torch.Tensor] | None = None,
+    init_iterations: int | None = None,
     **overrides,
 ) -> OTSolution:
     """Solve entropic OT between two weighted clouds.
@@ -59,6 +60,10 @@ def sinkhorn(
             from a config: ``SolverOptions.from_config(config.solver)``).
         init: potentials (f, g) of a previous solve between nearly the same clouds (e.g. the
             last rigid iteration): the annealing is skipped and the iterations start from them.
+        init_iterations: when given, a start from ``init`` that diverges or has not converged
+            within this many iterations is given up, and the solve anneals as without ``init``
+            (a start from a previous round's potentials diverged on a lobe pair whose target
+            was cut in half).
         overrides: fields of :class:`SolverOptions` that replace those of ``options``
             (``tol=1e-4, max_iter=2000`` ...).
 
@@ -94,11 +99,12 @@ def sinkhorn(
     problem = Problem(a, b, reach)
 
     large = options.multiscale and len(x) * len(y) > options.dense_pairs
+    solved = None
     if large and init is not None and truncated:
-        solved = multiscale.warm_start(x, y, problem, eps, init, options)
-    elif large and init is None:
+        solved = _warm_started(x, y, problem, eps, init, options, init_iterations)
+    if solved is None and large and (init is None or truncated):
         solved = multiscale.solve(x, y, problem, epsilons, options)
-    else:
+    elif solved is None:
         solved = dense.solve(x, y, problem, epsilons, options, init)
     if solved.error >= options.tol:
         log.warning(
@@ -111,3 +117,26 @@ def sinkhorn(
             options.max_iter,
         )
     return finish(solved, eps, center)
+
+
+def _warm_started(x, y, problem, eps, init, options: SolverOptions, iterations: int | None):
+    """:func:`otreg.ot.multiscale.warm_start` from ``init``; None where ``iterations`` is given
+    and the start diverged or did not converge within that many iterations."""
+    if iterations is None:
+        return multiscale.warm_start(x, y, problem, eps, init, options)
+    try:
+        solved = multiscale.warm_start(
+            x, y, problem, eps, init, replace(options, max_iter=min(iterations, options.max_iter))
+        )
+    except SolverError as err:
+        log.debug("the start from the given potentials diverged (%s): annealing instead", err)
+        return None
+    if not solved.error < options.tol:
+        log.debug(
+            "the start from the given potentials stopped at marginal error %.2e after %d "
+            "iterations: annealing instead",
+            solved.error,
+            solved.iterations,
+        )
+        return None
+    return solved

@@ -33,6 +33,7 @@ def match(
     solver: SolverConfig,
     device: str = "cpu",
     init: Matches | None = None,
+    init_iterations: int | None = None,
     source_features: np.ndarray | None = None,
     target_features: np.ndarray | None = None,
 ) -> Matches:
@@ -40,7 +41,8 @@ def match(
 
     Weights are taken as proportions (each cloud scaled to unit mass). ``blur`` and ``reach``
     are in mm (see :func:`otreg.ot.sinkhorn`). ``init``: matches of a previous solve between
-    nearly the same clouds, whose potentials start this one.
+    nearly the same clouds, whose potentials start this one (given up for the annealing where it
+    has not converged within ``init_iterations``, if given: see :func:`otreg.ot.sinkhorn`).
 
     ``source_features`` (N, F) and ``target_features`` (M, F), already scaled to mm (see
     :func:`feature_columns`), are appended to the points: the cost becomes
@@ -60,6 +62,7 @@ def match(
         reach=reach,
         options=SolverOptions.from_config(solver),
         init=None if init is None else (init.solution.f, init.solution.g),
+        init_iterations=init_iterations,
     )
     return Matches(
         solution.targets[:, :3].double().cpu().numpy(),
