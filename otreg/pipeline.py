@@ -228,11 +228,10 @@ def register(
     # matches (as CPD/BCPD re-fit their motion), rather than composing per-round increments:
     # composed kernel averages stack their smoothing bias (DIR-LAB: 1.36 vs 1.27 mm mean TRE).
     aligned, field_k, rounds, confidence = moved, None, [], np.ones(len(src))
-    # a round starts from the potentials of the round before where its blur is at most one
-    # annealing step (solver.scaling) smaller: the source moved a little since, and the
-    # annealing from the clouds' diameter would find about the same plan again
+    # a round at the blur and reach of the round before starts from its potentials (the
+    # source moved a little since): the annealing would find about the same plan again
     previous: Matches | None = None
-    previous_blur = np.inf
+    previous_key: tuple[float, float | None] | None = None
     planned, skipped, last_move = cfg.rounds, [], np.inf
     t0 = time.perf_counter()
     for k, (blur, sigma, reach, regression) in enumerate(planned, start=1):
@@ -266,10 +265,10 @@ def register(
             device=device,
             source_features=src_features,
             target_features=tgt_features,
-            init=previous if blur >= cfg.solver.scaling * previous_blur * (1 - 1e-9) else None,
+            init=previous if previous_key == (blur, reach) else None,
             init_iterations=WARM_START_ITERATIONS,
         )
-        previous, previous_blur = matches, blur
+        previous, previous_key = matches, (blur, reach)
         _require_finite(
             np.column_stack([matches.targets, matches.confidence]),
             f"OT matching, round {k} (blur {blur:g} mm)",

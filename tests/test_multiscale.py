@@ -411,3 +411,31 @@ def test_a_start_that_does_not_converge_in_time_is_given_up_for_the_annealing(mo
     # a start from converged potentials converges within the budget: no annealing
     warm = small_sinkhorn(x, y, init=(cold.f, cold.g), init_iterations=3, **kw)
     assert solves == [1] and warm.marginal_error < 1e-4
+
+
+@needs_native
+def test_a_start_is_tried_only_where_the_annealing_ends_on_the_points(monkeypatch):
+    """Where the final blur's clusters merge the points (dense clouds), a start from given
+    potentials would iterate on kernels between the points, far larger than the annealing's:
+    with init_iterations the solve anneals instead (a 300,000-point tree ran out of memory)."""
+    from otreg.ot import multiscale
+    from otreg.ot.iterate import Problem
+    from otreg.ot.options import SolverOptions
+
+    x, y = _deformed_pair(10_000, 4)
+    uniform = torch.full((10_000,), 1 / 10_000, dtype=torch.float64)
+    problem, options = Problem(uniform, uniform, 1.0), SolverOptions()
+    # blur 0.15: 512 clusters of side 0.07-0.15 (about 20 points each); blur 0.005: one each
+    assert not multiscale.ends_on_points(x, y, problem, 0.15**2, options)
+    assert multiscale.ends_on_points(x, y, problem, 0.005**2, options)
+    kw = {"blur": 0.15, "reach": 1.0}
+    cold = sinkhorn(x, y, **kw)
+    starts = []
+    warm_start = multiscale.warm_start
+    monkeypatch.setattr(
+        multiscale, "warm_start", lambda *a, **k: starts.append(1) or warm_start(*a, **k)
+    )
+    again = sinkhorn(x, y, init=(cold.f, cold.g), init_iterations=100, **kw)
+    assert starts == [] and again.marginal_error < 1e-3
+    sinkhorn(x, y, init=(cold.f, cold.g), **kw)  # without a budget: the start is kept
+    assert starts == [1]

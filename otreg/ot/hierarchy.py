@@ -74,6 +74,11 @@ class Hierarchy:
         self._code = code
         self._levels: dict[int, Level] = {}
 
+    def count(self, k: int) -> int:
+        """The number of clusters of :meth:`level` ``k``, without building them."""
+        key = self._code >> (3 * (BITS - k))
+        return int((key[1:] != key[:-1]).sum()) + 1 if len(key) else 0
+
     def level(self, k: int) -> Level:
         """Clusters of voxel side ``side / 2**k`` (0 <= k <= BITS), built on first use."""
         if k not in self._levels:

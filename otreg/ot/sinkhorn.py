@@ -60,10 +60,12 @@ def sinkhorn(
             from a config: ``SolverOptions.from_config(config.solver)``).
         init: potentials (f, g) of a previous solve between nearly the same clouds (e.g. the
             last rigid iteration): the annealing is skipped and the iterations start from them.
-        init_iterations: when given, a start from ``init`` that diverges or has not converged
-            within this many iterations is given up, and the solve anneals as without ``init``
-            (a start from a previous round's potentials diverged on a lobe pair whose target
-            was cut in half).
+        init_iterations: when given, the start from ``init`` is tried only where the
+            annealing would end on the points themselves (not on final-blur clusters: see
+            :func:`otreg.ot.multiscale.ends_on_points`), and given up where it diverges or has
+            not converged within this many iterations (a start from a previous round's
+            potentials diverged on a lobe pair whose target was cut in half); the solve then
+            anneals as without ``init``.
         overrides: fields of :class:`SolverOptions` that replace those of ``options``
             (``tol=1e-4, max_iter=2000`` ...).
 
@@ -120,10 +122,14 @@ def sinkhorn(
 
 
 def _warm_started(x, y, problem, eps, init, options: SolverOptions, iterations: int | None):
-    """:func:`otreg.ot.multiscale.warm_start` from ``init``; None where ``iterations`` is given
-    and the start diverged or did not converge within that many iterations."""
+    """:func:`otreg.ot.multiscale.warm_start` from ``init``; where ``iterations`` is given, None
+    where the annealing would end on clusters, or the start diverged or did not converge within
+    that many iterations."""
     if iterations is None:
         return multiscale.warm_start(x, y, problem, eps, init, options)
+    if not multiscale.ends_on_points(x, y, problem, eps, options):
+        log.debug("the annealing would end on clusters: annealing instead of the start given")
+        return None
     try:
         solved = multiscale.warm_start(
             x, y, problem, eps, init, replace(options, max_iter=min(iterations, options.max_iter))
