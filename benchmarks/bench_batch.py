@@ -13,6 +13,7 @@ Prints one table (a benchmark, not a test; run it on an otherwise idle machine):
 
     python benchmarks/bench_batch.py [--data ../shared/data] [--slurm] [--baseline]
     python benchmarks/bench_batch.py --quick     # the sample pair, tiny settings: checks it runs
+    python benchmarks/bench_batch.py --compare HEAD~1   # the DIR-LAB batch, that commit and this tree
 """
 
 from __future__ import annotations
@@ -62,15 +63,16 @@ def write_pipeline(
     return path
 
 
-def timed_batch(pipeline: Path, *args: str) -> float:
-    """Wall time of one ``otreg batch run`` from a clean output folder."""
+def timed_batch(pipeline: Path, *args: str, root: Path = ROOT) -> float:
+    """Wall time of one ``otreg batch run`` (of the tree ``root``) from a clean output folder."""
     shutil.rmtree(pipeline.parent / "out", ignore_errors=True)
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "otreg", "batch", "run", str(pipeline), *args],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=_env(root),
+        cwd=pipeline.parent,  # not the repository: python -m would import otreg from there
     )
     seconds = time.perf_counter() - started
     if done.returncode != 0:
@@ -78,9 +80,9 @@ def timed_batch(pipeline: Path, *args: str) -> float:
     return seconds
 
 
-def _env() -> dict[str, str]:
+def _env(root: Path = ROOT) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OTREG_THREADS"):
         env.pop(name, None)  # the batch runner chooses them
     return env
@@ -119,6 +121,51 @@ def plain_pair(source: Path, target: Path, overrides: list[str], folder: Path) -
         if process.returncode:
             sys.exit(err.decode())
     return time.perf_counter() - started
+
+
+def compare(commit: str, batch: Path, name: str, cases: int, repeats: int) -> None:
+    """``--jobs 1`` and ``--jobs 2`` over ``batch`` with ``commit``'s tree and this one,
+    alternately (the first of each pair swapped every repeat), a row per run."""
+    with tempfile.TemporaryDirectory(prefix="bench_batch-old-") as tmp:
+        old = Path(tmp) / "tree"
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old), commit],
+            check=True,
+            capture_output=True,
+        )
+        try:
+            subprocess.run(
+                [sys.executable, "setup.py", "build_ext", "--inplace"],
+                cwd=old,
+                env=_env(old),
+                check=True,
+                capture_output=True,
+            )
+            print(
+                f"\n{name}: `otreg batch run`, {commit} (old) against this tree (new), "
+                f"load average {os.getloadavg()[0]:.1f}"
+            )
+            print(
+                "| jobs | run | old s | new s | old / new | new cases/h |\n|---|---|---|---|---|---|"
+            )
+            for jobs in ("1", "2"):
+                for k in range(repeats):
+                    trees = [("old", old), ("new", ROOT)]
+                    seconds = dict(
+                        (label, timed_batch(batch, "--jobs", jobs, root=root))
+                        for label, root in (trees if k % 2 == 0 else trees[::-1])
+                    )
+                    print(
+                        f"| {jobs} | {k + 1} | {seconds['old']:.1f} | {seconds['new']:.1f} | "
+                        f"{seconds['old'] / seconds['new']:.2f}x | "
+                        f"{3600 * cases / seconds['new']:.0f} |",
+                        flush=True,
+                    )
+        finally:
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)],
+                capture_output=True,
+            )
 
 
 def slurm_overhead(pipeline: Path) -> dict[str, float]:
@@ -174,6 +221,12 @@ def main() -> None:
         action="store_true",
         help="also two plain registrations at once, default threads",
     )
+    parser.add_argument(
+        "--compare",
+        metavar="COMMIT",
+        help="only the many-cases batch, with COMMIT's tree and this one alternately",
+    )
+    parser.add_argument("--repeats", type=int, default=2, help="runs per side with --compare")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_batch-"))
     if args.quick:
@@ -199,6 +252,12 @@ def main() -> None:
             if not s.is_file() or not t.is_file():
                 sys.exit(f"{s if not s.is_file() else t}: not found (--data, or --quick)")
     print(f"cpus: {len(os.sched_getaffinity(0))}, otreg batch, {time.strftime('%Y-%m-%d %H:%M')}")
+    many_config = "lung_vessels" if args.quick else "lung_points"
+    if args.compare:
+        batch = write_pipeline(work / "many", many, many_overrides, many_config)
+        compare(args.compare, batch, many_name, len(many), args.repeats)
+        shutil.rmtree(work, ignore_errors=True)
+        return
     print("| measurement | wall | |\n|---|---|---|", flush=True)
     rows = Rows()
     one = write_pipeline(work / "one", [("a", *pair)], overrides, config)
@@ -230,7 +289,6 @@ def main() -> None:
                 f"{plain / alone:.2f}x one alone",
             )
         )
-    many_config = "lung_vessels" if args.quick else "lung_points"
     batch = write_pipeline(work / "many", many, many_overrides, many_config)
     jobs1 = timed_batch(batch, "--jobs", "1")
     jobs2 = timed_batch(batch, "--jobs", "2")

@@ -80,6 +80,16 @@ def _pinned_torch_threads():
     torch.set_num_threads(TEST_THREADS)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _command_server():
+    """The forked commands' server (tests/forked_cli.py), started before any test: the process
+    has one, and a batch run in this process would otherwise start it with its own
+    environment (otreg.batch.forking), the commands then running fresh."""
+    import forked_cli
+
+    forked_cli.start(helpers.otreg_env())
+
+
 @pytest.fixture(scope="session")
 def run_otreg():
     """``helpers.run_otreg`` checking the exit code by default: ``run_otreg(*args, cwd=None,

@@ -25,6 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from otreg.batch import forking
+
 # imported once by the server: what the commands import (see python -X importtime -m otreg)
 PRELOAD = [
     "numpy",
@@ -40,43 +42,30 @@ PRELOAD = [
     "otreg.warping",
 ]
 
-_context: multiprocessing.context.BaseContext | None = None
-_server_env: dict[str, str] | None = None
-
 
 def available(env: dict[str, str]) -> bool:
     """Whether a run with environment ``env`` can be a fork: not with ``OTREG_TEST_FORK=0``, nor
-    where there is no forkserver, nor once the server runs with another environment."""
+    where there is no forkserver, nor once the server runs with another environment (the
+    server is the process's one, :mod:`otreg.batch.forking`: a batch run in this process may
+    have started it)."""
+    started = forking.server_environment()
     return (
         os.environ.get("OTREG_TEST_FORK", "1") != "0"
         and "forkserver" in multiprocessing.get_all_start_methods()
-        and _server_env in (None, _comparable(env))
+        and (started is None or _comparable(started) == _comparable(env))
     )
+
+
+def start(env: dict[str, str]) -> None:
+    """The server started now, with ``env``, where runs can be forks (before a batch run in
+    this process starts it with the batch's environment)."""
+    if available(env):
+        forking.fork_context(env, PRELOAD)
 
 
 def _comparable(env: dict[str, str]) -> dict[str, str]:
     """``env`` without what pytest changes from test to test."""
     return {k: v for k, v in env.items() if k != "PYTEST_CURRENT_TEST"}
-
-
-def _server(env: dict[str, str]) -> multiprocessing.context.BaseContext:
-    """The forkserver context, its server started with ``env`` (once per test process)."""
-    global _context, _server_env
-    if _context is None:
-        from multiprocessing import forkserver
-
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(PRELOAD)
-        saved = dict(os.environ)
-        os.environ.clear()
-        os.environ.update(env)
-        try:
-            forkserver.ensure_running()
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-        _context, _server_env = context, _comparable(env)
-    return _context
 
 
 def _child(args: list[str], cwd: str, stdout: str, stderr: str) -> None:
@@ -96,7 +85,8 @@ def run(
     args: list[str], cwd: str | Path, env: dict[str, str], timeout: float
 ) -> subprocess.CompletedProcess:
     """``python -m otreg ARGS`` in a fork of the server (``env``: the server's environment)."""
-    context = _server(env)
+    context = forking.fork_context(env, PRELOAD)
+    assert context is not None
     with contextlib.ExitStack() as stack:
         paths = []
         for name in ("stdout", "stderr"):

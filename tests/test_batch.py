@@ -288,6 +288,42 @@ def test_a_dead_running_owner_is_taken_over_and_a_live_one_left_alone(tmp_path, 
     assert status_of(out, "alive")["state"] == "running"
 
 
+def test_workers_are_forks_of_a_server_that_imported_the_libraries(
+    tmp_path, batch_study, monkeypatch
+):
+    """Where the platform has a forkserver, no worker is a new interpreter (which would import
+    torch and otreg again for every case): each is a fork of the process's server, whose
+    workers find torch and otreg imported, and which writes the same statuses and logs."""
+    import multiprocessing
+
+    from otreg.batch import forking
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no forkserver on this platform: the workers are new interpreters")
+
+    def no_new_interpreter(*args, **kwargs):
+        raise AssertionError(f"a worker started as a new interpreter: {args}")
+
+    monkeypatch.setattr("otreg.batch.local.subprocess.Popen", no_new_interpreter)
+    path = batch_study(tmp_path, ["f1", "f2"], landmarks=False)
+    result = run_batch(path, jobs=2)
+    assert sorted(result.ok) == ["f1", "f2"] and result.exit_code == 0
+    preloaded = forking.server_environment()
+    assert preloaded is not None
+    context = forking.fork_context(preloaded)
+    assert context is not None
+    with context.Pool(1) as pool:
+        assert pool.apply(_imported, (["torch", "otreg.pipeline"],)) == [True, True]
+    out = tmp_path / "out"
+    for case in ("f1", "f2"):
+        assert status_of(out, case)["state"] == "ok"
+        assert (out / "logs" / f"{case}.log").read_text().count(": loading") == 1
+
+
+def _imported(names: list[str]) -> list[bool]:
+    return [name in sys.modules for name in names]
+
+
 def test_shards_and_two_concurrent_runs_never_run_a_case_twice(tmp_path, batch_study):
     path = batch_study(tmp_path, ["s1", "s2", "s3", "s4"])
     out = tmp_path / "out"

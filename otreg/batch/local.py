@@ -1,7 +1,8 @@
 """run_batch(): the cases of a pipeline (or of one shard of it) on local worker processes.
 
-Each case runs in its own ``python -m otreg.batch.worker`` process (:mod:`otreg.batch.worker`),
-at most ``jobs`` at once, each with its share of the CPUs (:mod:`otreg.batch.threads`). The
+Each case runs in its own ``python -m otreg.batch.worker`` process (:mod:`otreg.batch.worker`;
+forked from a server that imported its libraries once where the platform allows:
+:mod:`otreg.batch.forking`), at most ``jobs`` at once, each with its share of the CPUs (:mod:`otreg.batch.threads`). The
 runner waits on its workers without polling. Done cases are skipped, so a rerun resumes; cases
 are claimed by the workers themselves, so several runners (shards, two submissions) may share a
 pipeline and never run a case twice.
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, OutputError
+from .forking import ForkedWorker, start_worker
 from .manifest import Case
 from .pipeline import Pipeline
 from .status import DONE, FAILED, INTERRUPTED, effective_state, needs_run, read_status
@@ -186,7 +188,7 @@ class _Pool:
         self.emit: Callable[[Event], None] = emit
         self.result: BatchResult = result
         self.finished: queue.Queue[tuple[int, Case, int, float]] = queue.Queue()
-        self.running: dict[int, tuple[subprocess.Popen, Case]] = {}
+        self.running: dict[int, tuple[subprocess.Popen | ForkedWorker, Case]] = {}
         self.stopping = False
 
     def run(self, todo: list[Case]) -> None:
@@ -237,7 +239,7 @@ class _Pool:
             log.warning("%s: cannot write the log: %s", log_path, err.strerror)
             log_file = open(os.devnull, "ab")  # noqa: SIM115
         with log_file:
-            process = subprocess.Popen(
+            process = start_worker(command[3:], Path(log_file.name), env) or subprocess.Popen(
                 command,
                 env=env,
                 stdin=subprocess.DEVNULL,
