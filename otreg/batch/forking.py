@@ -35,6 +35,10 @@ PRELOAD = [
     "otreg.io",
     "otreg.evaluation",
     "otreg.report.outputs",
+    # the report's drawing child, a fork of the worker (otreg.report.forked_child)
+    "pyvista.plotting",
+    "PIL.Image",
+    "otreg.report._draw",
 ]
 
 _server_env: dict[str, str] | None = None
@@ -60,7 +64,7 @@ def _environment(env: dict[str, str]):
 
 def fork_context(
     env: dict[str, str], preload: list[str] = PRELOAD
-) -> multiprocessing.context.BaseContext | None:
+) -> multiprocessing.context.ForkServerContext | None:
     """The forkserver context, its server started with ``env`` and ``preload`` if it does not
     run yet (None where the platform has no forkserver)."""
     global _server_env

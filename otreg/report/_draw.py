@@ -167,14 +167,19 @@ def main(folder: str) -> None:
     draw_fields(clouds, folder_path / "fields")
 
 
+def serve() -> None:
+    """Import what drawing needs now, then draw the folder named on stdin (none: quit)."""
+    import pyvista
+    import pyvista.plotting  # noqa: F401  (pyvista imports it, and matplotlib, at first use)
+    from PIL import Image, features  # noqa: F401
+
+    folder = sys.stdin.readline().strip()
+    if folder:
+        main(folder)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "-":  # started early: import now, draw the folder named on stdin later
-        import pyvista
-        import pyvista.plotting  # noqa: F401  (pyvista imports it, and matplotlib, at first use)
-        from PIL import Image, features  # noqa: F401
-
-        folder = sys.stdin.readline().strip()
-        if folder:
-            main(folder)
+        serve()
     else:
         main(sys.argv[1])

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .forked_child import ForkedChild, fork_is_safe
+
 log = logging.getLogger(__name__)
 
 _MIME = {".webp": "image/webp", ".png": "image/png"}
@@ -55,14 +57,14 @@ def child_environment() -> dict[str, str]:
 
 
 #: the drawing child started by :func:`drawing_child_started`, waiting for its folder
-_waiting: subprocess.Popen | None = None
+_waiting: subprocess.Popen | ForkedChild | None = None
 
 
 @dataclass
 class _Drawing:
     """A drawing under way: its child, its folder, the clouds it draws, when it began."""
 
-    child: subprocess.Popen
+    child: subprocess.Popen | ForkedChild
     folder: tempfile.TemporaryDirectory
     clouds: tuple[np.ndarray, ...]
     started: float
@@ -99,10 +101,14 @@ def drawing_child_started(enabled: bool = True) -> Iterator[None]:
     """
     global _waiting, _submitted
     if not enabled:
+        if _waiting is not None:  # one forked in advance, not needed
+            _stop(_waiting)
+            _waiting = None
         yield
         return
     try:
-        _waiting = _start_child("-")
+        if _waiting is None:  # else the one forked in advance
+            _waiting = _start_child("-")
     except OSError:  # render_pictures starts its own and says why it cannot
         _waiting = None
     try:
@@ -116,7 +122,24 @@ def drawing_child_started(enabled: bool = True) -> Iterator[None]:
             drawing.discard()
 
 
-def _stop(child: subprocess.Popen) -> None:
+def fork_drawing_child() -> None:
+    """Fork the drawing child now, if this process may (:mod:`otreg.report.forked_child`: a
+    batch worker, its server having imported the drawing's libraries, before it starts its
+    threads); the next :func:`drawing_child_started` block takes it instead of starting a
+    new interpreter."""
+    global _waiting
+    if _waiting is None and fork_is_safe("pyvista.plotting"):
+        from ._draw import serve
+
+        try:
+            _waiting = ForkedChild(
+                serve, child_environment(), [sys.executable, "-m", "otreg.report._draw", "-"]
+            )
+        except OSError:  # no fork: drawing_child_started starts one its own way
+            _waiting = None
+
+
+def _stop(child: subprocess.Popen | ForkedChild) -> None:
     if child.poll() is None:
         child.kill()
     child.communicate()
