@@ -296,13 +296,8 @@ class OutputConfig(_Section):
     )
     report_pictures: bool = Field(
         True,
-        description="report.html: draw the clouds (pyvista off-screen, in a child process); "
-        "false: plots and numbers only",
-    )
-    report_render_timeout: PositiveFloat = Field(
-        120.0,
-        description="report.html: give up the pictures after this many seconds (the report "
-        "keeps its plots; the run succeeds)",
+        description="report.html: draw the clouds (coronal and axial projections); false: "
+        "plots and numbers only",
     )
     report_points: int = Field(
         20000, description="report.html: at most this many points per cloud in the pictures"

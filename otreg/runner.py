@@ -127,41 +127,36 @@ def run(
     # OUT is locked from its check to the final rename: a second run on it fails at once
     with output_lock(out), memory_limit(loading.memory_limit_gb):
         check_output_dir(out, overwrite, (source, target))  # again, now that it is ours
-        from .report.render import drawing_child_started
+        step("loading")
+        source_cloud = load(source, **options)
+        target_cloud = load(target, **options)
+        if config is None:
+            from .presets import preset_for
 
-        # the report's drawing process starts now: it imports VTK while the inputs load, torch
-        # imports and the registration runs
-        with drawing_child_started(loading.output.report and loading.output.report_pictures):
-            step("loading")
-            source_cloud = load(source, **options)
-            target_cloud = load(target, **options)
-            if config is None:
-                from .presets import preset_for
-
-                name, why = preset_for(source_cloud, target_cloud)
-                cfg = load_config(name, overrides, **settings)
-            else:
-                name, why = (
-                    (str(config) if isinstance(config, (str, Path)) else "a Config object"),
-                    "-c",
-                )
-            log.info("config: %s (%s)", name, why)
-            preset = {"name": name, "chosen_by": why}
-
-            from .pipeline import register  # torch: only once the inputs are good
-
-            registration = register(source_cloud, target_cloud, cfg, on_step=step)
-            step("writing outputs")
-            write_registration(
-                out,
-                registration,
-                cfg,
-                Path(source),
-                Path(target),
-                load_kwargs=options,
-                overwrite=overwrite,
-                argv=argv,
-                preset=preset,
-                reference=reference,
+            name, why = preset_for(source_cloud, target_cloud)
+            cfg = load_config(name, overrides, **settings)
+        else:
+            name, why = (
+                (str(config) if isinstance(config, (str, Path)) else "a Config object"),
+                "-c",
             )
+        log.info("config: %s (%s)", name, why)
+        preset = {"name": name, "chosen_by": why}
+
+        from .pipeline import register  # torch: only once the inputs are good
+
+        registration = register(source_cloud, target_cloud, cfg, on_step=step)
+        step("writing outputs")
+        write_registration(
+            out,
+            registration,
+            cfg,
+            Path(source),
+            Path(target),
+            load_kwargs=options,
+            overwrite=overwrite,
+            argv=argv,
+            preset=preset,
+            reference=reference,
+        )
     return RunResult(out, registration, cfg, preset, time.perf_counter() - started)

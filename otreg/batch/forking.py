@@ -35,10 +35,8 @@ PRELOAD = [
     "otreg.io",
     "otreg.evaluation",
     "otreg.report.outputs",
-    # the report's drawing child, a fork of the worker (otreg.report.forked_child)
-    "pyvista.plotting",
+    "otreg.report.raster",
     "PIL.Image",
-    "otreg.report._draw",
 ]
 
 _server_env: dict[str, str] | None = None

@@ -221,7 +221,6 @@ def _register(pipeline: Pipeline, case: Case, out: Path, status: dict[str, Any])
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from ..report.render import fork_drawing_child
     from .manifest import read_manifest
     from .pipeline import load_pipeline
     from .threads import current_threads, use_threads
@@ -241,9 +240,6 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     cpus = [int(c) for c in args.cpus.split(",") if c]
-    # while this process runs one thread (torch starts its pool in use_threads): a fork of a
-    # server that imported VTK forks its report's drawing child now, for the case to take
-    fork_drawing_child()
     try:
         use_threads(args.threads, cpus or None)
         pipeline = load_pipeline(args.pipeline)

@@ -101,14 +101,8 @@ def report_html(
         from .render import render_pictures
 
         shown = clouds.thinned(out.report_points)
-        drawn = render_pictures(
-            shown.source,
-            shown.target,
-            shown.warped,
-            shown.confidence,
-            timeout=out.report_render_timeout,
-        )
-        pictures, note = dict(drawn.images), drawn.skipped
+        drawn = render_pictures(shown.source, shown.target, shown.warped, shown.confidence)
+        pictures = dict(drawn.images)
         timings["report_pictures_s"] = drawn.seconds
         slices, why = _image_slices(run, config, clouds)
         if slices:

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from html import escape
 from typing import Any
 
-from ._draw import SOURCE_COLOUR, TARGET_COLOUR
 from .flags import Flag
+from .raster import SOURCE_COLOUR, TARGET_COLOUR
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;margin:0;

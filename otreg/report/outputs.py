@@ -259,7 +259,6 @@ def _write_files(
 ) -> None:
     """Every file of the output folder into ``tmp`` (the dense fields' through ``submit``)."""
     write_marker(tmp)
-    clouds = _begin_pictures(result, config)
     transform = result.transform
     warp_file(
         source_path,
@@ -306,29 +305,11 @@ def _write_files(
     if config.output.report:
         metrics["times"] = {
             **metrics["times"],
-            **_write_report(tmp, result, metrics, run, config, config_text, clouds),
+            **_write_report(tmp, result, metrics, run, config, config_text),
         }
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (tmp / "run.json").write_text(json.dumps(run, indent=2))
     (tmp / "config.resolved.toml").write_text(config_text)
-
-
-def _begin_pictures(result, config: Config):
-    """The report's clouds, their pictures begun (:func:`otreg.report.render.submit_pictures`:
-    drawn while the other outputs are written), or None (no pictures, or the clouds failed:
-    :func:`_write_report` tries again and logs why)."""
-    if not (config.output.report and config.output.report_pictures):
-        return None
-    from .build import ReportClouds
-    from .render import submit_pictures
-
-    try:
-        clouds = ReportClouds.of(result.transform, result.source.points, result.target.points)
-    except Exception:
-        return None
-    shown = clouds.thinned(config.output.report_points)
-    submit_pictures(shown.source, shown.target, shown.warped, shown.confidence)
-    return clouds
 
 
 def _write_report(
@@ -338,18 +319,15 @@ def _write_report(
     run: dict[str, Any],
     config: Config,
     config_text: str,
-    clouds=None,
 ) -> dict[str, float]:
     """``folder/report.html``; returns its times for metrics.json ("report_s", the whole
-    report, and "report_pictures_s"). ``clouds``: the :class:`~otreg.report.build.ReportClouds`
-    of :func:`_begin_pictures` (default: made here). A failure to make the page is logged, not
-    raised: the registration's other outputs stand without it."""
+    report, and "report_pictures_s"). A failure to make the page is logged, not raised: the
+    registration's other outputs stand without it."""
     from .build import REPORT_NAME, ReportClouds, report_html
 
     started = time.perf_counter()
     try:
-        if clouds is None:
-            clouds = ReportClouds.of(result.transform, result.source.points, result.target.points)
+        clouds = ReportClouds.of(result.transform, result.source.points, result.target.points)
         page, timings = report_html(metrics, run, config, config_text, clouds)
         (folder / REPORT_NAME).write_text(page, encoding="utf-8")
     except Exception:
