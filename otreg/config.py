@@ -486,12 +486,20 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[leaf] = value
 
 
+#: keys that were settings once: what became of them
+REMOVED_KEYS = {
+    "output.report_render_timeout": "the pictures are drawn in the run's own process now, with "
+    "no time limit to set: remove the key",
+}
+
+
 def _describe(err: ValidationError, where: str) -> str:
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         if e["type"] == "extra_forbidden":
-            lines.append(f"unknown key {key!r}")
+            hint = f" ({REMOVED_KEYS[key]})" if key in REMOVED_KEYS else ""
+            lines.append(f"unknown key {key!r}{hint}")
         else:
             message = e["msg"].removeprefix("Value error, ")
             lines.append(f"{key}: {message} (got {e.get('input')!r})")

@@ -185,6 +185,7 @@ def test_precedence_defaults_file_set_keywords(tmp_path):
     [
         ("match.blur", ["match.blur", "section.key=value"]),
         ("match.blurr=2", ["unknown key 'match.blurr'", "--set"]),
+        ("output.report_render_timeout=5", ["unknown key", "drawn in the run's own process"]),
         ("nosuchsection.key=1", ["unknown key 'nosuchsection'"]),
         ("seed.value=1", ["seed"]),
         ("solver.tol=abc", ["solver.tol", "abc"]),
