@@ -320,6 +320,23 @@ def test_workers_are_forks_of_a_server_that_imported_the_libraries(
         assert (out / "logs" / f"{case}.log").read_text().count(": loading") == 1
 
 
+def test_a_worker_the_server_cannot_fork_starts_as_a_new_interpreter(
+    tmp_path, batch_study, monkeypatch, caplog
+):
+    import multiprocessing.context
+
+    def refuse(self):
+        raise OSError("fork refused")
+
+    monkeypatch.setattr(multiprocessing.context.ForkServerProcess, "start", refuse)
+    path = batch_study(tmp_path, ["n1"], landmarks=False)
+    result = run_batch(path, jobs=1)
+    assert result.ok == ["n1"] and result.exit_code == 0
+    assert status_of(tmp_path / "out", "n1")["state"] == "ok"
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        assert "could not start a worker (fork refused)" in caplog.text
+
+
 def _imported(names: list[str]) -> list[bool]:
     return [name in sys.modules for name in names]
 

@@ -15,6 +15,7 @@ first caller; :func:`server_environment` says which, so that a caller that needs
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import sys
@@ -38,6 +39,8 @@ PRELOAD = [
     "otreg.report.raster",
     "PIL.Image",
 ]
+
+log = logging.getLogger(__name__)
 
 _server_env: dict[str, str] | None = None
 
@@ -106,13 +109,17 @@ class ForkedWorker:
 def start_worker(argv: list[str], log_path: Path, env: dict[str, str]) -> ForkedWorker | None:
     """``python -m otreg.batch.worker ARGV`` as a fork of the server (started with ``env`` if
     it does not run yet), stdout and stderr appended to ``log_path``; None where the platform
-    has no forkserver."""
+    has no forkserver, or the server could not fork it (the caller starts a new interpreter)."""
     context = fork_context(env)
     if context is None:
         return None
     process = context.Process(target=_worker, args=(argv, str(log_path)), name="otreg-worker")
-    with _exit_codes:
-        process.start()
+    try:
+        with _exit_codes:
+            process.start()
+    except (OSError, EOFError) as err:
+        log.warning("the batch's fork server could not start a worker (%s): a new interpreter", err)
+        return None
     return ForkedWorker(process)
 
 
