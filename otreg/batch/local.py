@@ -2,8 +2,8 @@
 
 Each case runs in its own ``python -m otreg.batch.worker`` process (:mod:`otreg.batch.worker`;
 forked from a server that imported its libraries once where the platform allows:
-:mod:`otreg.batch.forking`), at most ``jobs`` at once, each with its share of the CPUs (:mod:`otreg.batch.threads`). The
-runner waits on its workers without polling. Done cases are skipped, so a rerun resumes; cases
+:mod:`otreg.batch.forking`), at most ``jobs`` at once, each with its share of the CPUs
+(:mod:`otreg.batch.threads`). The runner waits on its workers without polling. Done cases are skipped, so a rerun resumes; cases
 are claimed by the workers themselves, so several runners (shards, two submissions) may share a
 pipeline and never run a case twice.
 """
