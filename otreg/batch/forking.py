@@ -110,11 +110,11 @@ def start_worker(argv: list[str], log_path: Path, env: dict[str, str]) -> Forked
     """``python -m otreg.batch.worker ARGV`` as a fork of the server (started with ``env`` if
     it does not run yet), stdout and stderr appended to ``log_path``; None where the platform
     has no forkserver, or the server could not fork it (the caller starts a new interpreter)."""
-    context = fork_context(env)
-    if context is None:
-        return None
-    process = context.Process(target=_worker, args=(argv, str(log_path)), name="otreg-worker")
     try:
+        context = fork_context(env)  # its socket lives in the temporary folder: may fail
+        if context is None:
+            return None
+        process = context.Process(target=_worker, args=(argv, str(log_path)), name="otreg-worker")
         with _exit_codes:
             process.start()
     except (OSError, EOFError) as err:
