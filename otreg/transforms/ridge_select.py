@@ -34,6 +34,20 @@ log = logging.getLogger(__name__)
 CANDIDATES = np.logspace(-3, 4, 57)
 
 
+def _spectrum(m: np.ndarray, z: np.ndarray, basis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues mu (n,) of the symmetric (n, n) ``m`` and the squared projections c2 (n,)
+    onto its eigenvectors of ``z`` (n, 3) without its part along ``basis`` (n, P), summed over
+    the 3 coordinates. In float32, by torch (faster than numpy's float64: benchmarks/README.md):
+    the criteria compare mu with lambda >= 1e-3, far above float32's errors on eigenvalues of
+    at most a few tens (DIR-LAB's)."""
+    import torch
+
+    z = z - basis @ (basis.T @ z)
+    mu, vectors = torch.linalg.eigh(torch.from_numpy(m).float())
+    c2 = torch.square(vectors.T @ torch.from_numpy(z).float()).sum(1)
+    return mu.double().numpy(), c2.double().numpy()
+
+
 def select_regularization(
     points: np.ndarray,
     values: np.ndarray,
@@ -89,10 +103,7 @@ def select_regularization(
     m -= np.hstack([basis, mu_basis]) @ np.hstack([rest, basis]).T
     m += m.T
     m /= 2
-    mu, vectors = np.linalg.eigh(m)
-    z = root[:, None] * values
-    z = z - basis @ (basis.T @ z)
-    c2 = np.square(vectors.T @ z).sum(1)
+    mu, c2 = _spectrum(m, z=root[:, None] * values, basis=basis)
     # the trend's directions (mu = 0, no data there) out of the trace and the likelihood
     order = np.argsort(mu)
     mu, c2 = np.clip(mu[order[free:]], 0, None), c2[order[free:]]
