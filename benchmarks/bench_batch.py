@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from old_tree import checked_out
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "data"
@@ -126,46 +128,25 @@ def plain_pair(source: Path, target: Path, overrides: list[str], folder: Path) -
 def compare(commit: str, batch: Path, name: str, cases: int, repeats: int) -> None:
     """``--jobs 1`` and ``--jobs 2`` over ``batch`` with ``commit``'s tree and this one,
     alternately (the first of each pair swapped every repeat), a row per run."""
-    with tempfile.TemporaryDirectory(prefix="bench_batch-old-") as tmp:
-        old = Path(tmp) / "tree"
-        subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old), commit],
-            check=True,
-            capture_output=True,
+    with checked_out(commit) as old:
+        print(
+            f"\n{name}: `otreg batch run`, {commit} (old) against this tree (new), "
+            f"load average {os.getloadavg()[0]:.1f}"
         )
-        try:
-            subprocess.run(
-                [sys.executable, "setup.py", "build_ext", "--inplace"],
-                cwd=old,
-                env=_env(old),
-                check=True,
-                capture_output=True,
-            )
-            print(
-                f"\n{name}: `otreg batch run`, {commit} (old) against this tree (new), "
-                f"load average {os.getloadavg()[0]:.1f}"
-            )
-            print(
-                "| jobs | run | old s | new s | old / new | new cases/h |\n|---|---|---|---|---|---|"
-            )
-            for jobs in ("1", "2"):
-                for k in range(repeats):
-                    trees = [("old", old), ("new", ROOT)]
-                    seconds = dict(
-                        (label, timed_batch(batch, "--jobs", jobs, root=root))
-                        for label, root in (trees if k % 2 == 0 else trees[::-1])
-                    )
-                    print(
-                        f"| {jobs} | {k + 1} | {seconds['old']:.1f} | {seconds['new']:.1f} | "
-                        f"{seconds['old'] / seconds['new']:.2f}x | "
-                        f"{3600 * cases / seconds['new']:.0f} |",
-                        flush=True,
-                    )
-        finally:
-            subprocess.run(
-                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)],
-                capture_output=True,
-            )
+        print("| jobs | run | old s | new s | old / new | new cases/h |\n|---|---|---|---|---|---|")
+        for jobs in ("1", "2"):
+            for k in range(repeats):
+                trees = [("old", old), ("new", ROOT)]
+                seconds = dict(
+                    (label, timed_batch(batch, "--jobs", jobs, root=root))
+                    for label, root in (trees if k % 2 == 0 else trees[::-1])
+                )
+                print(
+                    f"| {jobs} | {k + 1} | {seconds['old']:.1f} | {seconds['new']:.1f} | "
+                    f"{seconds['old'] / seconds['new']:.2f}x | "
+                    f"{3600 * cases / seconds['new']:.0f} |",
+                    flush=True,
+                )
 
 
 def slurm_overhead(pipeline: Path) -> dict[str, float]:

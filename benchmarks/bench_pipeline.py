@@ -46,6 +46,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from old_tree import checked_out
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 DIRLAB = DATA / "dirlab4dct"
@@ -236,28 +238,6 @@ def print_profile(name: str, r: dict) -> None:
 
 
 # ---------------------------------------------------------------------- baseline
-def _build(tree: Path, threads: int) -> None:
-    """Build what the commit's CLI needs: the extension where the tree has one (setup.py
-    build_ext), else the run-time ctypes kernels of older commits, compiled by one import."""
-    env = _env(threads, tree)
-    if (tree / "otreg" / "native" / "_kernels.cpp").exists():
-        subprocess.run(
-            [sys.executable, "setup.py", "build_ext", "--inplace"],
-            cwd=tree,
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-    elif (tree / "otreg" / "ot" / "_native.py").exists():
-        subprocess.run(
-            [sys.executable, "-c", "from otreg.ot import _native; _native.library()"],
-            cwd=tree,
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-
-
 def _register_cli(tree: Path, name: str, threads: int, work: Path) -> tuple[float, dict]:
     """Wall-clock s of ``python -m otreg register`` from ``tree`` (outputs written), and its
     metrics.json."""
@@ -283,50 +263,41 @@ def _register_cli(tree: Path, name: str, threads: int, work: Path) -> tuple[floa
 
 def baseline(commit: str, cases: list[str], threads: int, repeats: int) -> None:
     """Old commit against this tree, alternately, one row per run and a median row per case."""
-    with tempfile.TemporaryDirectory(prefix="otreg-baseline-") as tmp:
-        old_tree, work = Path(tmp) / "tree", Path(tmp) / "work"
+    with (
+        tempfile.TemporaryDirectory(prefix="otreg-baseline-") as tmp,
+        checked_out(commit) as old_tree,
+    ):
+        work = Path(tmp) / "work"
         work.mkdir()
-        subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old_tree), commit],
-            check=True,
-            capture_output=True,
+        print(
+            f"otreg register, {commit} (old) against this tree (new), {threads} thread(s), "
+            f"outputs included, alternately; load average {os.getloadavg()[0]:.1f}"
         )
-        try:
-            _build(old_tree, threads)
-            print(
-                f"otreg register, {commit} (old) against this tree (new), {threads} thread(s), "
-                f"outputs included, alternately; load average {os.getloadavg()[0]:.1f}"
-            )
-            print("| case | run | old s | new s | old / new | residual after mm old / new |")
-            print("|---|---|---|---|---|---|", flush=True)
-            for name in cases:
-                if not CASES[name][0].exists():
-                    print(f"skip {name}: {CASES[name][0]} not found", file=sys.stderr)
-                    continue
-                olds, news = [], []
-                for k in range(repeats):
-                    # alternate which goes first, so a drift in the machine's speed hits both
-                    order = [("old", old_tree), ("new", ROOT)]
-                    runs = dict(
-                        (label, _register_cli(tree, name, threads, work))
-                        for label, tree in (order if k % 2 == 0 else order[::-1])
-                    )
-                    (old, m_old), (new, m_new) = runs["old"], runs["new"]
-                    olds.append(old)
-                    news.append(new)
-                    print(
-                        f"| {name} | {k + 1} | {old:.1f} | {new:.1f} | {old / new:.2f}x | "
-                        f"{m_old['residual_after']['mean_mm']:.3f} / "
-                        f"{m_new['residual_after']['mean_mm']:.3f} |",
-                        flush=True,
-                    )
-                old, new = statistics.median(olds), statistics.median(news)
-                print(f"| **{name}** | median | {old:.1f} | {new:.1f} | **{old / new:.2f}x** | |")
-        finally:
-            subprocess.run(
-                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old_tree)],
-                capture_output=True,
-            )
+        print("| case | run | old s | new s | old / new | residual after mm old / new |")
+        print("|---|---|---|---|---|---|", flush=True)
+        for name in cases:
+            if not CASES[name][0].exists():
+                print(f"skip {name}: {CASES[name][0]} not found", file=sys.stderr)
+                continue
+            olds, news = [], []
+            for k in range(repeats):
+                # alternate which goes first, so a drift in the machine's speed hits both
+                order = [("old", old_tree), ("new", ROOT)]
+                runs = dict(
+                    (label, _register_cli(tree, name, threads, work))
+                    for label, tree in (order if k % 2 == 0 else order[::-1])
+                )
+                (old, m_old), (new, m_new) = runs["old"], runs["new"]
+                olds.append(old)
+                news.append(new)
+                print(
+                    f"| {name} | {k + 1} | {old:.1f} | {new:.1f} | {old / new:.2f}x | "
+                    f"{m_old['residual_after']['mean_mm']:.3f} / "
+                    f"{m_new['residual_after']['mean_mm']:.3f} |",
+                    flush=True,
+                )
+            old, new = statistics.median(olds), statistics.median(news)
+            print(f"| **{name}** | median | {old:.1f} | {new:.1f} | **{old / new:.2f}x** | |")
 
 
 # ---------------------------------------------------------------------- growth
