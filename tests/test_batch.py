@@ -435,6 +435,35 @@ def test_killed_workers_and_a_terminated_batch_resume_exactly_the_unfinished_cas
     assert hidden_leftovers(out) == []
 
 
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+def test_a_job_cancelled_as_a_whole_reports_its_case_interrupted(tmp_path, batch_study):
+    """Slurm's scancel and time limit send SIGTERM to every process of the job at once: the
+    runner, its fork server and the worker. The server outlives the signal, so the worker's
+    own exit (interrupted) reaches the runner, not a lost exit status."""
+    if not Path("/proc/self/task").exists():
+        pytest.skip("needs /proc to find the fork server")
+    path = batch_study(tmp_path, ["t1"])
+    out = tmp_path / "out"
+    runner = start_batch(path)
+    _wait_for(lambda: _running(out))
+    worker = _running(out)[0]["pid"]
+    servers = [
+        pid
+        for pid in _children(runner.pid)
+        if b"forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    for pid in [runner.pid, *servers, worker]:
+        os.kill(pid, signal.SIGTERM)
+    _, stderr = runner.communicate(timeout=600)
+    assert runner.returncode == 143, stderr
+    assert status_of(out, "t1")["state"] in ("interrupted", "ok"), stderr
+    assert "exit code 255" not in stderr, stderr
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 320 kB tmpfs (room for statuses and logs, not for a case's outputs); skipped where

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from pathlib import Path
 
 # what a worker imports before its case runs (python -X importtime -m otreg.batch.worker)
 PRELOAD = [
+    "otreg.batch.server_signals",  # first: the server outlives a job's SIGTERM
     "numpy",
     "torch",
     "pyvista",
@@ -125,7 +127,10 @@ def start_worker(argv: list[str], log_path: Path, env: dict[str, str]) -> Forked
 
 def _worker(argv: list[str], log_path: str) -> None:
     """In the fork: a session of its own (a ^C on the terminal reaches the runner, which
-    passes it on), the log file as stdout and stderr, then the worker's main."""
+    passes it on), the default handlers of the signals the server ignores, the log file as
+    stdout and stderr, then the worker's main."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
     os.setsid()
     try:
         log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
