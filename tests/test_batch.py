@@ -456,6 +456,7 @@ def test_a_job_cancelled_as_a_whole_reports_its_case_interrupted(tmp_path, batch
         for pid in _children(runner.pid)
         if b"forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()
     ]
+    assert len(servers) == 1, "the runner's fork server was not found"
     for pid in [runner.pid, *servers, worker]:
         os.kill(pid, signal.SIGTERM)
     _, stderr = runner.communicate(timeout=600)
