@@ -99,21 +99,12 @@ def run(
     step = on_step or (lambda text: None)
     if config is None:
         # The preset depends on the files, read as the input settings given say: the packaged
-        # presets leave the load options and the report's settings alone (tests/test_config.py),
-        # so these are known before it. The other settings are checked against the preset,
-        # whose rounds they may have to agree with.
+        # presets leave the load options alone (tests/test_config.py). The other settings are
+        # checked against the preset, whose rounds they may have to agree with.
         loading = load_config(
             None,
-            [
-                o
-                for o in overrides
-                if o.strip().startswith(("input.", "memory_limit_gb", "output.report"))
-            ],
-            **{
-                k: v
-                for k, v in settings.items()
-                if k.startswith(("input__", "memory_limit_gb", "output__report"))
-            },
+            [o for o in overrides if o.strip().startswith(("input.", "memory_limit_gb"))],
+            **{k: v for k, v in settings.items() if k.startswith(("input__", "memory_limit_gb"))},
         )
     else:
         loading = cfg = load_config(config, overrides, **settings)

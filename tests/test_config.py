@@ -48,11 +48,6 @@ def test_presets_read_files_as_the_defaults_do(name):
     from otreg.io import load_options
 
     assert load_options(load_config(name).input) == load_options(Config().input)
-    # and whether it draws the report's pictures: known before the preset (otreg.run)
-    report_keys = ("report", "report_pictures")
-    assert [getattr(load_config(name).output, k) for k in report_keys] == [
-        getattr(Config().output, k) for k in report_keys
-    ]
 
 
 def test_defaults():

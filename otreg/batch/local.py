@@ -218,19 +218,11 @@ class _Pool:
 
     def _start(self, case: Case, slot: int) -> None:
         cpus = worker_cpus(slot, self.jobs, self.threads)
-        command = [
-            sys.executable,
-            "-m",
-            "otreg.batch.worker",
-            str(self.pipeline.path),
-            case.id,
-            "--threads",
-            str(self.threads),
-        ]
+        argv = [str(self.pipeline.path), case.id, "--threads", str(self.threads)]
         if cpus:
-            command += ["--cpus", ",".join(map(str, cpus))]
+            argv += ["--cpus", ",".join(map(str, cpus))]
         if self.retry:
-            command.append("--retry-failed")
+            argv.append("--retry-failed")
         env = {**os.environ, **thread_environment(self.threads)}
         log_path = self.pipeline.output / "logs" / f"{case.id}.log"
         try:
@@ -239,8 +231,8 @@ class _Pool:
             log.warning("%s: cannot write the log: %s", log_path, err.strerror)
             log_file = open(os.devnull, "ab")  # noqa: SIM115
         with log_file:
-            process = start_worker(command[3:], Path(log_file.name), env) or subprocess.Popen(
-                command,
+            process = start_worker(argv, Path(log_file.name), env) or subprocess.Popen(
+                [sys.executable, "-m", "otreg.batch.worker", *argv],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
